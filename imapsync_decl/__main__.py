@@ -1,0 +1,3 @@
+from imapsync_decl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""The command line: parse, call one function, render, exit code.
+
+stdout carries results (summaries, tables, JSON documents); stderr carries
+problems and logs. Every error that ends a command is an ``ImapsyncError`` with
+its own exit code; only a bug ends with a traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from imapsync_decl import __version__
+from imapsync_decl.config import Config, Mailbox, load_config
+from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
+from imapsync_decl.schema import document_schema, kind_schema, schema_files
+
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    internal error (a bug: please report it with the traceback)
+  10   invalid configuration or command line
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(Exception):
+    """SIGTERM arrived."""
+
+
+def config_dir_option(func: F) -> F:
+    return click.option(
+        "--config-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path("profiles.d"),
+        show_default=True,
+        envvar="IMAPSYNC_DECL_CONFIG_DIR",
+        help="Directory of the documents (*.yaml, *.yml, *.json). "
+        "Environment: IMAPSYNC_DECL_CONFIG_DIR.",
+    )(func)
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="text for humans, json for programs (one JSON document on stdout).",
+    )(func)
+
+
+@click.group(
+    epilog=EXIT_CODES,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="imapsync-decl")
+def cli() -> None:
+    """Archive many IMAP mailboxes, declaratively.
+
+    Profiles in the configuration directory say which mailboxes of which server
+    are archived; `validate` checks them without contacting any server.
+    """
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES)
+@config_dir_option
+@format_option
+def validate(config_dir: Path, output_format: str) -> int:
+    """Check every document and every CSV file it names; report all problems at once.
+
+    Errors and warnings go to stderr as PATH:LINE:COL: FIELD: MESSAGE. No server
+    is contacted. Exit 0 when valid (warnings allowed), 10 when not.
+    """
+    config = load_config(config_dir, str(config_dir))
+    _print_problems(config.problems)
+    if output_format == "json":
+        _print_json(
+            {
+                "valid": config.ok,
+                "config_dir": str(config_dir),
+                "archive": str(config.archive_path),
+                "errors": [_problem_json(p) for p in config.errors],
+                "warnings": [_problem_json(p) for p in config.warnings],
+                "profiles": [
+                    {
+                        "name": item.doc.name,
+                        "source": item.doc.source.kind,
+                        "server": f"{item.doc.server.host}:{item.doc.server.effective_port}",
+                        "security": item.doc.server.security,
+                        "mailboxes": len(config.mailboxes.get(item.doc.name, ())),
+                    }
+                    for item in config.profiles
+                ],
+            }
+        )
+    else:
+        _print_validate_text(config_dir, config)
+    return ExitCode.OK if config.ok else ExitCode.CONFIG
+
+
+def _print_validate_text(config_dir: Path, config: Config) -> None:
+    errors, warnings = len(config.errors), len(config.warnings)
+    counts = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+    if not config.ok:
+        click.echo(f"{config_dir}: invalid ({counts})")
+        return
+    total = sum(len(m) for m in config.mailboxes.values())
+    click.echo(
+        f"{config_dir}: valid ({_plural(config.document_count, 'document')}, "
+        f"{_plural(len(config.profiles), 'profile')}, {_plural(total, 'mailbox')}, "
+        f"{_plural(warnings, 'warning')})"
+    )
+    for item in config.profiles:
+        server = item.doc.server
+        count = len(config.mailboxes.get(item.doc.name, ()))
+        click.echo(
+            f"  {item.doc.name}: {item.doc.source.kind} on {server.host}:{server.effective_port}"
+            f" ({server.security}), {_plural(count, 'mailbox')}"
+        )
+    click.echo(f"  archive: {config.archive_path}")
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option(
+    "--kind",
+    type=click.Choice(["document", "profile", "users", "archive"]),
+    default="document",
+    show_default=True,
+    help="Which schema to print: one kind, or any document (dispatching on kind).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write every schema file into this directory instead of printing one.",
+)
+def schema(kind: str, out: Path | None) -> int:
+    """Print or write the JSON Schemas (draft 2020-12) of the documents.
+
+    The repository's schemas/ directory holds `schema --out schemas`. Editors read
+    one document per file; multi-document YAML files are checked by `validate`.
+    """
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in schema_files().items():
+            (out / name).write_text(text, encoding="utf-8")
+            click.echo(str(out / name))
+        return ExitCode.OK
+    body = document_schema() if kind == "document" else kind_schema(kind)
+    _print_json(body)
+    return ExitCode.OK
+
+
+# --- mailboxes -------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES)
+@config_dir_option
+@click.option("--profile", "profile_name", metavar="NAME", help="Only this profile.")
+@format_option
+def mailboxes(config_dir: Path, profile_name: str | None, output_format: str) -> int:
+    """List the mailboxes each profile will archive, without contacting any server.
+
+    Resolved from the user list (master password) or the CSV file. LOGIN is the
+    identity used at login (the authorization identity, or the CSV login);
+    ARCHIVE FOLDER names the mailbox in the archive tree. Passwords never appear.
+    """
+    config = _valid_config(config_dir)
+    names = [item.doc.name for item in config.profiles]
+    if profile_name is not None and profile_name not in names:
+        raise UsageError(
+            f"no profile named {profile_name!r} (profiles: {', '.join(names) or 'none'})"
+        )
+    selected = [
+        mailbox
+        for name in names
+        if profile_name in (None, name)
+        for mailbox in config.mailboxes.get(name, ())
+    ]
+    if output_format == "json":
+        _print_json([m.to_json() for m in selected])
+    else:
+        _print_mailbox_table(selected)
+    return ExitCode.OK
+
+
+def _print_mailbox_table(rows: Sequence[Mailbox]) -> None:
+    header = ("PROFILE", "SOURCE", "ARCHIVE USER", "LOGIN", "E-MAIL", "ARCHIVE FOLDER")
+    table = [header] + [
+        (m.profile, m.source, m.archive_user, m.login, m.email or "-", m.archive_folder)
+        for m in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(f"{_plural(len(rows), 'mailbox')}")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _valid_config(config_dir: Path) -> Config:
+    config = load_config(config_dir, str(config_dir))
+    if not config.ok:
+        raise ConfigError(config.problems)
+    _print_problems(config.warnings)
+    return config
+
+
+def _print_problems(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "path": problem.path,
+        "line": problem.line,
+        "col": problem.col,
+        "field": problem.field,
+        "message": problem.message,
+        "severity": problem.severity.value,
+    }
+
+
+def _print_json(body: Any) -> None:
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def _plural(count: int, word: str) -> str:
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {'mailboxes' if word == 'mailbox' else word + 's'}"
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``imapsync-decl`` command; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if not args:
+            click.echo(cli.get_help(click.Context(cli, info_name="imapsync-decl")), err=True)
+            return ExitCode.CONFIG
+        result = cli.main(args=args, prog_name="imapsync-decl", standalone_mode=False)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        return ExitCode.CONFIG
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.CONFIG
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    except Terminated:
+        click.echo("terminated", err=True)
+        return ExitCode.TERMINATED
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return exc.exit_code
+    except ImapsyncError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return exc.exit_code
+    except Exception:
+        click.echo("internal error (a bug in imapsync-decl):", err=True)
+        click.echo(traceback.format_exc(), err=True)
+        return ExitCode.INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

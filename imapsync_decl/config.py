@@ -1,0 +1,463 @@
+"""A whole configuration: the documents of a directory, checked together and resolved to mailboxes.
+
+``load_config`` never raises on bad input. It returns a :class:`Config` whose
+``problems`` hold every error and warning: those of each document (``loader``),
+those across documents (duplicate names, several Archive documents), and those
+found while resolving each profile to its mailboxes (CSV files, user selection,
+identity templates, secrets). No server is contacted.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from imapsync_decl.errors import ExitCode, ImapsyncError, Problem, Severity
+from imapsync_decl.loader import Loaded, LoadResult, Loc, Origin, load_config_dir
+from imapsync_decl.profile import (
+    CsvSource,
+    EnvSecret,
+    FileSecret,
+    IdentityTemplate,
+    MasterSource,
+    Profile,
+    SingleSource,
+    User,
+)
+from imapsync_decl.secrets import Secret
+from imapsync_decl.sources.csv import CsvResult, load_csv
+from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
+
+WARNING = Severity.WARNING
+
+
+class SecretError(ImapsyncError):
+    """A referenced password cannot be read (variable not set, file missing)."""
+
+    exit_code = ExitCode.CONFIG
+
+
+SecretSource = Secret | EnvSecret | FileSecret
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to log in to one mailbox. The password is a value or a reference, resolved late."""
+
+    mechanism: Literal["sasl_plain", "login_separator", "user_password"]
+    username: str  # the authentication identity sent to the server
+    authzid: str | None  # with sasl_plain: whose mailbox to open
+    password: SecretSource = field(repr=False)
+    base_dir: Path  # a {file: ...} password resolves against this
+
+    def resolve_password(self) -> Secret:
+        """The password itself: read from the environment or the file now."""
+        ref = self.password
+        if isinstance(ref, Secret):
+            return ref
+        if isinstance(ref, EnvSecret):
+            value = os.environ.get(ref.env)
+            if value is None:
+                raise SecretError(f"environment variable {ref.env} is not set")
+            return Secret(value)
+        path = Path(ref.file).expanduser()
+        path = path if path.is_absolute() else self.base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecretError(f"cannot read password file {path}: {exc}") from None
+        return Secret(text.removesuffix("\n").removesuffix("\r"))
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One mailbox on the server that a profile archives."""
+
+    profile: str
+    source: Literal["master", "csv", "single"]
+    archive_user: str
+    login: str  # the identity of the mailbox at login: the authzid, or the mailbox's own login
+    email: str | None
+    archive_folder: str  # the mailbox's folder in the archive tree: e-mail address, else login
+    credentials: Credentials = field(repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "source": self.source,
+            "archive_user": self.archive_user,
+            "login": self.login,
+            "email": self.email,
+            "archive_folder": self.archive_folder,
+            "mechanism": self.credentials.mechanism,
+        }
+
+
+@dataclass(frozen=True)
+class Config:
+    config_dir: Path
+    profiles: tuple[Loaded[Profile], ...]
+    users: tuple[User, ...]
+    archive_path: Path
+    mailboxes: dict[str, tuple[Mailbox, ...]]
+    problems: tuple[Problem, ...]
+    document_count: int
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.is_error for p in self.problems)
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.is_error)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if not p.is_error)
+
+    def profile(self, name: str) -> Loaded[Profile] | None:
+        return next((p for p in self.profiles if p.doc.name == name), None)
+
+
+def load_config(config_dir: Path, display_dir: str | None = None) -> Config:
+    loaded = load_config_dir(config_dir, display_dir)
+    problems = list(loaded.problems)
+    users = _merge_users(loaded, problems)
+    archive_path = _archive_path(config_dir, loaded, problems)
+    _check_profile_names(loaded.profiles, problems)
+    mailboxes: dict[str, tuple[Mailbox, ...]] = {}
+    for item in loaded.profiles:
+        _check_server(item, problems)
+        mailboxes[item.doc.name] = tuple(_resolve(item, users, problems))
+    for csv_file, origin in loaded.orphan_csv_files:
+        _load_csv_rows(csv_file, origin, problems)
+    document_count = len(loaded.profiles) + len(loaded.users) + len(loaded.archives)
+    return Config(
+        config_dir=config_dir,
+        profiles=loaded.profiles,
+        users=tuple(user for user, _ in users),
+        archive_path=archive_path,
+        mailboxes=mailboxes,
+        problems=tuple(sorted(set(problems), key=lambda p: (p.path, p.line or 0, p.col or 0))),
+        document_count=document_count,
+    )
+
+
+# --- across documents ------------------------------------------------------------------------
+
+
+def _merge_users(loaded: LoadResult, problems: list[Problem]) -> list[tuple[User, Origin]]:
+    seen: dict[str, Origin] = {}
+    emails: dict[str, str] = {}
+    out: list[tuple[User, Origin]] = []
+    for item in loaded.users:
+        for i, user in enumerate(item.doc.users):
+            key = user.name.casefold()
+            if key in seen:
+                first = seen[key]
+                problems.append(
+                    item.origin.problem(
+                        ("users", i, "name"),
+                        f"duplicate user name {user.name!r} "
+                        f"(first in {first.display}:{first.start[0]})",
+                    )
+                )
+                continue
+            seen[key] = item.origin
+            if user.email is not None:
+                mail = user.email.casefold()
+                if mail in emails:
+                    problems.append(
+                        item.origin.problem(
+                            ("users", i, "email"),
+                            f"users {emails[mail]!r} and {user.name!r} have the same e-mail address",
+                            WARNING,
+                        )
+                    )
+                else:
+                    emails[mail] = user.name
+            out.append((user, item.origin))
+    return out
+
+
+def _archive_path(config_dir: Path, loaded: LoadResult, problems: list[Problem]) -> Path:
+    if not loaded.archives:
+        return Path(os.path.normpath(config_dir.absolute())).parent / "archive"
+    first = loaded.archives[0]
+    for extra in loaded.archives[1:]:
+        problems.append(
+            extra.origin.problem(
+                ("kind",),
+                f"only one Archive document is allowed (first in {first.origin.display})",
+            )
+        )
+    path = Path(first.doc.path).expanduser()
+    return Path(
+        os.path.normpath(path if path.is_absolute() else first.origin.base_dir.absolute() / path)
+    )
+
+
+def _check_profile_names(profiles: Sequence[Loaded[Profile]], problems: list[Problem]) -> None:
+    seen: dict[str, Origin] = {}
+    for item in profiles:
+        name = item.doc.name
+        if name in seen:
+            problems.append(
+                item.origin.problem(
+                    ("name",), f"duplicate profile name {name!r} (first in {seen[name].display})"
+                )
+            )
+        else:
+            seen[name] = item.origin
+
+
+# --- one profile -----------------------------------------------------------------------------
+
+
+def _check_server(item: Loaded[Profile], problems: list[Problem]) -> None:
+    server, origin = item.doc.server, item.origin
+    if server.accept_all_certificates:
+        problems.append(
+            origin.problem(
+                ("server", "accept_all_certificates"),
+                "insecure: every server certificate is accepted, so a man in the middle can read "
+                "the passwords and the mail",
+                WARNING,
+            )
+        )
+    if server.security == "plain":
+        problems.append(
+            origin.problem(
+                ("server", "security"),
+                "insecure: passwords and mail travel unencrypted; use starttls or tls",
+                WARNING,
+            )
+        )
+    if server.ca_file is not None:
+        ca = _resolve_path(server.ca_file, origin)
+        if not ca.is_file():
+            problems.append(origin.problem(("server", "ca_file"), f"file not found: {ca}", WARNING))
+
+
+def _resolve_path(value: str, origin: Origin) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else origin.base_dir / path
+
+
+def _check_secret(
+    ref: str | EnvSecret | FileSecret, loc: Loc, origin: Origin, problems: list[Problem]
+) -> SecretSource:
+    if isinstance(ref, str):
+        problems.append(
+            origin.problem(
+                loc,
+                "inline password in a document that may be committed; "
+                "use {env: NAME} or {file: PATH}",
+                WARNING,
+            )
+        )
+        return Secret(ref)
+    if isinstance(ref, EnvSecret):
+        if ref.env not in os.environ:
+            problems.append(
+                origin.problem(loc, f"environment variable {ref.env} is not set", WARNING)
+            )
+        return ref
+    path = _resolve_path(ref.file, origin)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        problems.append(origin.problem(loc, f"password file not found: {path}", WARNING))
+        return ref
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problems.append(
+            origin.problem(
+                loc, f"password file {path} is readable by group/others; chmod 600 it", WARNING
+            )
+        )
+    return ref
+
+
+def _resolve(
+    item: Loaded[Profile], users: list[tuple[User, Origin]], problems: list[Problem]
+) -> list[Mailbox]:
+    source = item.doc.source
+    if source.master is not None:
+        return _resolve_master(item, source.master, users, problems)
+    if source.csv is not None:
+        return _resolve_csv(item, source.csv, problems)
+    assert source.single is not None
+    return _resolve_single(item, source.single, problems)
+
+
+def _resolve_single(
+    item: Loaded[Profile], single: SingleSource, problems: list[Problem]
+) -> list[Mailbox]:
+    origin = item.origin
+    password = _check_secret(single.password, ("source", "single", "password"), origin, problems)
+    return [
+        Mailbox(
+            profile=item.doc.name,
+            source="single",
+            archive_user=single.archive_user or single.username,
+            login=single.username,
+            email=single.email,
+            archive_folder=single.email or single.username,
+            credentials=Credentials(
+                "user_password", single.username, None, password, origin.base_dir
+            ),
+        )
+    ]
+
+
+def _load_csv_rows(file: str, origin: Origin, problems: list[Problem]) -> CsvResult | None:
+    path = _resolve_path(file, origin)
+    display = file if Path(file).is_absolute() else _join_display(origin, file)
+    result = load_csv(path, display)
+    problems.extend(result.problems)
+    if not result.ok:
+        # Point the profile at the broken file too, so its line explains the CSV errors.
+        problems.append(origin.problem(("source", "csv", "file"), f"CSV file {display} has errors"))
+        return None
+    return result
+
+
+def _resolve_csv(item: Loaded[Profile], csv: CsvSource, problems: list[Problem]) -> list[Mailbox]:
+    origin = item.origin
+    result = _load_csv_rows(csv.file, origin, problems)
+    if result is None:
+        return []
+    return [
+        Mailbox(
+            profile=item.doc.name,
+            source="csv",
+            archive_user=row.archive_user or row.login,
+            login=row.login,
+            email=row.email,
+            archive_folder=row.email or row.login,
+            credentials=Credentials(
+                "user_password", row.login, None, row.password, origin.base_dir
+            ),
+        )
+        for row in result.accounts
+    ]
+
+
+def _join_display(origin: Origin, relative: str) -> str:
+    parent = origin.display.rpartition("/")[0]
+    return f"{parent}/{relative}" if parent else relative
+
+
+def _resolve_master(
+    item: Loaded[Profile],
+    master: MasterSource,
+    users: list[tuple[User, Origin]],
+    problems: list[Problem],
+) -> list[Mailbox]:
+    origin = item.origin
+    base: Loc = ("source", "master")
+    password = _check_secret(master.password, (*base, "password"), origin, problems)
+    selection = master.users
+    by_key: dict[str, User] = {}
+    for user, _ in users:
+        by_key.setdefault(user.name.casefold(), user)
+        if user.email is not None:
+            by_key.setdefault(user.email.casefold(), user)
+    named: set[str] = set()
+    for i, name in enumerate(selection.names):
+        found = by_key.get(name.casefold())
+        if found is None:
+            problems.append(
+                origin.problem(
+                    (*base, "users", "names", i), f"no user {name!r} in the user list", WARNING
+                )
+            )
+        else:
+            named.add(found.name)
+
+    chosen: list[User] = []
+    for user, _ in users:
+        if selection.select == "only":
+            if user.name in named:
+                chosen.append(user)
+        elif user.email is not None and user.name not in named:
+            chosen.append(user)
+
+    mailboxes: list[Mailbox] = []
+    identities: dict[str, str] = {}
+    for user in chosen:
+        identity = _identity(master.identity, user, (*base, "identity"), origin, problems)
+        if identity is None:
+            continue
+        if identity.casefold() in identities:
+            problems.append(
+                origin.problem(
+                    (*base, "identity"),
+                    f"users {identities[identity.casefold()]!r} and {user.name!r} "
+                    f"have the same identity {identity!r}",
+                )
+            )
+            continue
+        identities[identity.casefold()] = user.name
+        if master.mechanism == "sasl_plain":
+            credentials = Credentials(
+                "sasl_plain", master.username, identity, password, origin.base_dir
+            )
+        else:
+            credentials = Credentials(
+                "login_separator",
+                f"{identity}{master.separator}{master.username}",
+                None,
+                password,
+                origin.base_dir,
+            )
+        mailboxes.append(
+            Mailbox(
+                profile=item.doc.name,
+                source="master",
+                archive_user=user.name,
+                login=identity,
+                email=user.email,
+                archive_folder=user.email or user.name,
+                credentials=credentials,
+            )
+        )
+    if not mailboxes and not any(p.is_error and p.path == origin.display for p in problems):
+        problems.append(origin.problem(base, "selects no mailboxes", WARNING))
+    return mailboxes
+
+
+def _identity(
+    identity: str | IdentityTemplate,
+    user: User,
+    loc: Loc,
+    origin: Origin,
+    problems: list[Problem],
+) -> str | None:
+    if isinstance(identity, IdentityTemplate):
+        try:
+            return render_identity(
+                identity.template, TemplateUser(user.name, user.email, user.display_name)
+            )
+        except TemplateError as exc:
+            problems.append(origin.problem(loc, str(exc)))
+            return None
+    if identity == "username":
+        return user.name
+    if user.email is None:
+        problems.append(
+            origin.problem(
+                loc,
+                f"user {user.name!r} has no e-mail address, so identity {identity} cannot be "
+                "formed; not archived",
+                WARNING,
+            )
+        )
+        return None
+    if identity == "email":
+        return user.email
+    return user.email.rpartition("@")[0]

@@ -1,0 +1,573 @@
+"""The documents of a configuration directory, as pydantic models.
+
+Three kinds of document live in ``profiles.d/``: ``Profile`` (what to archive and
+how to log in), ``Users`` (the archive's user list) and ``Archive`` (where the
+archive is). The models are strict: they accept exactly what the published JSON
+Schemas in ``schemas/`` accept (``schema.py`` generates those from these models,
+and a test checks that both agree on a catalogue of good and bad documents).
+
+Cross-field rules are written twice, once as a model validator and once as a
+JSON Schema fragment (``json_schema_extra``), so editors and ``validate`` reject
+the same documents. Settings whose behaviour is not built yet are declared with
+:func:`_not_yet`: the schema pins them to their default and ``validate`` says
+"not supported yet" instead of silently ignoring them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# Union members are tagged with names that contain ':' so that error locations
+# can drop them (field names never contain ':'); see loader.field_path().
+TAG_MARK = ":"
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Everything up to the LAST '@' is the local part, which may itself hold '@' when quoted.
+EMAIL_PATTERN = r"^[^\s]+@[^\s@]+$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _not_yet(default: Any, what: str) -> tuple[Any, ...]:
+    """Annotated metadata for a setting whose behaviour is not built yet.
+
+    The value must equal ``default``; the JSON Schema says so with ``const``.
+    """
+
+    def check(value: Any) -> Any:
+        if value != default:
+            raise PydanticCustomError(
+                "not_supported_yet",
+                "not supported yet ({what}); remove it or leave it at {default}",
+                {"what": what, "default": _yaml_repr(default)},
+            )
+        return value
+
+    return (AfterValidator(check), Field(json_schema_extra={"const": default}))
+
+
+def _yaml_repr(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+class EnvSecret(StrictModel):
+    """A secret read from an environment variable when it is needed."""
+
+    env: str = Field(
+        pattern=ENV_NAME_PATTERN, description="Name of the environment variable holding the secret."
+    )
+
+
+class FileSecret(StrictModel):
+    """A secret read from a file (its content, without a trailing newline)."""
+
+    file: str = Field(
+        min_length=1,
+        description="Path of the file holding the secret; relative paths resolve against the "
+        "document that names them. Keep it readable by the owner only (chmod 600).",
+    )
+
+
+def _secret_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "secret:inline"
+    if isinstance(value, dict):
+        if "env" in value:
+            return "secret:env"
+        if "file" in value:
+            return "secret:file"
+    return None
+
+
+SecretRef: TypeAlias = Annotated[
+    Annotated[str, Tag("secret:inline"), Field(min_length=1)]
+    | Annotated[EnvSecret, Tag("secret:env")]
+    | Annotated[FileSecret, Tag("secret:file")],
+    Discriminator(
+        _secret_tag,
+        custom_error_type="secret_ref",
+        custom_error_message="expected a password string, {env: NAME} or {file: PATH}",
+    ),
+]
+
+SECRET_DESCRIPTION = (
+    "A password: {env: NAME} (environment variable), {file: PATH} (file content), or an inline "
+    "string (warned about, since profiles are committed to git). Never logged or shown."
+)
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+_SERVER_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"security": {"const": "plain"}}, "required": ["security"]},
+            "then": {
+                "properties": {
+                    "accept_all_certificates": {"const": False},
+                    "ca_file": {"const": None},
+                }
+            },
+        },
+        {
+            "if": {
+                "properties": {"accept_all_certificates": {"const": True}},
+                "required": ["accept_all_certificates"],
+            },
+            "then": {"properties": {"ca_file": {"const": None}}},
+        },
+    ]
+}
+
+
+class Server(StrictModel):
+    """The IMAP server that holds the mailboxes."""
+
+    model_config = ConfigDict(json_schema_extra=_SERVER_RULES)
+
+    host: str = Field(min_length=1, description="Host name or IP address of the IMAP server.")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="TCP port; default 143 for plain and starttls, 993 for tls.",
+    )
+    security: Literal["plain", "starttls", "tls"] = Field(
+        default="tls",
+        description="plain: unencrypted IMAP (passwords travel in clear; warned about); "
+        "starttls: IMAP upgraded with STARTTLS, never falling back to plain (IMAP-TLS); "
+        "tls: IMAP over implicit TLS (IMAP-SSL).",
+    )
+    accept_all_certificates: bool = Field(
+        default=False,
+        description="Accept any server certificate (self-signed, unknown CA, wrong name). Insecure: "
+        "reported as a warning by validate, in every plan and in every run protocol. "
+        "Not allowed with security: plain or together with ca_file.",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM file of the CA certificates that verify the server; default: the "
+        "system store. Relative to the document. Not allowed with security: plain.",
+    )
+    timeout: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the connection and for each server answer.",
+    )
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 993 if self.security == "tls" else 143
+
+    @model_validator(mode="after")
+    def _tls_options(self) -> Server:
+        if self.security == "plain" and (self.accept_all_certificates or self.ca_file is not None):
+            raise PydanticCustomError(
+                "tls_option_without_tls",
+                "accept_all_certificates and ca_file need security: starttls or tls",
+            )
+        if self.accept_all_certificates and self.ca_file is not None:
+            raise PydanticCustomError(
+                "ca_file_with_accept_all",
+                "ca_file is not used when accept_all_certificates is true; remove one of them",
+            )
+        return self
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+class IdentityTemplate(StrictModel):
+    """A jinja2 template that renders the identity of a user."""
+
+    template: str = Field(
+        min_length=1,
+        description="jinja2 template with user.name, user.email, user.display_name, local_part "
+        "and domain, e.g. '{{ local_part }}@mail.example.com'. Unknown variables are errors.",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        from imapsync_decl.templates import check_identity_template
+
+        problem = check_identity_template(value)
+        if problem is not None:
+            raise PydanticCustomError("template", "{problem}", {"problem": problem})
+        return value
+
+
+def _identity_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "identity:name"
+    if isinstance(value, dict):
+        return "identity:template"
+    return None
+
+
+Identity: TypeAlias = Annotated[
+    Annotated[Literal["email", "email_local_part", "username"], Tag("identity:name")]
+    | Annotated[IdentityTemplate, Tag("identity:template")],
+    Discriminator(
+        _identity_tag,
+        custom_error_type="identity",
+        custom_error_message="expected email, email_local_part, username or {template: ...}",
+    ),
+]
+
+_SELECTION_RULES: dict[str, Any] = {
+    "if": {"properties": {"select": {"const": "all"}}},
+    "then": {"properties": {"names": {"maxItems": 0}}},
+    "else": {"required": ["names"], "properties": {"names": {"minItems": 1}}},
+}
+
+
+class UserSelection(StrictModel):
+    """Which users of the archive's user list are archived."""
+
+    model_config = ConfigDict(json_schema_extra=_SELECTION_RULES)
+
+    select: Literal["all", "all_except", "only"] = Field(
+        default="all",
+        description="all: every user with an e-mail address; all_except: all but the users in "
+        "names; only: just the users in names.",
+    )
+    names: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="User names or e-mail addresses, for all_except and only (required there, "
+        "not allowed with all).",
+    )
+
+    @model_validator(mode="after")
+    def _names_fit_select(self) -> UserSelection:
+        if self.select == "all" and self.names:
+            raise PydanticCustomError(
+                "names_with_all", "names is only used with select: all_except or only"
+            )
+        if self.select != "all" and not self.names:
+            raise PydanticCustomError(
+                "names_missing",
+                "select: {select} needs at least one entry in names",
+                {"select": self.select},
+            )
+        return self
+
+
+_MASTER_RULES: dict[str, Any] = {
+    "if": {
+        "not": {
+            "properties": {"mechanism": {"const": "login_separator"}},
+            "required": ["mechanism"],
+        }
+    },
+    "then": {"not": {"required": ["separator"]}},
+}
+
+
+class MasterSource(StrictModel):
+    """Many mailboxes through one privileged (master) account."""
+
+    model_config = ConfigDict(json_schema_extra=_MASTER_RULES)
+
+    username: str = Field(min_length=1, description="Login name of the master (privileged) user.")
+    password: SecretRef = Field(description=SECRET_DESCRIPTION)
+    identity: Identity = Field(
+        default="email",
+        description="Whose mailbox to open: email (the user's e-mail address), email_local_part "
+        "(everything before the last '@'), username (the archive user name), or "
+        "{template: ...}.",
+    )
+    mechanism: Literal["sasl_plain", "login_separator"] = Field(
+        default="sasl_plain",
+        description="sasl_plain: AUTHENTICATE PLAIN with the identity as authorization identity "
+        "(RFC 4616; Dovecot, Cyrus, Stalwart); login_separator: log in as "
+        "'<identity><separator><username>' (Dovecot master users).",
+    )
+    separator: str = Field(
+        default="*",
+        min_length=1,
+        description="Separator for mechanism login_separator (Dovecot's "
+        "auth_master_user_separator); only allowed with that mechanism.",
+    )
+    users: UserSelection = Field(
+        default_factory=UserSelection, description="Which users of the user list to archive."
+    )
+    sync_directory: Annotated[bool, *_not_yet(False, "directory synchronisation")] = Field(
+        default=False,
+        description="Synchronise the user list with the Users document's directory before each "
+        "plan and apply. Not supported yet: must be false.",
+    )
+
+    @model_validator(mode="after")
+    def _separator_needs_mechanism(self) -> MasterSource:
+        if "separator" in self.model_fields_set and self.mechanism != "login_separator":
+            raise PydanticCustomError(
+                "separator_unused", "separator is only used with mechanism: login_separator"
+            )
+        return self
+
+
+class CsvSource(StrictModel):
+    """Many mailboxes from a CSV file with one row of credentials per mailbox."""
+
+    file: str = Field(
+        min_length=1,
+        description="The CSV file (UTF-8, header row, separator ; , | or TAB), relative to this "
+        "document. Columns: login and password (required), email and archive_user (optional).",
+    )
+
+
+class SingleSource(StrictModel):
+    """One mailbox with its own credentials."""
+
+    username: str = Field(min_length=1, description="IMAP login name of the mailbox.")
+    password: SecretRef = Field(description=SECRET_DESCRIPTION)
+    email: str | None = Field(
+        default=None,
+        pattern=EMAIL_PATTERN,
+        description="E-mail address; names the mailbox's folder in the archive tree.",
+    )
+    archive_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Archive user that receives the mailbox; default: the login name.",
+    )
+
+
+def _source_schema(schema: dict[str, Any]) -> None:
+    """Source's members are optional keys, exactly one present, never null."""
+    schema.update({"minProperties": 1, "maxProperties": 1})
+    for prop in schema["properties"].values():
+        any_of = prop.pop("anyOf")
+        prop.update(next(item for item in any_of if "$ref" in item))
+        prop.pop("default", None)
+
+
+class Source(StrictModel):
+    """Where the mailboxes and their credentials come from: exactly one of master, csv, single."""
+
+    model_config = ConfigDict(json_schema_extra=_source_schema)
+
+    master: MasterSource | None = Field(
+        default=None, description="Master password: one privileged account logs in as each user."
+    )
+    csv: CsvSource | None = Field(default=None, description="One row per mailbox in a CSV file.")
+    single: SingleSource | None = Field(default=None, description="One mailbox.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [k for k in ("master", "csv", "single") if k in data]
+            if len(given) != 1 or len(data) != 1 or data[given[0]] is None:
+                raise PydanticCustomError(
+                    "source_choice",
+                    "exactly one of master, csv or single is required (found {found})",
+                    {"found": ", ".join(sorted(str(k) for k in data)) or "none"},
+                )
+        return data
+
+    @property
+    def kind(self) -> Literal["master", "csv", "single"]:
+        if self.master is not None:
+            return "master"
+        if self.csv is not None:
+            return "csv"
+        return "single"
+
+
+# --- folders, filters, deletion --------------------------------------------------------
+
+
+class Folders(StrictModel):
+    """Which folders of each mailbox are archived."""
+
+    include: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Glob patterns on the decoded folder path ('/' between levels): '*' within one "
+        "level, '**' across levels.",
+    )
+    exclude: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Glob patterns of folders not to archive."
+    )
+    include_subfolders: bool = Field(
+        default=True, description="An included folder brings its subfolders."
+    )
+    default_exclusions: bool = Field(
+        default=True,
+        description="Skip trash, junk, drafts and outbox folders (SPECIAL-USE attributes, else the "
+        "usual names).",
+    )
+
+
+class Filters(StrictModel):
+    """Which messages are archived. Not supported yet: every filter must stay at its default."""
+
+    older_than_days: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
+        default=None, ge=1, description="Only messages older than this many days (internal date)."
+    )
+    newer_than_days: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
+        default=None, ge=1, description="Only messages newer than this many days (internal date)."
+    )
+    skip_unread: Annotated[bool, *_not_yet(False, "message filters")] = Field(
+        default=False, description="Skip messages without the \\Seen flag."
+    )
+    skip_flagged: Annotated[bool, *_not_yet(False, "message filters")] = Field(
+        default=False, description="Skip messages with the \\Flagged flag."
+    )
+    max_size: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
+        default=None, ge=1, description="Skip messages larger than this many bytes."
+    )
+
+
+class Delete(StrictModel):
+    """What is deleted from the server after archiving. Not supported yet: mode must be never."""
+
+    mode: Annotated[
+        Literal["never", "after_archive"], *_not_yet("never", "deletion after archiving")
+    ] = Field(
+        default="never",
+        description="never: leave the server as it is; after_archive: delete messages verifiably "
+        "in the archive (never flagged ones).",
+    )
+    older_than_days: Annotated[int | None, *_not_yet(None, "deletion after archiving")] = Field(
+        default=None,
+        ge=1,
+        description="With after_archive: only delete messages older than this many days.",
+    )
+
+
+# --- documents ---------------------------------------------------------------------------
+
+_SCHEMA_KEY = Field(
+    default=None,
+    alias="$schema",
+    description="Optional URL or path of the JSON Schema, for editors; ignored otherwise.",
+)
+
+
+class Profile(StrictModel):
+    """An archiving profile: one server, one source of mailboxes, and what to archive."""
+
+    model_config = ConfigDict(title="Profile", populate_by_name=True)
+
+    schema_ref: str | None = _SCHEMA_KEY
+    kind: Literal["Profile"] = Field(description="Document kind.")
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=64,
+        description="Unique name of the profile (letters, digits, '.', '_', '-').",
+    )
+    description: str | None = Field(default=None, description="Free text for humans.")
+    server: Server = Field(description="The IMAP server.")
+    source: Source = Field(description="Where the mailboxes come from.")
+    folders: Folders = Field(default_factory=Folders, description="Folder selection.")
+    filters: Filters = Field(default_factory=Filters, description="Message filters.")
+    delete: Delete = Field(default_factory=Delete, description="Deletion after archiving.")
+    max_concurrent_jobs: int = Field(
+        default=4, ge=1, le=64, description="How many mailboxes are archived at once."
+    )
+    schedule: Annotated[str | None, *_not_yet(None, "schedules")] = Field(
+        default=None,
+        description="Cron expression (machine's local time) for automatic runs, e.g. "
+        "'0 2 * * *'. Not supported yet: must be null.",
+    )
+
+
+class User(StrictModel):
+    """One archive user."""
+
+    name: str = Field(min_length=1, description="User name in the archive (unique).")
+    email: str | None = Field(
+        default=None, pattern=EMAIL_PATTERN, description="Primary e-mail address."
+    )
+    display_name: str | None = Field(default=None, description="Full name.")
+
+
+class DirectoryAttributes(StrictModel):
+    """Which directory attributes give the user fields."""
+
+    username: str = Field(default="uid", min_length=1, description="Attribute of the user name.")
+    email: str = Field(default="mail", min_length=1, description="Attribute of the e-mail address.")
+    display_name: str = Field(
+        default="cn", min_length=1, description="Attribute of the display name."
+    )
+
+
+class Directory(StrictModel):
+    """An LDAP / Active Directory service that the user list is synchronised with."""
+
+    url: str = Field(pattern=r"^ldaps?://", description="ldap:// or ldaps:// URL.")
+    starttls: bool = Field(default=False, description="Upgrade ldap:// with StartTLS.")
+    bind_dn: str | None = Field(default=None, description="DN to bind as; null: anonymous.")
+    password: SecretRef | None = Field(default=None, description=SECRET_DESCRIPTION)
+    base_dn: str = Field(min_length=1, description="Where to search for users.")
+    filter: str = Field(default="(objectClass=person)", description="LDAP search filter.")
+    attributes: DirectoryAttributes = Field(
+        default_factory=DirectoryAttributes, description="Attribute mapping."
+    )
+
+
+class Users(StrictModel):
+    """The archive's user list (several Users documents add up)."""
+
+    model_config = ConfigDict(title="Users", populate_by_name=True)
+
+    schema_ref: str | None = _SCHEMA_KEY
+    kind: Literal["Users"] = Field(description="Document kind.")
+    users: list[User] = Field(default_factory=list, description="The users.")
+    directory: Annotated[Directory | None, *_not_yet(None, "directory synchronisation")] = Field(
+        default=None,
+        description="LDAP settings for directory synchronisation. Not supported yet: must be null.",
+    )
+
+
+class Archive(StrictModel):
+    """Where the archive lives (at most one Archive document)."""
+
+    model_config = ConfigDict(title="Archive", populate_by_name=True)
+
+    schema_ref: str | None = _SCHEMA_KEY
+    kind: Literal["Archive"] = Field(description="Document kind.")
+    path: str = Field(
+        min_length=1,
+        description="Archive directory, relative to this document. Without an Archive document "
+        "the archive is archive/ beside the configuration directory.",
+    )
+
+
+Document: TypeAlias = Profile | Users | Archive
+
+DOCUMENT_KINDS: dict[str, type[Profile] | type[Users] | type[Archive]] = {
+    "Profile": Profile,
+    "Users": Users,
+    "Archive": Archive,
+}

@@ -1,0 +1,262 @@
+"""A configuration as a whole: user selection, identities, CSV profiles, secrets, warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imapsync_decl.config import Config, SecretError, load_config
+from imapsync_decl.secrets import Secret
+
+from helpers import USERS, master_profile, write_config
+
+
+def load(directory: Path) -> Config:
+    return load_config(directory, "cfg")
+
+
+def logins(config: Config, profile: str = "staff") -> list[str]:
+    return [m.login for m in config.mailboxes[profile]]
+
+
+def messages(config: Config) -> list[str]:
+    return [str(p) for p in config.problems]
+
+
+@pytest.fixture(autouse=True)
+def master_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_MASTER_PW", "master-secret")
+
+
+@pytest.mark.parametrize(
+    ("master", "expected"),
+    [
+        ("", ["alice@example.com", "bob@example.com", '"carol@home"@example.com']),
+        (
+            "users: {select: all_except, names: [bob]}",
+            ["alice@example.com", '"carol@home"@example.com'],
+        ),
+        (
+            "users: {select: all_except, names: [BOB@example.com]}",
+            ["alice@example.com", '"carol@home"@example.com'],
+        ),
+        (
+            "users: {select: only, names: [carol, alice]}",
+            ["alice@example.com", '"carol@home"@example.com'],
+        ),
+        ("identity: email_local_part", ["alice", "bob", '"carol@home"']),
+        ("identity: username", ["alice", "bob", "carol"]),
+        ("identity: username\nusers: {select: only, names: [scanner]}", ["scanner"]),
+        (
+            "identity: {template: '{{ user.name }}@mail.example.net'}",
+            ["alice@mail.example.net", "bob@mail.example.net", "carol@mail.example.net"],
+        ),
+        (
+            "identity: {template: '{{ local_part }}%{{ domain }}'}",
+            ["alice%example.com", "bob%example.com", '"carol@home"%example.com'],
+        ),
+    ],
+)
+def test_selection_and_identity(tmp_path: Path, master: str, expected: list[str]) -> None:
+    config = load(
+        write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile(master)})
+    )
+    assert config.ok, messages(config)
+    assert logins(config) == expected
+
+
+def test_master_mailbox_fields_and_credentials(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile()}))
+    alice = config.mailboxes["staff"][0]
+    assert alice.to_json() == {
+        "profile": "staff",
+        "source": "master",
+        "archive_user": "alice",
+        "login": "alice@example.com",
+        "email": "alice@example.com",
+        "archive_folder": "alice@example.com",
+        "mechanism": "sasl_plain",
+    }
+    assert alice.credentials.username == "archiver"
+    assert alice.credentials.authzid == "alice@example.com"
+    assert alice.credentials.resolve_password() == Secret("master-secret")
+
+
+def test_login_separator_builds_the_login_name(tmp_path: Path) -> None:
+    master = "mechanism: login_separator\nseparator: '%'\nusers: {select: only, names: [bob]}"
+    config = load(
+        write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile(master)})
+    )
+    (bob,) = config.mailboxes["staff"]
+    assert bob.login == "bob@example.com"
+    assert bob.credentials.mechanism == "login_separator"
+    assert bob.credentials.username == "bob@example.com%archiver"
+    assert bob.credentials.authzid is None
+
+
+def test_only_user_without_email_needs_an_identity_that_works_without(tmp_path: Path) -> None:
+    master = "users: {select: only, names: [scanner, alice, nobody]}"
+    config = load(
+        write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile(master)})
+    )
+    assert config.ok
+    assert logins(config) == ["alice@example.com"]
+    assert messages(config) == [
+        "cfg/staff.yaml:7:5: warning: source.master.identity: user 'scanner' has no e-mail "
+        "address, so identity email cannot be formed; not archived",
+        "cfg/staff.yaml:9:51: warning: source.master.users.names[2]: no user 'nobody' in the "
+        "user list",
+    ]
+
+
+def test_template_unknown_attribute_is_an_error_naming_the_user(tmp_path: Path) -> None:
+    master = "identity: {template: '{{ user.uid }}'}"
+    config = load(
+        write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile(master)})
+    )
+    assert not config.ok
+    assert any("template for user 'alice'" in m and "uid" in m for m in messages(config))
+
+
+def test_template_unknown_variable_is_a_validation_error(tmp_path: Path) -> None:
+    master = "identity: {template: '{{ uid }}'}"
+    config = load(
+        write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": master_profile(master)})
+    )
+    assert messages(config) == [
+        "cfg/staff.yaml:9:15: source.master.identity.template: unknown template variable uid "
+        "(known: domain, local_part, user)"
+    ]
+
+
+def test_same_identity_twice_is_an_error(tmp_path: Path) -> None:
+    users = "kind: Users\nusers:\n  - {name: a, email: info@one.example}\n  - {name: b, email: info@two.example}\n"
+    config = load(
+        write_config(
+            tmp_path,
+            {"users.yaml": users, "staff.yaml": master_profile("identity: email_local_part")},
+        )
+    )
+    assert not config.ok
+    assert "users 'a' and 'b' have the same identity 'info'" in "\n".join(messages(config))
+
+
+def test_csv_profile_resolves_rows(tmp_path: Path) -> None:
+    config = load(
+        write_config(
+            tmp_path,
+            {
+                "c.yaml": "kind: Profile\nname: c\nserver: {host: h}\nsource: {csv: {file: m.csv}}\n",
+                "m.csv": "login,password,email,archive user\nalice,pw1,alice@example.com,\nbob,pw2,,robert\n",
+            },
+        )
+    )
+    assert config.ok, messages(config)
+    rows = [(m.archive_user, m.login, m.email, m.archive_folder) for m in config.mailboxes["c"]]
+    assert rows == [
+        ("alice", "alice", "alice@example.com", "alice@example.com"),
+        ("robert", "bob", None, "bob"),
+    ]
+    assert config.mailboxes["c"][1].credentials.resolve_password() == Secret("pw2")
+
+
+def test_csv_errors_are_reported_with_the_profile(tmp_path: Path) -> None:
+    config = load(
+        write_config(
+            tmp_path,
+            {
+                "c.yaml": "kind: Profile\nname: c\nserver: {host: h}\nsource: {csv: {file: m.csv}}\n",
+                "m.csv": "login;password\nalice;\n",
+            },
+        )
+    )
+    assert not config.ok
+    found = messages(config)
+    assert "cfg/c.yaml:4:22: source.csv.file: CSV file cfg/m.csv has errors" in found
+    assert any(m.startswith("cfg/m.csv:2: ") for m in found), found
+
+
+def test_missing_csv_file_is_an_error(tmp_path: Path) -> None:
+    config = load(
+        write_config(
+            tmp_path,
+            {
+                "c.yaml": "kind: Profile\nname: c\nserver: {host: h}\nsource: {csv: {file: nope.csv}}\n"
+            },
+        )
+    )
+    assert not config.ok
+    assert any(m.startswith("cfg/nope.csv") for m in messages(config)), messages(config)
+
+
+def test_warnings_for_insecure_settings_and_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TEST_MASTER_PW")
+    (tmp_path / "pw.txt").write_text("filepw\n")
+    (tmp_path / "pw.txt").chmod(0o644)
+    write_config(
+        tmp_path,
+        {
+            "users.yaml": USERS,
+            "staff.yaml": master_profile(server="accept_all_certificates: true"),
+            "one.yaml": "kind: Profile\nname: one\nserver: {host: h, security: plain}\n"
+            "source: {single: {username: alice, password: hunter2}}\n",
+            "two.yaml": "kind: Profile\nname: two\nserver: {host: h, ca_file: ca.pem}\n"
+            "source: {single: {username: bob, password: {file: pw.txt}}}\n",
+        },
+    )
+    config = load(tmp_path)
+    assert config.ok
+    assert messages(config) == [
+        "cfg/one.yaml:3:29: warning: server.security: insecure: passwords and mail travel "
+        "unencrypted; use starttls or tls",
+        "cfg/one.yaml:4:46: warning: source.single.password: inline password in a document that "
+        "may be committed; use {env: NAME} or {file: PATH}",
+        "cfg/staff.yaml:5:28: warning: server.accept_all_certificates: insecure: every server "
+        "certificate is accepted, so a man in the middle can read the passwords and the mail",
+        "cfg/staff.yaml:9:15: warning: source.master.password: environment variable "
+        "TEST_MASTER_PW is not set",
+        f"cfg/two.yaml:3:28: warning: server.ca_file: file not found: {tmp_path}/ca.pem",
+        f"cfg/two.yaml:4:44: warning: source.single.password: password file {tmp_path}/pw.txt "
+        "is readable by group/others; chmod 600 it",
+    ]
+    assert "hunter2" not in "\n".join(messages(config))
+    (two,) = config.mailboxes["two"]
+    assert two.credentials.resolve_password() == Secret("filepw")
+    with pytest.raises(SecretError, match="TEST_MASTER_PW is not set"):
+        config.mailboxes["staff"][0].credentials.resolve_password()
+
+
+def test_duplicates_across_documents(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        {
+            "a.yaml": USERS + "---\nkind: Archive\npath: ../arch\n",
+            "b.yaml": "kind: Users\nusers:\n  - {name: Alice}\n  - {name: dave, email: bob@example.com}\n"
+            "---\nkind: Archive\npath: elsewhere\n---\n"
+            + master_profile()
+            + "---\n"
+            + master_profile(),
+        },
+    )
+    config = load(tmp_path)
+    assert [str(p) for p in config.errors] == [
+        "cfg/b.yaml:3:12: users[0].name: duplicate user name 'Alice' (first in cfg/a.yaml:1)",
+        "cfg/b.yaml:6:7: kind: only one Archive document is allowed (first in cfg/a.yaml)",
+        "cfg/b.yaml:15:5: source.master.identity: users 'bob' and 'dave' have the same identity "
+        "'bob@example.com'",
+        "cfg/b.yaml:19:7: name: duplicate profile name 'staff' (first in cfg/b.yaml)",
+        "cfg/b.yaml:24:5: source.master.identity: users 'bob' and 'dave' have the same identity "
+        "'bob@example.com'",
+    ]
+    assert [str(p) for p in config.warnings] == [
+        "cfg/b.yaml:4:25: warning: users[1].email: users 'bob' and 'dave' have the same e-mail address"
+    ]
+    assert config.archive_path == tmp_path.parent / "arch"
+
+
+def test_default_archive_is_beside_the_config_dir(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path / "profiles.d", {"users.yaml": USERS}))
+    assert config.archive_path == tmp_path / "archive"

@@ -1,0 +1,36 @@
+"""The README cannot drift from the code: header table, exit codes, commands, example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from imapsync_decl.cli import EXIT_CODES, cli
+from imapsync_decl.config import load_config
+from imapsync_decl.sources.csv import HEADER_SYNONYMS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_csv_header_table_is_the_published_one() -> None:
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", README, re.MULTILINE))
+    assert {key: tuple(names.split(", ")) for key, names in rows.items()} == dict(HEADER_SYNONYMS)
+
+
+def test_exit_codes_in_readme_and_help_agree() -> None:
+    readme = set(re.findall(r"^\| +(\d+) \|", README, re.MULTILINE))
+    helptext = set(re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.MULTILINE))
+    assert readme == helptext == {"0", "1", "10", "130", "143"}
+
+
+def test_every_command_is_documented() -> None:
+    for name in cli.commands:  # type: ignore[attr-defined]
+        assert f"imapsync-decl {name}" in README
+
+
+def test_readme_example_validates(tmp_path: Path) -> None:
+    example = README.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.yaml").write_text(example, encoding="utf-8")
+    config = load_config(tmp_path, "README")
+    assert config.ok, [str(p) for p in config.problems]
+    assert [p.doc.name for p in config.profiles] == ["staff"]

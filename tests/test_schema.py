@@ -1,0 +1,232 @@
+"""The published schemas: no drift from the models, and the same verdicts as the models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pydantic
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imapsync_decl.profile import DOCUMENT_KINDS
+from imapsync_decl.schema import document_schema, schema_files
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "schemas"
+VALIDATOR = jsonschema.Draft202012Validator(document_schema())
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    generated = schema_files()
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in SCHEMAS.glob("*.json")}
+    assert sorted(on_disk) == sorted(generated), "run `imapsync-decl schema --out schemas`"
+    for name, text in generated.items():
+        assert on_disk[name] == text, (
+            f"schemas/{name} drifted: run `imapsync-decl schema --out schemas`"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(schema_files()))
+def test_schemas_are_valid_draft_2020_12(name: str) -> None:
+    body = json.loads(schema_files()[name])
+    assert body["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(body)
+
+
+RULE_KEYWORDS = {"if", "then", "else", "not", "allOf"}
+
+
+def _every_property_has_a_description(node: Any, where: str) -> list[str]:
+    missing: list[str] = []
+    if isinstance(node, dict):
+        for name, prop in node.get("properties", {}).items():
+            if name != "kind" and "description" not in prop:
+                missing.append(f"{where}.{name}")
+        for key, value in node.items():
+            if key not in RULE_KEYWORDS:  # cross-field rules restate constraints only
+                missing += _every_property_has_a_description(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            missing += _every_property_has_a_description(value, f"{where}[{i}]")
+    return missing
+
+
+def test_every_field_is_documented() -> None:
+    assert _every_property_has_a_description(document_schema(), "$") == []
+
+
+def model_accepts(doc: Any) -> bool:
+    model = DOCUMENT_KINDS.get(doc.get("kind")) if isinstance(doc, dict) else None
+    if model is None:
+        return False
+    try:
+        model.model_validate(doc)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def schema_accepts(doc: Any) -> bool:
+    return VALIDATOR.is_valid(doc)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """Values for one key: each acceptable on its own, or each wrong on its own."""
+
+    valid: tuple[Any, ...]
+    invalid: tuple[Any, ...]
+
+
+Spec = dict[str, "Leaf | Spec"]
+
+SECRET = Leaf(
+    ("pw", {"env": "IMAP_PW"}, {"file": "pw.txt"}),
+    ("", {"env": "1BAD"}, {"file": ""}, {"env": "A", "file": "b"}, {"other": 1}, 5, None),
+)
+SPECS: dict[str, Spec] = {
+    "Profile": {
+        "$schema": Leaf(("./schemas/profile.schema.json", None), (1,)),
+        "name": Leaf(("staff", "a.b-c_d", "x" * 64), ("", "with space", "-x", "x" * 65, 5)),
+        "description": Leaf(("text", None), (5,)),
+        "server": {
+            "host": Leaf(("imap.example.com",), ("", 5, None)),
+            "port": Leaf((143, 993, 1, 65535, None), (0, 70000, "993", True)),
+            "security": Leaf(("plain", "starttls", "tls"), ("ssl", None)),
+            "accept_all_certificates": Leaf((True, False), ("yes", None)),
+            "ca_file": Leaf(("ca.pem", None), ("",)),
+            "timeout": Leaf((60, 0.5, 3600), (0, -1, "60", 4000, True)),
+            "colour": Leaf((), ("blue",)),
+        },
+        "source": {
+            "master": {
+                "username": Leaf(("archiver",), ("", 3)),
+                "password": SECRET,
+                "identity": Leaf(
+                    ("email", "email_local_part", "username", {"template": "{{ user.name }}"}),
+                    ("uid", {"template": ""}, {"tmpl": "x"}, None),
+                ),
+                "mechanism": Leaf(("sasl_plain", "login_separator"), ("cram",)),
+                "separator": Leaf(("*", "%"), ("",)),
+                "users": {
+                    "select": Leaf(("all", "all_except", "only"), ("some",)),
+                    "names": Leaf(([], ["alice"], ["alice", "bob@example.com"]), ([""], "alice")),
+                },
+                "sync_directory": Leaf((False,), (True, "no")),
+            },
+            "csv": {"file": Leaf(("m.csv",), ("", None)), "sep": Leaf((), (";",))},
+            "single": {
+                "username": Leaf(("alice",), ("",)),
+                "password": SECRET,
+                "email": Leaf(("alice@example.com", '"a@b"@example.com', None), ("alice",)),
+                "archive_user": Leaf(("alice", None), ("",)),
+            },
+            "ldap": Leaf((), ({},)),
+        },
+        "folders": {
+            "include": Leaf((["*"], ["INBOX", "Projects/**"]), ([], [""], "INBOX")),
+            "exclude": Leaf(([], ["Trash"]), ([3],)),
+            "include_subfolders": Leaf((True, False), (1,)),
+            "default_exclusions": Leaf((True, False), (None,)),
+        },
+        "filters": {
+            "older_than_days": Leaf((None,), (30, 0)),
+            "newer_than_days": Leaf((None,), (7,)),
+            "skip_unread": Leaf((False,), (True,)),
+            "skip_flagged": Leaf((False,), (True,)),
+            "max_size": Leaf((None,), (1000, -5)),
+        },
+        "delete": {
+            "mode": Leaf(("never",), ("after_archive", "always")),
+            "older_than_days": Leaf((None,), (30,)),
+        },
+        "max_concurrent_jobs": Leaf((1, 4, 64), (0, 65, "4")),
+        "schedule": Leaf((None,), ("0 2 * * *",)),
+        "extra": Leaf((), (1,)),
+    },
+    "Users": {
+        "users": Leaf(
+            ([], [{"name": "alice"}], [{"name": "a", "email": "a@x.y", "display_name": "A"}]),
+            ([{"name": ""}], [{"email": "a@b.c"}], [{"name": "a", "aliases": []}], "alice", None),
+        ),
+        "directory": Leaf((None,), ({"url": "ldap://localhost", "base_dn": "dc=example"},)),
+    },
+    "Archive": {"path": Leaf(("../archive", "/srv/archive"), ("", None, 3))},
+}
+
+
+def _leaves(spec: Spec, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, sub in spec.items():
+        out += [(*prefix, key)] if isinstance(sub, Leaf) else _leaves(sub, (*prefix, key))
+    return out
+
+
+def _build(
+    draw: st.DrawFn, spec: Spec, prefix: tuple[str, ...], bad: tuple[str, ...] | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, sub in spec.items():
+        path = (*prefix, key)
+        on_bad_path = bad is not None and bad[: len(path)] == path
+        if not on_bad_path and draw(st.integers(0, 4)) == 0:
+            continue  # most keys present, some left out
+        if isinstance(sub, Leaf):
+            pool = sub.invalid if path == bad else sub.valid
+            if pool:
+                out[key] = draw(st.sampled_from(pool))
+        else:
+            out[key] = _build(draw, sub, path, bad)
+    return out
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> dict[str, Any]:
+    """Documents that are valid, or break exactly one rule, or a cross-field rule by combination."""
+    kind = draw(st.sampled_from(sorted(SPECS)))
+    spec = SPECS[kind]
+    bad = draw(st.one_of(st.none(), st.sampled_from(_leaves(spec))))
+    return {"kind": kind, **_build(draw, spec, (), bad)}
+
+
+@settings(max_examples=1000, deadline=None)
+@given(documents())
+def test_schema_and_models_agree(doc: dict[str, Any]) -> None:
+    assert schema_accepts(doc) == model_accepts(doc), doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "valid"),
+    [
+        ({"kind": "Archive", "path": "../a"}, True),
+        ({"kind": "Users", "users": [{"name": "alice"}]}, True),
+        (
+            {
+                "kind": "Profile",
+                "name": "staff",
+                "server": {"host": "h"},
+                "source": {"master": {"username": "a", "password": {"env": "P"}}},
+            },
+            True,
+        ),
+        (
+            {
+                "kind": "Profile",
+                "name": "staff",
+                "server": {"host": "h"},
+                "source": {"csv": {"file": "m.csv"}},
+                "filters": {"older_than_days": 30},
+            },
+            False,
+        ),
+        ({"kind": "Users", "directory": {"url": "ldap://x", "base_dn": "dc=x"}}, False),
+    ],
+)
+def test_known_documents(doc: dict[str, Any], valid: bool) -> None:
+    assert schema_accepts(doc) is valid
+    assert model_accepts(doc) is valid
