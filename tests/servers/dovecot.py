@@ -123,8 +123,9 @@ def make_message(
     """Build a valid RFC 5322 message with CRLF line endings.
 
     Non-ASCII subjects are encoded as RFC 2047 words, a non-ASCII body is sent as
-    8bit UTF-8. With ``size``, ASCII filler lines are appended to the body until the
-    message is about ``size`` bytes long (never shorter than without padding).
+    8bit UTF-8; body lines are kept as they are. With ``size``, ASCII filler lines
+    are appended to the body until the message is about ``size`` bytes long (never
+    shorter than without padding).
     """
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = sender
@@ -457,6 +458,8 @@ class DovecotServer:
             "-out",
             str(tls / "cert.pem"),
         ]
+        if shutil.which("openssl") is None:
+            raise DovecotError("openssl not found (needed for the test certificate)")
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise DovecotError(f"openssl failed: {result.stderr}")
