@@ -11,23 +11,35 @@ import json
 import signal
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
+import structlog
 
-from imapsync_decl import __version__
+from imapsync_decl import __version__, log
 from imapsync_decl.config import Config, Mailbox, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
+from imapsync_decl.executor import Batching, Executor, StopRequested
+from imapsync_decl.export import export_eml
+from imapsync_decl.planner import make_plan, open_index_if_exists
+from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
+from imapsync_decl.store import Archive, ArchiveLock, verify
 
 EXIT_CODES = """\b
 Exit codes:
   0    success
   1    internal error (a bug: please report it with the traceback)
+  2    changes pending (plan --detailed-exitcode)
+  3    partial failure: some mailboxes or folders failed, the others are done
   10   invalid configuration or command line
+  11   stale plan: a folder changed since it was planned; run plan again
+  12   integrity failure: archive verify found damaged or missing blobs
+  13   the archive is locked by another apply
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM)
 """
@@ -213,6 +225,220 @@ def _print_mailbox_table(rows: Sequence[Mailbox]) -> None:
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     click.echo(f"{_plural(len(rows), 'mailbox')}")
+
+
+# --- plan and apply --------------------------------------------------------------------------
+
+
+def profiles_option(func: F) -> F:
+    return click.option(
+        "--profile",
+        "profile_names",
+        multiple=True,
+        metavar="NAME",
+        help="Only this profile (repeatable). Default: every profile.",
+    )(func)
+
+
+def _check_profiles(config: Config, names: Sequence[str]) -> None:
+    known = [item.doc.name for item in config.profiles]
+    for name in names:
+        if name not in known:
+            raise UsageError(f"no profile named {name!r} (profiles: {', '.join(known) or 'none'})")
+
+
+@cli.command("plan", epilog=EXIT_CODES)
+@config_dir_option
+@profiles_option
+@format_option
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when there are changes pending, 0 when there are none.",
+)
+def plan_command(
+    config_dir: Path, profile_names: tuple[str, ...], output_format: str, detailed_exitcode: bool
+) -> int:
+    """Show, per profile, mailbox and folder, what `apply` would archive.
+
+    Reads the servers (STATUS, EXAMINE, UID SEARCH, sizes) and the archive; changes
+    neither. A mailbox that cannot be reached or logged in to is an error in the
+    plan, which still covers the others (exit 3).
+    """
+    config = _valid_config(config_dir)
+    _check_profiles(config, profile_names)
+    log.configure()
+    index = open_index_if_exists(config.archive_path)
+    try:
+        the_plan = make_plan(
+            config, profile_names, index, archive_id=index.archive_id if index else None
+        )
+    finally:
+        if index is not None:
+            index.close()
+    if output_format == "json":
+        _print_json(the_plan.to_json())
+    else:
+        click.echo(render_plan(the_plan))
+    if the_plan.has_errors:
+        return ExitCode.PARTIAL
+    if detailed_exitcode and the_plan.has_changes:
+        return ExitCode.CHANGES_PENDING
+    return ExitCode.OK
+
+
+@cli.command(epilog=EXIT_CODES)
+@config_dir_option
+@profiles_option
+@format_option
+@click.option(
+    "--batch-messages",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="Messages fetched and committed per batch.",
+)
+@click.option(
+    "--batch-bytes",
+    type=click.IntRange(1024, 1 << 30),
+    default=16 << 20,
+    show_default=True,
+    help="About this many bytes fetched per batch (a larger message goes alone).",
+)
+def apply(
+    config_dir: Path,
+    profile_names: tuple[str, ...],
+    output_format: str,
+    batch_messages: int,
+    batch_bytes: int,
+) -> int:
+    """Plan afresh and archive what is missing, mailbox after mailbox.
+
+    Idempotent: a second run archives nothing new. Crash-safe: after a crash, run
+    apply again. Ctrl-C or SIGTERM finish the current batch and exit 130 / 143.
+    One apply at a time per archive (exit 13 otherwise).
+    """
+    config = _valid_config(config_dir)
+    _check_profiles(config, profile_names)
+    log.configure()
+    stop = StopRequested()
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with (
+            ArchiveLock(config.archive_path, "imapsync-decl apply"),
+            Archive.open(config.archive_path) as archive,
+        ):
+            archive.blobs.remove_temp_files()
+            the_plan = make_plan(
+                config, profile_names, archive.index, archive_id=archive.index.archive_id
+            )
+            if stop:
+                return stop.exit_code
+            run_id = str(uuid.uuid4())
+            executor = Executor(
+                config, archive, run_id, stop=stop, batching=Batching(batch_messages, batch_bytes)
+            )
+            with structlog.contextvars.bound_contextvars(run_id=run_id):
+                result = executor.apply(the_plan)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if output_format == "json":
+        _print_json(result.to_json())
+    else:
+        click.echo(render_result(result))
+    return result.exit_code
+
+
+# --- archive ---------------------------------------------------------------------------------
+
+
+@cli.group("archive", epilog=EXIT_CODES)
+def archive_group() -> None:
+    """Read the archive back: export messages, verify integrity."""
+
+
+def archive_option(func: F) -> F:
+    return click.option(
+        "--archive",
+        "archive_path",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="The archive directory. Default: the configuration's Archive document.",
+    )(func)
+
+
+def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
+    root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
+    if not (root / "index.sqlite").exists():
+        raise UsageError(f"no archive at {root} (run `apply` first)")
+    return Archive.open(root)
+
+
+@archive_group.command("export", epilog=EXIT_CODES)
+@config_dir_option
+@archive_option
+@click.option(
+    "--format", "export_format", type=click.Choice(["eml"]), default="eml", show_default=True
+)
+@click.option("--user", metavar="USER", help="Only this archive user.")
+@click.option(
+    "--folder", metavar="PATH", help="Only this folder path (e.g. INBOX or Projects/2024)."
+)
+@click.argument("destination", type=click.Path(path_type=Path, file_okay=False))
+def archive_export(
+    config_dir: Path,
+    archive_path: Path | None,
+    export_format: str,
+    user: str | None,
+    folder: str | None,
+    destination: Path,
+) -> int:
+    """Export messages as files: DEST/<user>/<archive folder>/<folder path>/<uidvalidity>-<uid>.eml.
+
+    Each file holds exactly the archived bytes. Names that cannot be path components
+    ('/', NUL, '.', '..') are escaped as %XX, never followed.
+    """
+    with _existing_archive(config_dir, archive_path) as archive:
+        exported = export_eml(archive, destination, user=user, folder=folder)
+    click.echo(
+        f"exported {_plural(exported.files, 'message')} ({exported.bytes} bytes) to {destination}"
+    )
+    return ExitCode.OK
+
+
+@archive_group.command("verify", epilog=EXIT_CODES)
+@config_dir_option
+@archive_option
+@format_option
+def archive_verify(config_dir: Path, archive_path: Path | None, output_format: str) -> int:
+    """Re-hash every blob and check that every index row resolves to one.
+
+    Exit 12 naming each damaged or missing blob. Orphan blobs (left by a crash,
+    reused by the next apply) are reported but are no failure.
+    """
+    with _existing_archive(config_dir, archive_path) as archive:
+        report = verify(archive.blobs, archive.index)
+    if output_format == "json":
+        _print_json(
+            {
+                "ok": report.ok,
+                "checked": report.checked,
+                "damaged": list(report.damaged),
+                "missing": list(report.missing),
+                "orphans": list(report.orphans),
+            }
+        )
+    else:
+        for sha in report.damaged:
+            click.echo(f"damaged blob: {sha}", err=True)
+        for sha in report.missing:
+            click.echo(f"missing blob: {sha}", err=True)
+        click.echo(
+            f"checked {_plural(report.checked, 'blob')}: {len(report.damaged)} damaged, "
+            f"{len(report.missing)} missing, {len(report.orphans)} orphaned"
+        )
+    return ExitCode.OK if report.ok else ExitCode.INTEGRITY
 
 
 # --- helpers ---------------------------------------------------------------------------------

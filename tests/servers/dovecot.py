@@ -242,7 +242,11 @@ class DovecotServer:
         binary: str | None = None,
         keep_files: bool = False,
         start_timeout: float = 10.0,
+        directory: Path | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
+        """``directory`` and ``ports`` make a lasting server (the demo): its mail and
+        certificate survive ``stop()`` and the next start reuses them."""
         self.host: str = HOST
         self.port: int = 0
         self.tls_port: int = 0
@@ -256,6 +260,10 @@ class DovecotServer:
         self._start_timeout = start_timeout
         self._accounts = _accounts()
         self._process: subprocess.Popen[bytes] | None = None
+        self._fixed_dir = directory.absolute() if directory is not None else None
+        self._fixed_ports = ports
+        if directory is not None:
+            self._keep_files = True
         self._dir: Path | None = None
 
     # ------------------------------------------------------------------ paths
@@ -313,8 +321,8 @@ class DovecotServer:
         self._prepare_directory()
         try:
             last_error = ""
-            for _ in range(attempts):
-                self.port, self.tls_port = _free_port(), _free_port()
+            for _ in range(1 if self._fixed_ports else attempts):
+                self.port, self.tls_port = self._fixed_ports or (_free_port(), _free_port())
                 if self.port == self.tls_port:
                     continue
                 self._write_config()
@@ -416,16 +424,21 @@ class DovecotServer:
     def _prepare_directory(self) -> None:
         # Short path: the sockets in base_dir must fit into sun_path (108 bytes).
         parent = "/tmp" if os.path.isdir("/tmp") else None
-        self._dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent))
+        if self._fixed_dir is not None:
+            self._dir = self._fixed_dir
+            self._dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._dir = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir=parent))
         # The login, auth and mail processes run as other users when we are root.
         self._dir.chmod(0o755)
         for sub in ("tls", "run", "state"):
-            (self._dir / sub).mkdir(mode=0o755)
-        self.mail_root.mkdir(mode=0o755)
+            (self._dir / sub).mkdir(mode=0o755, exist_ok=True)
+        self.mail_root.mkdir(mode=0o755, exist_ok=True)
         if os.geteuid() == 0:
             os.chown(self.mail_root, self._accounts.mail_uid, self._accounts.mail_gid)
-        self._make_certificate()
-        (self._dir / "users").mkdir(mode=0o755)
+        if not (self._dir / "tls" / "cert.pem").exists():
+            self._make_certificate()
+        (self._dir / "users").mkdir(mode=0o755, exist_ok=True)
         for user in self.users:
             self._write_user(user)
         self._write_master_users()

@@ -1,0 +1,424 @@
+"""Apply a Plan: fetch what is missing, store it, record it. Idempotent and crash-safe.
+
+Per batch of messages, the write order is: blobs durable on disk (``put_many``),
+then the placements in one index transaction, and only when a whole folder is
+done its checkpoint. A crash at any point leaves at worst orphan blobs; running
+``apply`` again skips every placement already recorded, so each message ends up
+archived exactly once. One mailbox's failure is recorded and the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from imapsync_decl.config import Config, Mailbox, SecretError
+from imapsync_decl.errors import ExitCode
+from imapsync_decl.facts import FetchedMessage, FolderInfo
+from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
+from imapsync_decl.loader import Loaded
+from imapsync_decl.message import parse_headers
+from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
+from imapsync_decl.profile import Profile
+from imapsync_decl.store import Archive, ArchivedMessage
+
+log = structlog.get_logger(__name__)
+
+Connect = Callable[..., ImapSession]
+
+RETRIES = 3  # reconnects per mailbox after a dropped connection
+BACKOFF_SECONDS = 1.0  # doubled after each retry
+
+
+class StopRequested:
+    """Set by SIGINT/SIGTERM; checked between batches so a batch always commits whole."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signum
+        log.warning("stop_requested", signal=signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.INTERRUPTED if self.signal == signal.SIGINT else ExitCode.TERMINATED
+
+
+@dataclass
+class FolderResult:
+    path: str
+    action: str
+    archived: int = 0  # new placements of messages not in the archive before
+    already_present: int = 0  # placements of content already in the archive, or re-pointed
+    vanished: int = 0  # planned but expunged from the server before it could be fetched
+    skipped: bool = False
+    stale: bool = False  # UIDVALIDITY differs from the plan's
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "action": self.action,
+            "archived": self.archived,
+            "already_present": self.already_present,
+            "vanished": self.vanished,
+            "error": self.error,
+        }
+
+
+@dataclass
+class MailboxResult:
+    profile: str
+    login: str
+    archive_user: str
+    archive_folder: str
+    folders: list[FolderResult] = field(default_factory=list)
+    excluded: int = 0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(f.error for f in self.folders)
+
+    @property
+    def archived(self) -> int:
+        return sum(f.archived for f in self.folders)
+
+    @property
+    def already_present(self) -> int:
+        return sum(f.already_present for f in self.folders)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "login": self.login,
+            "archive_user": self.archive_user,
+            "archive_folder": self.archive_folder,
+            "archived": self.archived,
+            "already_present": self.already_present,
+            "excluded_folders": self.excluded,
+            "error": self.error,
+            "folders": [f.to_json() for f in self.folders],
+        }
+
+
+@dataclass
+class ApplyResult:
+    run_id: str
+    plan_id: str
+    started_at: str
+    finished_at: str | None = None
+    mailboxes: list[MailboxResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    interrupted_by: int | None = None
+
+    @property
+    def stale(self) -> bool:
+        return any(f.stale for m in self.mailboxes for f in m.folders)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted_by is not None:
+            return (
+                ExitCode.INTERRUPTED
+                if self.interrupted_by == signal.SIGINT
+                else ExitCode.TERMINATED
+            )
+        if self.stale:
+            return ExitCode.STALE_PLAN
+        if any(m.failed for m in self.mailboxes):
+            return ExitCode.PARTIAL
+        return ExitCode.OK
+
+    @property
+    def status(self) -> str:
+        return {
+            ExitCode.OK: "ok",
+            ExitCode.PARTIAL: "partial",
+            ExitCode.STALE_PLAN: "stale",
+            ExitCode.INTERRUPTED: "interrupted",
+            ExitCode.TERMINATED: "interrupted",
+        }.get(self.exit_code, "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "plan_id": self.plan_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "exit_code": int(self.exit_code),
+            "warnings": self.warnings,
+            "totals": {
+                "mailboxes": len(self.mailboxes),
+                "failed_mailboxes": sum(1 for m in self.mailboxes if m.failed),
+                "archived": sum(m.archived for m in self.mailboxes),
+                "already_present": sum(m.already_present for m in self.mailboxes),
+                "vanished": sum(f.vanished for m in self.mailboxes for f in m.folders),
+            },
+            "mailboxes": [m.to_json() for m in self.mailboxes],
+        }
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_count: int = 100
+    max_bytes: int = 16 * 1024 * 1024
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Executor:
+    """Applies one Plan to one open Archive."""
+
+    def __init__(
+        self,
+        config: Config,
+        archive: Archive,
+        run_id: str,
+        *,
+        connect: Connect = ImapSession.connect,
+        batching: Batching = Batching(),
+        stop: StopRequested | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.archive = archive
+        self.run_id = run_id
+        self.connect = connect
+        self.batching = batching
+        self.stop = stop if stop is not None else StopRequested()
+        self.sleep = sleep
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        result = ApplyResult(self.run_id, plan.id, _now())
+        for profile_plan in plan.profiles:
+            result.warnings.extend(f"{profile_plan.name}: {w}" for w in profile_plan.warnings)
+        index = self.archive.index
+        index.begin_run(self.run_id, "apply")
+        try:
+            for mailbox_plan in plan.mailboxes():
+                if self.stop:
+                    break
+                result.mailboxes.append(self._mailbox(mailbox_plan))
+        finally:
+            result.interrupted_by = self.stop.signal
+            result.finished_at = _now()
+            index.finish_run(self.run_id, result.status, result.to_json())
+        return result
+
+    def _mailbox(self, plan: MailboxPlan) -> MailboxResult:
+        result = MailboxResult(plan.profile, plan.login, plan.archive_user, plan.archive_folder)
+        result.excluded = len(plan.excluded)
+        with structlog.contextvars.bound_contextvars(profile=plan.profile, mailbox=plan.login):
+            if plan.error is not None:
+                result.error = plan.error
+                log.warning("mailbox_failed", error=plan.error, during="plan")
+                return result
+            try:
+                self._archive_mailbox(plan, result)
+            except (ImapError, SecretError) as exc:
+                result.error = str(exc)
+                log.warning("mailbox_failed", error=str(exc))
+            except Exception as exc:  # the per-mailbox job boundary: the others go on
+                result.error = f"unexpected error: {exc!r}"
+                log.error("mailbox_failed", error=result.error, exc_info=True)
+            else:
+                log.info(
+                    "mailbox_archived",
+                    archived=result.archived,
+                    already_present=result.already_present,
+                )
+        return result
+
+    def _find(self, plan: MailboxPlan) -> tuple[Loaded[Profile], Mailbox]:
+        profile = self.config.profile(plan.profile)
+        if profile is not None:
+            for mailbox in self.config.mailboxes.get(plan.profile, ()):
+                if mailbox.login == plan.login:
+                    return profile, mailbox
+        raise SecretError(
+            f"mailbox {plan.login!r} of profile {plan.profile!r} is no longer in the configuration"
+        )
+
+    def _archive_mailbox(self, plan: MailboxPlan, result: MailboxResult) -> None:
+        profile, mailbox = self._find(plan)
+        index = self.archive.index
+        display_name = next(
+            (u.display_name for u in self.config.users if u.name == plan.archive_user), None
+        )
+        user_id = index.ensure_user(plan.archive_user, plan.email, display_name)
+        mailbox_id = index.ensure_mailbox(user_id, plan.archive_folder, plan.login, plan.profile)
+        work: list[tuple[FolderPlan, FolderResult, int]] = []
+        for folder_plan in plan.folders:
+            folder_result = FolderResult(folder_plan.path, folder_plan.action)
+            result.folders.append(folder_result)
+            if folder_plan.action == "error":
+                folder_result.error = folder_plan.note
+                continue
+            folder_id = index.ensure_folder(mailbox_id, folder_plan.path)
+            if folder_plan.uids:
+                work.append((folder_plan, folder_result, folder_id))
+            else:
+                self._complete(folder_id, folder_plan)
+                folder_result.skipped = True
+        if not work:
+            return
+        attempt = 0
+        while True:
+            try:
+                session = self.connect(
+                    profile.doc.server, profile.origin.base_dir, mailbox=plan.login
+                )
+                try:
+                    session.login(mailbox.credentials)
+                    for folder_plan, folder_result, folder_id in work:
+                        if self.stop:
+                            return
+                        if folder_result.error is None and not folder_result.skipped:
+                            self._folder(session, folder_plan, folder_result, folder_id)
+                finally:
+                    session.logout()
+                return
+            except ConnectionLost as exc:
+                attempt += 1
+                if attempt > RETRIES:
+                    raise
+                delay = BACKOFF_SECONDS * 2 ** (attempt - 1)
+                log.warning("connection_lost", error=str(exc), retry_in=delay, attempt=attempt)
+                self.sleep(delay)
+
+    def _complete(self, folder_id: int, plan: FolderPlan) -> None:
+        """The folder holds everything up to the planned state: checkpoint it."""
+        if plan.uidvalidity is not None and plan.uidnext is not None and plan.exists is not None:
+            self.archive.index.set_checkpoint(
+                folder_id, plan.uidvalidity, plan.uidnext, plan.exists
+            )
+
+    # --- one folder ------------------------------------------------------------------------
+
+    def _folder(
+        self, session: ImapSession, plan: FolderPlan, result: FolderResult, folder_id: int
+    ) -> None:
+        assert plan.uidvalidity is not None
+        index = self.archive.index
+        with structlog.contextvars.bound_contextvars(
+            folder=plan.path, uidvalidity=plan.uidvalidity
+        ):
+            try:
+                state = session.examine(FolderInfo(plan.path, plan.wire_name, None, frozenset()))
+            except ImapError as exc:
+                if isinstance(exc, ConnectionLost):
+                    raise
+                result.error = str(exc)
+                log.warning("folder_failed", error=str(exc))
+                return
+            if state.uidvalidity != plan.uidvalidity:
+                result.error = (
+                    f"UIDVALIDITY of {plan.path} is {state.uidvalidity}, the plan expected "
+                    f"{plan.uidvalidity}; run `plan` again"
+                )
+                result.stale = True
+                log.warning("folder_stale", error=result.error)
+                return
+            done = index.archived_uids(folder_id, plan.uidvalidity)
+            todo = [uid for uid in plan.uids if uid not in done]
+            old_by_hash: dict[str, list[int]] = defaultdict(list)
+            if plan.action == "rescan" and plan.previous_uidvalidity is not None:
+                for uid, sha in sorted(
+                    index.placements_of(folder_id, plan.previous_uidvalidity).items()
+                ):
+                    old_by_hash[sha].append(uid)
+            fetched = 0
+            for batch in self._batches(
+                session.fetch_messages(
+                    todo, max_count=self.batching.max_count, max_bytes=self.batching.max_bytes
+                )
+            ):
+                fetched += len(batch)
+                self._store(batch, plan, result, folder_id, old_by_hash)
+                if self.stop:
+                    return
+            result.vanished = len(todo) - fetched
+            self._complete(folder_id, plan)
+            log.info(
+                "folder_archived",
+                archived=result.archived,
+                already_present=result.already_present,
+                vanished=result.vanished,
+            )
+
+    def _batches(self, messages: Iterator[FetchedMessage]) -> Iterator[list[FetchedMessage]]:
+        batch: list[FetchedMessage] = []
+        size = 0
+        for message in messages:
+            batch.append(message)
+            size += len(message.body)
+            if len(batch) >= self.batching.max_count or size >= self.batching.max_bytes:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _store(
+        self,
+        batch: list[FetchedMessage],
+        plan: FolderPlan,
+        result: FolderResult,
+        folder_id: int,
+        old_by_hash: dict[str, list[int]],
+    ) -> None:
+        assert plan.uidvalidity is not None
+        index, blobs = self.archive.index, self.archive.blobs
+        hashes = [hashlib.sha256(m.body).hexdigest() for m in batch]
+        known = index.known_blobs(hashes)
+        moves: list[tuple[int, int]] = []
+        to_store: list[FetchedMessage] = []
+        for message, sha in zip(batch, hashes, strict=True):
+            if old_by_hash.get(sha):
+                moves.append((old_by_hash[sha].pop(0), message.uid))
+            else:
+                to_store.append(message)
+        # 1. blobs durable on disk (put_many skips content that is there already)
+        infos = blobs.put_many([m.body for m in to_store])
+        entries = [
+            ArchivedMessage(
+                uid=m.uid,
+                blob=info,
+                internal_date=m.internal_date,
+                flags=m.flags,
+                headers=parse_headers(m.body),
+            )
+            for m, info in zip(to_store, infos, strict=True)
+        ]
+        # 2. placements in one transaction
+        with index.atomic():
+            if moves:
+                assert plan.previous_uidvalidity is not None
+                index.repoint(
+                    folder_id, plan.previous_uidvalidity, plan.uidvalidity, moves, self.run_id
+                )
+            index.record(folder_id, plan.uidvalidity, entries, self.run_id)
+        present = len(moves) + sum(1 for info in infos if info.sha256 in known)
+        result.already_present += present
+        result.archived += len(batch) - present
+        log.debug("batch_committed", messages=len(batch), moved=len(moves))

@@ -1,0 +1,171 @@
+"""Gather the facts for a Plan: ask each mailbox's server (read-only) and the index.
+
+The server is only read: STATUS, EXAMINE, UID SEARCH and FETCH of sizes. The
+archive is only read too (an archive that does not exist yet is simply empty).
+Decisions are left to :mod:`reconcile`; this module does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from imapsync_decl.config import Config, Mailbox, SecretError
+from imapsync_decl.facts import FolderInfo
+from imapsync_decl.folders import select_folders
+from imapsync_decl.imap import ImapError, ImapSession
+from imapsync_decl.loader import Loaded
+from imapsync_decl.plan import MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.profile import Profile, Server
+from imapsync_decl.reconcile import (
+    ArchivedFolder,
+    FolderFacts,
+    failed_mailbox,
+    missing_uids,
+    reconcile_mailbox,
+    up_to_date,
+)
+from imapsync_decl.store import Index
+
+log = structlog.get_logger(__name__)
+
+Connect = Callable[..., ImapSession]
+
+
+def profile_warnings(server: Server) -> tuple[str, ...]:
+    """Warnings that every plan and run protocol of the profile carries."""
+    warnings = []
+    if server.accept_all_certificates:
+        warnings.append(
+            "server.accept_all_certificates is true: the server's certificate is not verified "
+            "(insecure)"
+        )
+    if server.security == "plain":
+        warnings.append("server.security is plain: passwords and mail travel unencrypted")
+    return tuple(warnings)
+
+
+def archived_folder(
+    index: Index | None, mailbox: Mailbox, path: str, uidvalidity: int
+) -> ArchivedFolder:
+    if index is None:
+        return ArchivedFolder()
+    folder_id = index.find_folder(mailbox.archive_user, mailbox.archive_folder, path)
+    if folder_id is None:
+        return ArchivedFolder()
+    checkpoint = index.checkpoint(folder_id)
+    return ArchivedFolder(
+        checkpoint=(
+            (checkpoint.uidvalidity, checkpoint.uidnext, checkpoint.message_count)
+            if checkpoint is not None
+            else None
+        ),
+        archived_uids=frozenset(index.archived_uids(folder_id, uidvalidity)),
+        archived_other=index.count_placements(folder_id, exclude_uidvalidity=uidvalidity),
+    )
+
+
+def plan_folder(
+    session: ImapSession, index: Index | None, mailbox: Mailbox, folder: FolderInfo
+) -> tuple[FolderFacts, ArchivedFolder]:
+    state = session.status(folder)
+    archived = archived_folder(index, mailbox, folder.path, state.uidvalidity)
+    if up_to_date(state, archived):
+        return FolderFacts(folder, state), archived
+    examined = session.examine(folder)
+    if examined.uidvalidity != state.uidvalidity:
+        archived = archived_folder(index, mailbox, folder.path, examined.uidvalidity)
+    uids = session.search_uids()
+    missing = missing_uids(uids, archived)
+    sizes = session.fetch_sizes(missing) if missing else {}
+    return FolderFacts(folder, examined, tuple(uids), sizes), archived
+
+
+def plan_mailbox(
+    profile: Loaded[Profile], mailbox: Mailbox, index: Index | None, connect: Connect
+) -> MailboxPlan:
+    server = profile.doc.server
+    with structlog.contextvars.bound_contextvars(mailbox=mailbox.login):
+        try:
+            session = connect(server, profile.origin.base_dir, mailbox=mailbox.login)
+        except ImapError as exc:
+            log.warning("mailbox_failed", error=str(exc))
+            return failed_mailbox(mailbox, str(exc))
+        try:
+            session.login(mailbox.credentials)
+            folders = session.list_folders()
+            choices = select_folders(folders, profile.doc.folders)
+            facts: dict[str, FolderFacts] = {}
+            archived: dict[str, ArchivedFolder] = {}
+            for choice in choices:
+                if not choice.included:
+                    continue
+                path = choice.folder.path
+                try:
+                    facts[path], archived[path] = plan_folder(
+                        session, index, mailbox, choice.folder
+                    )
+                except ImapError as exc:
+                    if _connection_trouble(exc):
+                        raise
+                    facts[path] = FolderFacts(choice.folder, error=str(exc))
+                log.debug("folder_examined", folder=path)
+            return reconcile_mailbox(mailbox, choices, facts, archived)
+        except (ImapError, SecretError) as exc:
+            log.warning("mailbox_failed", error=str(exc))
+            return failed_mailbox(mailbox, str(exc))
+        finally:
+            session.logout()
+
+
+def _connection_trouble(exc: ImapError) -> bool:
+    from imapsync_decl.imap import ConnectionLost
+
+    return isinstance(exc, ConnectionLost)
+
+
+def make_plan(
+    config: Config,
+    profile_names: Sequence[str] | None = None,
+    index: Index | None = None,
+    *,
+    connect: Connect = ImapSession.connect,
+    archive_id: str | None = None,
+) -> Plan:
+    """Plan every mailbox of the selected profiles (all profiles by default)."""
+    profiles = []
+    for item in config.profiles:
+        if profile_names and item.doc.name not in profile_names:
+            continue
+        server = item.doc.server
+        with structlog.contextvars.bound_contextvars(profile=item.doc.name):
+            mailboxes = tuple(
+                plan_mailbox(item, mailbox, index, connect)
+                for mailbox in config.mailboxes.get(item.doc.name, ())
+            )
+        profiles.append(
+            ProfilePlan(
+                name=item.doc.name,
+                server=f"{server.host}:{server.effective_port}",
+                security=server.security,
+                warnings=profile_warnings(server),
+                mailboxes=mailboxes,
+            )
+        )
+    return Plan(
+        id=str(uuid.uuid4()),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        archive=str(config.archive_path),
+        archive_id=archive_id,
+        profiles=tuple(profiles),
+    )
+
+
+def open_index_if_exists(archive: Path) -> Index | None:
+    """The archive's index for reading, or None when the archive does not exist yet."""
+    path = archive / "index.sqlite"
+    return Index.open(path) if path.exists() else None

@@ -1,0 +1,143 @@
+"""Compare what the server has with what the archive holds: pure functions, no I/O.
+
+The planner gathers the facts (``FolderFacts``) from the server and what the
+index knows (``ArchivedFolder``); these functions turn them into a Plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from imapsync_decl.config import Mailbox
+from imapsync_decl.facts import FolderInfo, FolderState
+from imapsync_decl.folders import FolderChoice
+from imapsync_decl.plan import ExcludedFolder, FolderPlan, MailboxPlan
+
+
+@dataclass(frozen=True)
+class FolderFacts:
+    """What the server said about one included folder."""
+
+    folder: FolderInfo
+    state: FolderState | None = None
+    uids: tuple[int, ...] | None = None  # None: not searched, the checkpoint matched
+    sizes: Mapping[int, int] = field(default_factory=dict)  # of the missing UIDs
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchivedFolder:
+    """What the index knows about one folder."""
+
+    checkpoint: tuple[int, int, int] | None = None  # (uidvalidity, uidnext, message_count)
+    archived_uids: frozenset[int] = frozenset()  # placements under the server's UIDVALIDITY
+    archived_other: int = 0  # placements under other UIDVALIDITY values
+
+
+def up_to_date(state: FolderState, archived: ArchivedFolder) -> bool:
+    """The folder is as it was when last completely archived: no UID search needed.
+
+    Same UIDVALIDITY and UIDNEXT means no message was added since; the count
+    only guards against a server that reuses UIDNEXT.
+    """
+    return archived.checkpoint == (state.uidvalidity, state.uidnext, state.exists)
+
+
+def missing_uids(uids: Sequence[int], archived: ArchivedFolder) -> tuple[int, ...]:
+    return tuple(sorted(set(uids) - archived.archived_uids))
+
+
+def needs_rescan(state: FolderState, archived: ArchivedFolder) -> bool:
+    """UIDVALIDITY changed since the folder was archived: its UIDs now name other messages."""
+    if archived.checkpoint is not None:
+        return archived.checkpoint[0] != state.uidvalidity
+    return archived.archived_other > 0
+
+
+def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan:
+    folder = facts.folder
+    if facts.error is not None or facts.state is None:
+        return FolderPlan(folder.path, folder.wire_name, "error", note=facts.error or "no state")
+    state = facts.state
+    common = {
+        "path": folder.path,
+        "wire_name": folder.wire_name,
+        "uidvalidity": state.uidvalidity,
+        "uidnext": state.uidnext,
+        "exists": state.exists,
+    }
+    if facts.uids is None:
+        if not up_to_date(state, archived):
+            raise ValueError(f"folder {folder.path!r} was not searched but is not up to date")
+        return FolderPlan(
+            **common,  # type: ignore[arg-type]
+            action="skip",
+            already_archived=len(archived.archived_uids),
+            note="up to date",
+        )
+    missing = missing_uids(facts.uids, archived)
+    present = len(facts.uids) - len(missing)
+    rescan = needs_rescan(state, archived)
+    previous = archived.checkpoint[0] if rescan and archived.checkpoint else None
+    if not missing:
+        note = "nothing new" if not rescan else "UIDVALIDITY changed; every message re-pointed"
+        return FolderPlan(
+            **common,  # type: ignore[arg-type]
+            action="skip",
+            previous_uidvalidity=previous,
+            already_archived=present,
+            note=note,
+        )
+    return FolderPlan(
+        **common,  # type: ignore[arg-type]
+        action="rescan" if rescan else "archive",
+        previous_uidvalidity=previous,
+        uids=missing,
+        bytes=sum(facts.sizes.get(uid, 0) for uid in missing),
+        already_archived=present,
+        note=(
+            f"UIDVALIDITY changed from {previous} to {state.uidvalidity}: messages are hashed "
+            "and re-pointed, not stored again"
+            if rescan
+            else None
+        ),
+    )
+
+
+def reconcile_mailbox(
+    mailbox: Mailbox,
+    choices: Sequence[FolderChoice],
+    facts: Mapping[str, FolderFacts],
+    archived: Mapping[str, ArchivedFolder],
+) -> MailboxPlan:
+    folders: list[FolderPlan] = []
+    excluded: list[ExcludedFolder] = []
+    for choice in choices:
+        path = choice.folder.path
+        if not choice.included:
+            excluded.append(ExcludedFolder(path, choice.reason or "excluded"))
+            continue
+        folders.append(reconcile_folder(facts[path], archived.get(path, ArchivedFolder())))
+    return MailboxPlan(
+        profile=mailbox.profile,
+        source=mailbox.source,
+        archive_user=mailbox.archive_user,
+        archive_folder=mailbox.archive_folder,
+        login=mailbox.login,
+        email=mailbox.email,
+        folders=tuple(folders),
+        excluded=tuple(excluded),
+    )
+
+
+def failed_mailbox(mailbox: Mailbox, error: str) -> MailboxPlan:
+    return MailboxPlan(
+        profile=mailbox.profile,
+        source=mailbox.source,
+        archive_user=mailbox.archive_user,
+        archive_folder=mailbox.archive_folder,
+        login=mailbox.login,
+        email=mailbox.email,
+        error=error,
+    )

@@ -1,0 +1,56 @@
+"""The embedded archive store: content-addressed blobs, an SQLite index, verify, lock.
+
+Write order, which keeps the archive consistent after a crash at any point:
+the blob is durably on disk, then the index rows are committed in one
+transaction, then the folder checkpoint is set. The index never names a blob
+that is not on disk; a crash leaves at worst an orphan blob, which ``verify``
+reports as information and the next put of the same content reuses.
+"""
+
+from __future__ import annotations
+
+from imapsync_decl.store.archive import Archive
+from imapsync_decl.store.blobs import (
+    BlobDamaged,
+    BlobError,
+    BlobInfo,
+    BlobMissing,
+    BlobStore,
+    InvalidBlobName,
+    check_hash,
+)
+from imapsync_decl.store.index import (
+    MIGRATIONS,
+    ArchivedMessage,
+    ArchiveIndexError,
+    Checkpoint,
+    Index,
+    IndexTooNew,
+    PlacementConflict,
+    PlacementRow,
+)
+from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
+from imapsync_decl.store.verify import VerifyReport, verify
+
+__all__ = [
+    "MIGRATIONS",
+    "Archive",
+    "ArchiveIndexError",
+    "ArchiveLock",
+    "ArchiveLocked",
+    "ArchivedMessage",
+    "BlobDamaged",
+    "BlobError",
+    "BlobInfo",
+    "BlobMissing",
+    "BlobStore",
+    "Checkpoint",
+    "Index",
+    "IndexTooNew",
+    "InvalidBlobName",
+    "PlacementConflict",
+    "PlacementRow",
+    "VerifyReport",
+    "check_hash",
+    "verify",
+]

@@ -1,0 +1,307 @@
+"""Content-addressed message blobs on disk.
+
+Every archived message is one file, ``blobs/ab/cd/<sha256>``, named by the
+SHA-256 of the exact bytes the server returned and holding those bytes
+zstd-compressed (with zstd's own frame checksum and content size). A blob is
+written once and never changed: a second ``put`` of the same content finds the
+file and returns it.
+
+Durability: a blob is written to a temporary file in its final directory,
+flushed and fsynced, renamed to its name, and the directory is fsynced. The
+first time this store touches a directory, the directories above it are
+fsynced too, so a directory made by this run (or by a run that was killed
+before it could sync it) has a durable entry before any blob in it is
+reported as stored. A crash therefore leaves either no blob or a complete one
+(plus, at worst, a ``.tmp-*`` file that ``remove_temp_files`` deletes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from imapsync_decl.errors import ExitCode, ImapsyncError
+
+COMPRESSION_LEVEL = 3
+READ_CHUNK = 256 * 1024
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+TEMP_PREFIX = ".tmp-"
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+
+
+class BlobError(ImapsyncError):
+    """A blob cannot be read as stored: the archive's integrity is at stake."""
+
+    exit_code = ExitCode.INTEGRITY
+
+    def __init__(self, sha256: str, message: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+class BlobMissing(BlobError):
+    """The blob file does not exist."""
+
+
+class BlobDamaged(BlobError):
+    """The blob file does not decompress, or its content does not match its name."""
+
+
+class InvalidBlobName(ValueError):
+    """A string that is not a blob name (64 lower-case hex digits)."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob: its name, the raw message length and the bytes on disk."""
+
+    sha256: str
+    size: int
+    stored_size: int
+
+
+def check_hash(sha256: str) -> str:
+    """Return ``sha256`` if it is a well-formed blob name, else raise InvalidBlobName."""
+    if not isinstance(sha256, str) or _HASH.fullmatch(sha256) is None:
+        raise InvalidBlobName(f"not a blob name (64 lower-case hex digits): {sha256!r}")
+    return sha256
+
+
+class BlobStore:
+    """The blob files under ``root/blobs``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.directory = self.root / "blobs"
+        # Directories whose entry in their parent this store has synced.
+        self._durable: set[Path] = set()
+        # Leaf directories this store has synced at least once.
+        self._synced: set[Path] = set()
+
+    # -- names -------------------------------------------------------------
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob named ``sha256`` lives (validated: never outside the store)."""
+        check_hash(sha256)
+        return self.directory / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    # -- writing -----------------------------------------------------------
+
+    def put(self, data: bytes) -> BlobInfo:
+        """Store ``data`` durably and return its blob (an existing blob is not rewritten)."""
+        return self.put_many([data])[0]
+
+    def put_many(self, items: Sequence[bytes]) -> list[BlobInfo]:
+        """Store several messages; one BlobInfo per item, in order.
+
+        Each new blob is written and fsynced to a temporary file, then all are
+        renamed, then every directory touched is fsynced once. Nothing is
+        returned before all of that is done.
+        """
+        infos: dict[str, BlobInfo] = {}
+        temps: list[tuple[Path, Path]] = []  # (temporary file, final name)
+        order: list[str] = []
+        renamed: set[Path] = set()
+        try:
+            for data in items:
+                raw = bytes(data)
+                sha256 = hashlib.sha256(raw).hexdigest()
+                order.append(sha256)
+                if sha256 in infos:
+                    continue
+                final = self.path(sha256)
+                stored = _stored_size(final)
+                if stored is not None:
+                    infos[sha256] = BlobInfo(sha256, len(raw), stored)
+                    continue
+                self._make_dirs(final.parent)
+                compressed = _compress(raw)
+                temp = self._write_temp(final.parent, compressed)
+                temps.append((temp, final))
+                infos[sha256] = BlobInfo(sha256, len(raw), len(compressed))
+            while temps:
+                temp, final = temps[-1]
+                os.replace(temp, final)
+                temps.pop()
+                renamed.add(final.parent)
+            # New entries need their directory synced; a blob found on disk may
+            # have been renamed by a run killed before it synced the directory,
+            # so every directory involved is synced at least once per store.
+            touched = {self.path(sha256).parent for sha256 in infos}
+            for directory in sorted(renamed | (touched - self._synced)):
+                _fsync_dir(directory)
+                self._synced.add(directory)
+            for directory in sorted(touched):
+                self._make_durable(directory)
+        finally:
+            for temp, _final in temps:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+        return [infos[sha256] for sha256 in order]
+
+    def remove_temp_files(self) -> int:
+        """Delete temporary files left by a killed run; return how many.
+
+        Call it at the start of a write session, while holding the archive lock.
+        """
+        removed = 0
+        for directory in self._leaf_dirs(include_parents=True):
+            for entry in _scandir(directory):
+                if entry.name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, sha256: str) -> bytes:
+        """The raw message bytes of a blob, checked against its name."""
+        path = self.path(sha256)
+        try:
+            stored = path.read_bytes()
+        except FileNotFoundError:
+            raise BlobMissing(sha256, f"blob {sha256} is missing ({path})") from None
+        try:
+            data = zstandard.ZstdDecompressor().decompress(stored)
+        except zstandard.ZstdError as exc:
+            raise BlobDamaged(sha256, f"blob {sha256} does not decompress: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BlobDamaged(sha256, f"blob {sha256} does not match its name")
+        return data
+
+    def check(self, sha256: str) -> int:
+        """Re-hash a blob by streaming decompression; return its raw size.
+
+        Memory is bounded by ``READ_CHUNK``, not by the message. Raises
+        BlobMissing or BlobDamaged.
+        """
+        path = self.path(sha256)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with (
+                path.open("rb") as stored,
+                zstandard.ZstdDecompressor().stream_reader(stored) as reader,
+            ):
+                while chunk := reader.read(READ_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            raise BlobMissing(sha256, f"blob {sha256} is missing ({path})") from None
+        except zstandard.ZstdError as exc:
+            raise BlobDamaged(sha256, f"blob {sha256} does not decompress: {exc}") from exc
+        if digest.hexdigest() != sha256:
+            raise BlobDamaged(sha256, f"blob {sha256} does not match its name")
+        return size
+
+    def iter_hashes(self) -> Iterator[str]:
+        """Every well-formed blob name on disk, in sorted order (temporary files skipped)."""
+        for directory in self._leaf_dirs(include_parents=False):
+            prefix = directory.parent.name + directory.name
+            names = sorted(e.name for e in _scandir(directory) if e.is_file(follow_symlinks=False))
+            for name in names:
+                if _HASH.fullmatch(name) and name.startswith(prefix):
+                    yield name
+
+    # -- internals ---------------------------------------------------------
+
+    def _leaf_dirs(self, include_parents: bool) -> Iterator[Path]:
+        """The ``ab/cd`` directories in sorted order (and the ``ab`` ones if asked)."""
+        for first in sorted(_scandir(self.directory), key=lambda e: e.name):
+            if not (_PREFIX.fullmatch(first.name) and first.is_dir(follow_symlinks=False)):
+                continue
+            parent = Path(first.path)
+            if include_parents:
+                yield parent
+            for second in sorted(_scandir(parent), key=lambda e: e.name):
+                if _PREFIX.fullmatch(second.name) and second.is_dir(follow_symlinks=False):
+                    yield Path(second.path)
+
+    def _make_dirs(self, leaf: Path) -> None:
+        """Create ``blobs/ab/cd`` as needed, mode 0700 whatever the umask."""
+        for directory in (self.root, self.directory, leaf.parent, leaf):
+            try:
+                os.mkdir(directory, DIR_MODE)
+            except FileExistsError:
+                continue
+            os.chmod(directory, DIR_MODE)
+            # A new entry in the parent: it must be synced before anything below counts.
+            self._durable.discard(directory)
+            self._synced.discard(directory)
+
+    def _make_durable(self, leaf: Path) -> None:
+        """Sync the entries of ``leaf`` and the directories above it, up to and
+        including the root's entry, once per directory per store."""
+        for child in (leaf, leaf.parent, self.directory, self.root):
+            if child not in self._durable:
+                _fsync_dir(child.parent)
+                self._durable.add(child)
+
+    def _write_temp(self, directory: Path, content: bytes) -> Path:
+        """Write ``content`` to a new temporary file in ``directory``, fsynced."""
+        while True:
+            temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                continue
+            break
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(content)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        os.close(fd)
+        return temp
+
+
+def _compress(data: bytes) -> bytes:
+    compressor = zstandard.ZstdCompressor(
+        level=COMPRESSION_LEVEL, write_checksum=True, write_content_size=True
+    )
+    return compressor.compress(data)
+
+
+def _stored_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _scandir(directory: Path | str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
