@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
+from bed import Bed
 from servers.dovecot import DovecotServer, find_dovecot
 
 
@@ -36,3 +38,22 @@ def pytest_runtest_makereport(
     if report.failed and isinstance(server, DovecotServer):
         report.sections.append(("dovecot log", "\n".join(server.read_log().splitlines()[-40:])))
     return report
+
+
+@pytest.fixture
+def bed(
+    dovecot: DovecotServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Bed]:
+    """A configuration directory for profiles on the test Dovecot; every output it saw is
+    checked afterwards for passwords."""
+    monkeypatch.setenv("BED_MASTER_PASSWORD", dovecot.master_password)
+    b = Bed(dovecot, tmp_path, capsys)
+    b.config_dir.mkdir()
+    yield b
+    secrets = [dovecot.master_password, *b.users.values()]
+    for output in b.outputs:
+        for secret in secrets:
+            assert secret not in output, "a password appeared in the output"

@@ -660,10 +660,25 @@ service imap-urlauth-login {{
         internal_date: dt.datetime | None = None,
     ) -> int:
         """Append ``message`` to ``folder`` of ``user`` and return its UID."""
+        (uid,) = self.append_many(user, folder, [message], flags, internal_date)
+        return uid
+
+    def append_many(
+        self,
+        user: str,
+        folder: str,
+        messages: Iterable[bytes],
+        flags: Iterable[str | bytes] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> list[int]:
+        """Append every message over one connection and return their UIDs."""
+        uids = []
         with self.client(user) as imap:
-            response = imap.append(folder, message, flags=tuple(flags), msg_time=internal_date)
-        raw = response if isinstance(response, bytes) else str(response).encode()
-        match = _APPENDUID_RE.search(raw)
-        if match is None:
-            raise DovecotError(f"no APPENDUID in the APPEND response {response!r}")
-        return int(match.group(2))
+            for message in messages:
+                response = imap.append(folder, message, flags=tuple(flags), msg_time=internal_date)
+                raw = response if isinstance(response, bytes) else str(response).encode()
+                match = _APPENDUID_RE.search(raw)
+                if match is None:
+                    raise DovecotError(f"no APPENDUID in the APPEND response {response!r}")
+                uids.append(int(match.group(2)))
+        return uids

@@ -1,0 +1,261 @@
+"""Crashes, signals, faults and dropped connections: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imapsync_decl import executor
+from imapsync_decl.plan import ExcludedFolder, FolderPlan, MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.store import BlobStore, Index
+
+from bed import Bed, seed
+from servers.proxy import DroppingProxy
+
+pytestmark = pytest.mark.dovecot
+
+MESSAGES = 240
+
+
+def placement_count(archive: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{archive / 'index.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT count(*) FROM placements").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def start_apply(bed: Bed, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "BED_MASTER_PASSWORD": bed.server.master_password}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imapsync_decl",
+            "apply",
+            "--config-dir",
+            str(bed.config_dir),
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_placements(bed: Bed, process: subprocess.Popen[str], at_least: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        count = placement_count(bed.archive)
+        if count >= at_least or process.poll() is not None:
+            return count
+        time.sleep(0.005)
+    raise AssertionError("apply made no progress")
+
+
+def assert_exactly_once(bed: Bed, users: list[str], per_user: int) -> None:
+    rows = bed.placements()
+    keys = [(r[0], r[1], r[2], r[3]) for r in rows]
+    assert len(keys) == len(set(keys)), "a placement was doubled"
+    for user in users:
+        mine = [r for r in rows if r[0] == user and r[1] == "INBOX"]
+        assert len(mine) == per_user, f"{user}: {len(mine)} of {per_user} archived"
+    code, out, _ = bed.run("archive", "verify", "--format", "json")
+    report = json.loads(out)
+    assert code == 0, report
+    assert report["damaged"] == []
+    assert report["missing"] == []
+
+
+@pytest.fixture
+def big_bed(bed: Bed) -> tuple[Bed, list[str]]:
+    users = [bed.new_user("k"), bed.new_user("l")]
+    for user in users:
+        seed(bed, user, "INBOX", MESSAGES // 2, tag="crash", size=6000)
+    bed.master_profile("p", users)
+    return bed, users
+
+
+@pytest.mark.parametrize("kill_at", [1, 37, 150])
+def test_kill_9_mid_apply_then_apply_archives_each_message_once(
+    big_bed: tuple[Bed, list[str]], kill_at: int
+) -> None:
+    bed, users = big_bed
+    process = start_apply(bed, "--batch-messages", "3")
+    reached = wait_for_placements(bed, process, kill_at)
+    process.kill()
+    process.wait()
+    assert reached < MESSAGES, "apply finished before the kill; the test proves nothing"
+    assert placement_count(bed.archive) < MESSAGES
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert_exactly_once(bed, users, MESSAGES // 2)
+    assert bed.apply_json()[1]["totals"]["archived"] == 0
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_batch_and_exits(
+    big_bed: tuple[Bed, list[str]], signum: int, exit_code: int
+) -> None:
+    bed, users = big_bed
+    process = start_apply(bed, "--batch-messages", "2")
+    wait_for_placements(bed, process, 20)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == exit_code, err
+    assert "Interrupted" in out
+    partial = placement_count(bed.archive)
+    assert 20 <= partial < MESSAGES
+    index = Index.open(bed.archive / "index.sqlite")
+    try:
+        (run,) = index.last_runs(1)
+        assert run["status"] == "interrupted"
+    finally:
+        index.close()
+    assert bed.apply_json()[0] == 0
+    assert_exactly_once(bed, users, MESSAGES // 2)
+
+
+@pytest.mark.parametrize("where", ["put_many", "record"])
+def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
+    big_bed: tuple[Bed, list[str]], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    bed, users = big_bed
+    target: Any = BlobStore if where == "put_many" else Index
+    original = getattr(target, where)
+    calls = {"n": 0}
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(target, where, failing)
+    code, result = bed.apply_json("--batch-messages", "10")
+    assert code == 3
+    failed = [m for m in result["mailboxes"] if m["error"]]
+    assert len(failed) == 1
+    assert "No space left on device" in failed[0]["error"]
+    assert result["totals"]["archived"] > 0  # the other mailbox went on
+    monkeypatch.setattr(target, where, original)
+    assert bed.apply_json()[0] == 0
+    assert_exactly_once(bed, users, MESSAGES // 2)
+
+
+def test_dropped_connection_is_retried(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor, "BACKOFF_SECONDS", 0.05)
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 40, size=20_000)
+    with DroppingProxy((bed.server.host, bed.server.port), drop_after=300_000, drops=1) as proxy:
+        bed.master_profile("p", [user])
+        profile = bed.config_dir / "p.yaml"
+        profile.write_text(
+            profile.read_text().replace(f"port: {bed.server.port}", f"port: {proxy.port}")
+        )
+        code, out, err = bed.run("apply", "--format", "json", "--batch-messages", "5")
+        assert proxy.dropped == 1
+    assert code == 0, out
+    assert any(json.loads(line)["event"] == "connection_lost" for line in err.splitlines())
+    assert_exactly_once(bed, [user], 40)
+
+
+def test_connection_that_keeps_dropping_fails_only_its_mailbox(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor, "BACKOFF_SECONDS", 0.01)
+    flaky, steady = bed.new_user(), bed.new_user()
+    seed(bed, flaky, "INBOX", 20, size=20_000)
+    seed(bed, steady, "INBOX", 3)
+    with DroppingProxy((bed.server.host, bed.server.port), drop_after=100_000, drops=-1) as proxy:
+        bed.master_profile("flaky", [flaky])
+        profile = bed.config_dir / "flaky.yaml"
+        profile.write_text(
+            profile.read_text().replace(f"port: {bed.server.port}", f"port: {proxy.port}")
+        )
+        bed.master_profile("steady", [steady])
+        code, result = bed.apply_json("--batch-messages", "2")
+    assert code == 3
+    errors = {m["login"]: m["error"] for m in result["mailboxes"]}
+    assert errors[steady] is None
+    assert errors[flaky] is not None
+    assert proxy.dropped == executor.RETRIES + 1
+    assert_exactly_once(bed, [steady], 3)
+    rows = [r for r in bed.placements() if r[0] == flaky]
+    assert 0 < len(rows) < 20  # what was committed before the drops stays, once
+
+
+def test_plan_and_apply_leave_the_server_unchanged(bed: Bed) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 3)
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        before = client.fetch(client.search("ALL"), ["FLAGS"])
+    bed.master_profile("p", [user])
+    assert bed.run("plan")[0] == 0
+    assert bed.run("apply")[0] == 0
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        after = client.fetch(client.search("ALL"), ["FLAGS"])
+    assert {u: d[b"FLAGS"] for u, d in after.items()} == {u: d[b"FLAGS"] for u, d in before.items()}
+    assert all(b"\\Seen" not in d[b"FLAGS"] for d in after.values())
+
+
+def test_plan_json_round_trips() -> None:
+    plan = Plan(
+        id="p1",
+        created_at="2026-11-29T00:00:00+00:00",
+        archive="/srv/archive",
+        archive_id=None,
+        profiles=(
+            ProfilePlan(
+                "staff",
+                "imap.example.com:993",
+                "tls",
+                ("w",),
+                (
+                    MailboxPlan(
+                        "staff",
+                        "master",
+                        "alice",
+                        "alice@example.com",
+                        "alice@example.com",
+                        "alice@example.com",
+                        folders=(
+                            FolderPlan(
+                                "INBOX", "INBOX", "archive", 7, 10, 9, None, (1, 2, 9), 300, 6
+                            ),
+                            FolderPlan(
+                                "Übersicht",
+                                "&ANw-bersicht",
+                                "rescan",
+                                8,
+                                3,
+                                2,
+                                5,
+                                (1, 2),
+                                20,
+                                0,
+                                "n",
+                            ),
+                            FolderPlan("X", "X", "error", note="gone"),
+                        ),
+                        excluded=(ExcludedFolder("Trash", "default exclusion: \\Trash"),),
+                    ),
+                ),
+            ),
+        ),
+    )
+    body = json.loads(json.dumps(plan.to_json()))
+    assert Plan.from_json(body) == plan
+    assert body["totals"]["messages"] == 5
