@@ -175,7 +175,7 @@ def test_connection_that_keeps_dropping_fails_only_its_mailbox(
 ) -> None:
     monkeypatch.setattr(executor, "BACKOFF_SECONDS", 0.01)
     flaky, steady = bed.new_user(), bed.new_user()
-    seed(bed, flaky, "INBOX", 20, size=20_000)
+    seed(bed, flaky, "INBOX", 60, size=20_000)  # 1.2 MB: far more than 4 connections carry
     seed(bed, steady, "INBOX", 3)
     with DroppingProxy((bed.server.host, bed.server.port), drop_after=100_000, drops=-1) as proxy:
         bed.master_profile("flaky", [flaky])
@@ -192,7 +192,8 @@ def test_connection_that_keeps_dropping_fails_only_its_mailbox(
     assert proxy.dropped == executor.RETRIES + 1
     assert_exactly_once(bed, [steady], 3)
     rows = [r for r in bed.placements() if r[0] == flaky]
-    assert 0 < len(rows) < 20  # what was committed before the drops stays, once
+    assert 0 < len(rows) < 60  # what was committed before the drops stays, once
+    assert len({(r[2], r[3]) for r in rows}) == len(rows)
 
 
 def test_plan_and_apply_leave_the_server_unchanged(bed: Bed) -> None:
@@ -259,3 +260,21 @@ def test_plan_json_round_trips() -> None:
     body = json.loads(json.dumps(plan.to_json()))
     assert Plan.from_json(body) == plan
     assert body["totals"]["messages"] == 5
+
+
+def test_a_second_concurrent_apply_exits_13_naming_the_first(
+    big_bed: tuple[Bed, list[str]],
+) -> None:
+    bed, users = big_bed
+    first = start_apply(bed, "--batch-messages", "2")
+    try:
+        wait_for_placements(bed, first, 1)
+        assert first.poll() is None, "the first apply ended too soon"
+        code, _, err = bed.run("apply")
+        assert code == 13
+        assert f"pid {first.pid}" in err
+        assert "imapsync-decl apply" in err
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert_exactly_once(bed, users, MESSAGES // 2)
