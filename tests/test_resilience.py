@@ -275,6 +275,6 @@ def test_a_second_concurrent_apply_exits_13_naming_the_first(
         assert f"pid {first.pid}" in err
         assert "imapsync-decl apply" in err
     finally:
-        out, err = first.communicate(timeout=120)
+        _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert_exactly_once(bed, users, MESSAGES // 2)
