@@ -8,6 +8,7 @@ its own exit code; only a bug ends with a traceback (exit 1).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -25,7 +26,9 @@ from imapsync_decl.config import Config, Mailbox, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
 from imapsync_decl.executor import Batching, Executor, StopRequested
 from imapsync_decl.export import export_eml
-from imapsync_decl.planner import make_plan, open_index_if_exists
+from imapsync_decl.plan import Plan, PlanFormatError
+from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_index_if_exists
+from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.store import Archive, ArchiveLock, verify
@@ -79,12 +82,49 @@ def format_option(func: F) -> F:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, "-V", "--version", prog_name="imapsync-decl")
-def cli() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    envvar="IMAPSYNC_DECL_LOG_FORMAT",
+    help="Logs on stderr: JSON lines (one object per line), console lines, or auto (console "
+    "on a terminal, else JSON). Environment: IMAPSYNC_DECL_LOG_FORMAT.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="IMAPSYNC_DECL_LOG_FILE",
+    help="Append the logs (JSON lines) to this file instead of stderr.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Least important level logged.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, log_file: Path | None, log_level: str) -> None:
     """Archive many IMAP mailboxes, declaratively.
 
     Profiles in the configuration directory say which mailboxes of which server
-    are archived; `validate` checks them without contacting any server.
+    are archived; `validate` checks them without contacting any server, `plan`
+    shows what `apply` would archive.
     """
+    ctx.obj = {"log_format": log_format, "log_file": log_file, "log_level": log_level}
+
+
+def _setup_logging() -> None:
+    """Configure the logs as the global options say (for commands that log)."""
+    settings = click.get_current_context().find_root().obj or {}
+    log_file = settings.get("log_file")
+    if log_file is not None:
+        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (process-long)
+        log.configure("json", settings.get("log_level", "info"), stream)
+    else:
+        log.configure(settings.get("log_format", "auto"), settings.get("log_level", "info"))
 
 
 # --- validate --------------------------------------------------------------------------------
@@ -256,26 +296,39 @@ def _check_profiles(config: Config, names: Sequence[str]) -> None:
     is_flag=True,
     help="Exit 2 when there are changes pending, 0 when there are none.",
 )
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also save the plan (JSON) to this file, for `apply FILE` later.",
+)
 def plan_command(
-    config_dir: Path, profile_names: tuple[str, ...], output_format: str, detailed_exitcode: bool
+    config_dir: Path,
+    profile_names: tuple[str, ...],
+    output_format: str,
+    detailed_exitcode: bool,
+    out_file: Path | None,
 ) -> int:
     """Show, per profile, mailbox and folder, what `apply` would archive.
 
     Reads the servers (STATUS, EXAMINE, UID SEARCH, sizes) and the archive; changes
     neither. A mailbox that cannot be reached or logged in to is an error in the
-    plan, which still covers the others (exit 3).
+    plan, which still covers the others (exit 3). With --out the plan is saved for
+    `apply FILE`, which then archives exactly what it lists.
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
-    log.configure()
+    _setup_logging()
     index = open_index_if_exists(config.archive_path)
     try:
-        the_plan = make_plan(
-            config, profile_names, index, archive_id=index.archive_id if index else None
-        )
+        the_plan = make_plan(config, profile_names, index)
     finally:
         if index is not None:
             index.close()
+    if out_file is not None:
+        _write_atomically(out_file, json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False))
+        structlog.get_logger(__name__).info("plan_written", path=str(out_file), plan_id=the_plan.id)
     if output_format == "json":
         _print_json(the_plan.to_json())
     else:
@@ -285,6 +338,31 @@ def plan_command(
     if detailed_exitcode and the_plan.has_changes:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temp.open("w", encoding="utf-8") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _read_plan(path: Path) -> Plan:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StalePlan(f"{path} is not a plan document ({exc}); run `plan --out` again") from None
+    try:
+        return Plan.from_json(body)
+    except PlanFormatError as exc:
+        raise StalePlan(f"{path}: {exc}; run `plan --out` again") from None
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -301,44 +379,80 @@ def plan_command(
 @click.option(
     "--batch-bytes",
     type=click.IntRange(1024, 1 << 30),
-    default=16 << 20,
+    default=4 << 20,
     show_default=True,
     help="About this many bytes fetched per batch (a larger message goes alone).",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars per mailbox and overall. Default: on when stderr is a terminal.",
+)
+@click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def apply(
     config_dir: Path,
     profile_names: tuple[str, ...],
     output_format: str,
     batch_messages: int,
     batch_bytes: int,
+    progress: bool | None,
+    plan_file: Path | None,
 ) -> int:
-    """Plan afresh and archive what is missing, mailbox after mailbox.
+    """Archive what is missing: plan afresh and apply, or apply a saved PLAN_FILE.
 
-    Idempotent: a second run archives nothing new. Crash-safe: after a crash, run
-    apply again. Ctrl-C or SIGTERM finish the current batch and exit 130 / 143.
-    One apply at a time per archive (exit 13 otherwise).
+    Up to each profile's max_concurrent_jobs mailboxes at once. Idempotent: a second
+    run archives nothing new. Crash-safe: after a crash, run apply (without a plan
+    file) again. Ctrl-C or SIGTERM finish the current batch and exit 130 / 143. One
+    apply at a time per archive (exit 13 otherwise). A saved plan made for another
+    configuration or archive state, or applied already, is refused (exit 11); a
+    folder whose UIDVALIDITY changed since the plan is left out (exit 11).
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
-    log.configure()
+    if plan_file is not None and profile_names:
+        raise UsageError("--profile does not go with a plan file: the plan says what is applied")
+    saved = _read_plan(plan_file) if plan_file is not None else None
+    _setup_logging()
     stop = StopRequested()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        existed = (config.archive_path / "index.sqlite").exists()
+        if saved is not None:
+            # Refused before the archive is created or touched.
+            index = open_index_if_exists(config.archive_path)
+            try:
+                check_saved_plan(saved, config, index)
+            finally:
+                if index is not None:
+                    index.close()
         with (
             ArchiveLock(config.archive_path, "imapsync-decl apply"),
             Archive.open(config.archive_path) as archive,
         ):
             archive.blobs.remove_temp_files()
-            the_plan = make_plan(
-                config, profile_names, archive.index, archive_id=archive.index.archive_id
-            )
+            if saved is not None:
+                # Again under the lock: another apply may have run meanwhile.
+                fresh = not existed and archive.index.state_token() == "runs:0"
+                check_saved_plan(saved, config, archive.index, created_now=fresh)
+                the_plan = saved
+            else:
+                the_plan = make_plan(config, profile_names, archive.index)
             if stop:
                 return stop.exit_code
             run_id = str(uuid.uuid4())
-            executor = Executor(
-                config, archive, run_id, stop=stop, batching=Batching(batch_messages, batch_bytes)
-            )
-            with structlog.contextvars.bound_contextvars(run_id=run_id):
+            show = progress if progress is not None else sys.stderr.isatty()
+            with (
+                structlog.contextvars.bound_contextvars(run_id=run_id),
+                make_progress(show, the_plan) as bars,
+            ):
+                executor = Executor(
+                    config,
+                    archive,
+                    run_id,
+                    stop=stop,
+                    batching=Batching(batch_messages, batch_bytes),
+                    progress=bars,
+                )
                 result = executor.apply(the_plan)
     finally:
         for sig, handler in previous.items():
@@ -379,7 +493,13 @@ def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
 @config_dir_option
 @archive_option
 @click.option(
-    "--format", "export_format", type=click.Choice(["eml"]), default="eml", show_default=True
+    "--format",
+    "export_format",
+    type=click.Choice(["eml", "mbox", "maildir"]),
+    default="eml",
+    show_default=True,
+    help="eml: one file per message; mbox: one mboxrd file per folder; maildir: one "
+    "maildir per folder.",
 )
 @click.option("--user", metavar="USER", help="Only this archive user.")
 @click.option(
@@ -394,15 +514,44 @@ def archive_export(
     folder: str | None,
     destination: Path,
 ) -> int:
-    """Export messages as files: DEST/<user>/<archive folder>/<folder path>/<uidvalidity>-<uid>.eml.
+    """Export messages as files below DEST/<user>/<archive folder>/<folder path>.
 
-    Each file holds exactly the archived bytes. Names that cannot be path components
-    ('/', NUL, '.', '..') are escaped as %XX, never followed.
+    \b
+    eml      <folder path>/<uidvalidity>-<uid>.eml, exactly the archived bytes
+    mbox     <folder path>.mbox, mboxrd: "From MAILER-DAEMON <internal date, UTC>"
+             lines, LF line endings, ">From " quoting: NOT byte-exact
+    maildir  <folder path>/cur/<epoch>.<uidvalidity>_<uid>.imapsync-decl:2,<flags>,
+             exactly the archived bytes, mtime = internal date, flags as
+             D F P R S T (\\Draft \\Flagged $Forwarded \\Answered \\Seen \\Deleted)
+
+    Folder levels are directories. Names that cannot be path components ('/',
+    NUL, '.', '..') are escaped as %XX; nothing below DEST is followed if it is a
+    symbolic link. An empty selection writes nothing.
+
+    \b
+    Examples:
+      imapsync-decl archive export --format maildir out/
+      imapsync-decl archive export --format mbox --user alice --folder INBOX out/
+      imapsync-decl archive export --archive /srv/archive out/
     """
+    from imapsync_decl.export import export_maildir, export_mbox
+
+    exporters = {"eml": export_eml, "mbox": export_mbox, "maildir": export_maildir}
     with _existing_archive(config_dir, archive_path) as archive:
-        exported = export_eml(archive, destination, user=user, folder=folder)
+        exported = exporters[export_format](archive, destination, user=user, folder=folder)
+    if not exported.messages:
+        selection = ", ".join(
+            f"{name} {value!r}" for name, value in (("user", user), ("folder", folder)) if value
+        )
+        click.echo(
+            f"nothing to export: no archived messages{' for ' + selection if selection else ''};"
+            " nothing written"
+        )
+        return ExitCode.OK
+    files = "" if export_format != "mbox" else f" in {_plural(exported.files, 'file')}"
     click.echo(
-        f"exported {_plural(exported.files, 'message')} ({exported.bytes} bytes) to {destination}"
+        f"exported {_plural(exported.messages, 'message')}{files} ({exported.bytes} bytes,"
+        f" {export_format}) to {destination}"
     )
     return ExitCode.OK
 
@@ -439,6 +588,99 @@ def archive_verify(config_dir: Path, archive_path: Path | None, output_format: s
             f"{len(report.missing)} missing, {len(report.orphans)} orphaned"
         )
     return ExitCode.OK if report.ok else ExitCode.INTEGRITY
+
+
+@archive_group.command("stats", epilog=EXIT_CODES)
+@config_dir_option
+@archive_option
+@format_option
+def archive_stats(config_dir: Path, archive_path: Path | None, output_format: str) -> int:
+    """Show what the archive holds and what deduplication and compression save.
+
+    Users, mailboxes, folders, messages (distinct contents, one blob each) and
+    placements (copies in folders); bytes in folders (every placement), original
+    (every distinct message) and stored (compressed, on disk); the ratios
+    dedup = in folders / original, compression = original / stored and overall =
+    in folders / stored; and per user its mailboxes, folders, messages, placements
+    and bytes. Only the index is read.
+
+    \b
+    Examples:
+      imapsync-decl archive stats
+      imapsync-decl archive stats --archive /srv/archive --format json
+    """
+    from imapsync_decl.stats import gather_stats, render_stats
+
+    with _existing_archive(config_dir, archive_path) as archive:
+        stats = gather_stats(archive.index)
+    if output_format == "json":
+        _print_json(stats.to_json())
+    else:
+        click.echo(render_stats(stats))
+    return ExitCode.OK
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+@cli.command("runs", epilog=EXIT_CODES)
+@config_dir_option
+@archive_option
+@format_option
+@click.option("--last", is_flag=True, help="Show the protocol of the newest run.")
+@click.argument("run_id", required=False, metavar="[RUN_ID]")
+def runs_command(
+    config_dir: Path,
+    archive_path: Path | None,
+    output_format: str,
+    last: bool,
+    run_id: str | None,
+) -> int:
+    """List past runs, newest first, or show one run's whole protocol.
+
+    Without arguments: one line per run with its id, start, end, status and
+    totals (archived, already present, failed mailboxes). With --last or a
+    RUN_ID (a whole id, or a prefix naming one run): the run's protocol, its
+    start and end, status, warnings, per mailbox and folder what was archived,
+    already present, vanished or skipped, and every error. --format json prints
+    the stored protocol document (the one `apply --format json` printed). An
+    unknown RUN_ID exits 10. Passwords are never part of a protocol.
+
+    \b
+    Examples:
+      imapsync-decl runs
+      imapsync-decl runs --last
+      imapsync-decl runs 3f2a9c1e --format json
+      imapsync-decl runs --archive /srv/archive --format json
+    """
+    from imapsync_decl import protocol
+
+    if last and run_id is not None:
+        raise UsageError("give either --last or a RUN_ID, not both")
+    root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
+    index = open_index_if_exists(root)
+    if index is None:
+        if last or run_id is not None:
+            raise protocol.UnknownRun(f"no archive at {root}, so no runs (run `apply` first)")
+        if output_format == "json":
+            _print_json([])
+        else:
+            click.echo(f"no runs yet (no archive at {root})")
+        return ExitCode.OK
+    with index:
+        if not last and run_id is None:
+            listed = index.list_runs()
+            if output_format == "json":
+                _print_json(protocol.list_document(listed))
+            else:
+                click.echo(protocol.render_run_list(listed))
+            return ExitCode.OK
+        run = protocol.find_run(index, run_id)
+    if output_format == "json":
+        _print_json(protocol.protocol_document(run))
+    else:
+        click.echo(protocol.render_run(run))
+    return ExitCode.OK
 
 
 # --- helpers ---------------------------------------------------------------------------------

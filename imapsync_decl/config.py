@@ -9,6 +9,8 @@ identity templates, secrets). No server is contacted.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from collections.abc import Sequence
@@ -121,6 +123,31 @@ class Config:
 
     def profile(self, name: str) -> Loaded[Profile] | None:
         return next((p for p in self.profiles if p.doc.name == name), None)
+
+
+def config_digest(config: Config) -> str:
+    """A digest of everything that decides what a plan contains: the profiles (inline
+    passwords left out), the user list, the archive and the resolved mailboxes.
+
+    A saved plan records it; when the configuration changes, the plan is stale.
+    """
+    profiles = []
+    for item in config.profiles:
+        body = item.doc.model_dump(mode="json", by_alias=True)
+        for source in body["source"].values():
+            if isinstance(source, dict) and isinstance(source.get("password"), str):
+                source["password"] = "inline"
+        profiles.append(body)
+    document = {
+        "profiles": profiles,
+        "users": [u.model_dump(mode="json") for u in config.users],
+        "archive": str(config.archive_path),
+        "mailboxes": {
+            name: [m.to_json() for m in found] for name, found in config.mailboxes.items()
+        },
+    }
+    text = json.dumps(document, sort_keys=True, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_config(config_dir: Path, display_dir: str | None = None) -> Config:

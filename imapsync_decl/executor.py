@@ -9,9 +9,13 @@ archived exactly once. One mailbox's failure is recorded and the others go on.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import functools
 import hashlib
+import queue
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,7 +32,9 @@ from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
 from imapsync_decl.loader import Loaded
 from imapsync_decl.message import parse_headers
 from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
+from imapsync_decl.planner import in_parallel
 from imapsync_decl.profile import Profile
+from imapsync_decl.progress import NoProgress, Progress
 from imapsync_decl.store import Archive, ArchivedMessage
 
 log = structlog.get_logger(__name__)
@@ -37,6 +43,55 @@ Connect = Callable[..., ImapSession]
 
 RETRIES = 3  # reconnects per mailbox after a dropped connection
 BACKOFF_SECONDS = 1.0  # doubled after each retry
+
+
+class BatchWriter:
+    """Stores batches on a thread of its own, one batch behind the fetching.
+
+    ``submit`` blocks while a batch is still waiting, so at most three batches are
+    in memory: one being fetched, one waiting, one being stored. A failure of the
+    store is raised in the fetching thread (at the next submit or at the end), and
+    leaving the ``with`` block waits until every submitted batch is committed.
+    """
+
+    _DONE = object()
+
+    def __init__(self, store: Callable[[list[FetchedMessage]], None]) -> None:
+        self._store = store
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), daemon=True
+        )
+
+    def __enter__(self) -> BatchWriter:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self._error is None:
+                try:
+                    self._store(item)
+                except BaseException as exc:  # handed to the fetching thread
+                    self._error = exc
+
+    def submit(self, batch: list[FetchedMessage]) -> None:
+        self._raise()
+        self._queue.put(batch)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._queue.put(self._DONE)
+        self._thread.join()
+        if exc is None:
+            self._raise()
 
 
 class StopRequested:
@@ -198,6 +253,7 @@ class Executor:
         batching: Batching = Batching(),
         stop: StopRequested | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Progress | None = None,
     ) -> None:
         self.config = config
         self.archive = archive
@@ -206,6 +262,7 @@ class Executor:
         self.batching = batching
         self.stop = stop if stop is not None else StopRequested()
         self.sleep = sleep
+        self.progress: Progress = progress if progress is not None else NoProgress()
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -216,17 +273,22 @@ class Executor:
         index = self.archive.index
         index.begin_run(self.run_id, "apply")
         try:
-            for mailbox_plan in plan.mailboxes():
-                if self.stop:
-                    break
-                result.mailboxes.append(self._mailbox(mailbox_plan))
+            for profile_plan in plan.profiles:
+                profile = self.config.profile(profile_plan.name)
+                jobs = profile.doc.max_concurrent_jobs if profile is not None else 1
+                done = in_parallel(
+                    jobs, [functools.partial(self._mailbox, m) for m in profile_plan.mailboxes]
+                )
+                result.mailboxes.extend(m for m in done if m is not None)
         finally:
             result.interrupted_by = self.stop.signal
             result.finished_at = _now()
             index.finish_run(self.run_id, result.status, result.to_json())
         return result
 
-    def _mailbox(self, plan: MailboxPlan) -> MailboxResult:
+    def _mailbox(self, plan: MailboxPlan) -> MailboxResult | None:
+        if self.stop:
+            return None  # not started: the next apply does it
         result = MailboxResult(plan.profile, plan.login, plan.archive_user, plan.archive_folder)
         result.excluded = len(plan.excluded)
         with structlog.contextvars.bound_contextvars(profile=plan.profile, mailbox=plan.login):
@@ -283,6 +345,23 @@ class Executor:
                 folder_result.skipped = True
         if not work:
             return
+        key = f"{plan.profile}/{plan.archive_folder}"
+        self.progress.mailbox_started(
+            key, sum(f.count for f, _, _ in work), sum(f.bytes for f, _, _ in work)
+        )
+        try:
+            self._connect_and_archive(plan, profile, mailbox, work, key)
+        finally:
+            self.progress.mailbox_finished(key)
+
+    def _connect_and_archive(
+        self,
+        plan: MailboxPlan,
+        profile: Loaded[Profile],
+        mailbox: Mailbox,
+        work: list[tuple[FolderPlan, FolderResult, int]],
+        key: str,
+    ) -> None:
         attempt = 0
         while True:
             try:
@@ -295,7 +374,7 @@ class Executor:
                         if self.stop:
                             return
                         if folder_result.error is None and not folder_result.skipped:
-                            self._folder(session, folder_plan, folder_result, folder_id)
+                            self._folder(session, folder_plan, folder_result, folder_id, key)
                 finally:
                     session.logout()
                 return
@@ -317,7 +396,12 @@ class Executor:
     # --- one folder ------------------------------------------------------------------------
 
     def _folder(
-        self, session: ImapSession, plan: FolderPlan, result: FolderResult, folder_id: int
+        self,
+        session: ImapSession,
+        plan: FolderPlan,
+        result: FolderResult,
+        folder_id: int,
+        key: str,
     ) -> None:
         assert plan.uidvalidity is not None
         index = self.archive.index
@@ -349,15 +433,26 @@ class Executor:
                 ):
                     old_by_hash[sha].append(uid)
             fetched = 0
-            for batch in self._batches(
-                session.fetch_messages(
-                    todo, max_count=self.batching.max_count, max_bytes=self.batching.max_bytes
-                )
-            ):
-                fetched += len(batch)
-                self._store(batch, plan, result, folder_id, old_by_hash)
-                if self.stop:
-                    return
+            messages = session.fetch_messages(
+                todo, max_count=self.batching.max_count, max_bytes=self.batching.max_bytes
+            )
+            store = functools.partial(
+                self._store,
+                plan=plan,
+                result=result,
+                folder_id=folder_id,
+                old_by_hash=old_by_hash,
+                key=key,
+            )
+            # The writer hashes, compresses and stores one batch while the next is fetched.
+            with BatchWriter(store) as writer:
+                for batch in self._batches(messages):
+                    fetched += len(batch)
+                    writer.submit(batch)
+                    if self.stop:
+                        break
+            if self.stop:
+                return
             result.vanished = len(todo) - fetched
             self._complete(folder_id, plan)
             log.info(
@@ -386,6 +481,7 @@ class Executor:
         result: FolderResult,
         folder_id: int,
         old_by_hash: dict[str, list[int]],
+        key: str,
     ) -> None:
         assert plan.uidvalidity is not None
         index, blobs = self.archive.index, self.archive.blobs
@@ -422,3 +518,4 @@ class Executor:
         result.already_present += present
         result.archived += len(batch) - present
         log.debug("batch_committed", messages=len(batch), moved=len(moves))
+        self.progress.advanced(key, len(batch), sum(len(m.body) for m in batch))

@@ -1,15 +1,66 @@
-"""Read the archive back: export messages as files, exactly the archived bytes."""
+"""Read the archive back: export messages as files in three formats.
+
+* ``eml``: ``DEST/<user>/<archive folder>/<folder path>/<uidvalidity>-<uid>.eml``, one file
+  per message, exactly the archived bytes.
+* ``mbox``: ``DEST/<user>/<archive folder>/<folder path>.mbox``, one mboxrd file per folder.
+  Line endings become LF and lines matching ``^>*From `` get one more ``>``, so an mbox file
+  is *not* byte-exact; stripping one ``>`` from such lines and restoring CRLF gives the
+  original back.
+* ``maildir``: ``DEST/<user>/<archive folder>/<folder path>/{cur,new,tmp}``, one file per
+  message in ``cur/``, exactly the archived bytes, named
+  ``<internal date epoch>.<uidvalidity>_<uid>.imapsync-decl:2,<flag letters>`` with the
+  internal date as the file's modification time.
+
+Folder levels are directories in every format. Each name becomes one harmless path component
+(``safe_component``), and nothing below DEST is followed if it is a symbolic link: an export
+never writes outside its destination.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 
-from imapsync_decl.store import Archive
+from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.store import Archive, PlacementRow
+
+FORMATS = ("eml", "mbox", "maildir")
 
 # Characters that cannot stand in a path component, and '%' so the escape is reversible.
 _UNSAFE = {"/": "%2F", "\\": "%5C", "\0": "%00", "%": "%25"}
+
+# Maildir info letters of the IMAP flags that have one, matched case-insensitively.
+MAILDIR_FLAGS = {
+    "\\draft": "D",
+    "\\flagged": "F",
+    "$forwarded": "P",
+    "\\answered": "R",
+    "\\seen": "S",
+    "\\deleted": "T",
+}
+MAILDIR_SUBDIRS = ("cur", "new", "tmp")
+MAILDIR_TAG = "imapsync-decl"
+MBOX_SENDER = "MAILER-DAEMON"
+
+_FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+_TEMP_PREFIX = ".imapsync-decl-tmp-"
+FILE_MODE = 0o600
+
+
+class ExportError(ImapsyncError):
+    """An export cannot write where it should (a symbolic link or a file in the way)."""
+
+    exit_code = ExitCode.CONFIG
 
 
 def safe_component(name: str) -> str:
@@ -24,10 +75,88 @@ def safe_component(name: str) -> str:
     return escaped
 
 
+def mbox_directory_component(name: str) -> str:
+    """A folder level that holds subfolders, in the mbox layout.
+
+    A directory ``X.mbox`` would clash with the file of a folder ``X``, so the dot of a
+    ``.mbox`` ending is escaped (``X%2Embox``).
+    """
+    escaped = safe_component(name)
+    if escaped.endswith(".mbox"):
+        escaped = escaped[: -len(".mbox")] + "%2Embox"
+    return escaped
+
+
+def maildir_component(name: str) -> str:
+    """A folder level in the maildir layout: ``cur``, ``new`` and ``tmp`` are the maildir's
+    own directories, so such a folder name gets its first letter escaped (``%63ur``)."""
+    escaped = safe_component(name)
+    if escaped in MAILDIR_SUBDIRS:
+        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
+    return escaped
+
+
+def maildir_info(flags: Iterable[str]) -> str:
+    """The maildir info letters of IMAP flags, sorted; flags without a letter are left out."""
+    return "".join(sorted({MAILDIR_FLAGS[f.lower()] for f in flags if f.lower() in MAILDIR_FLAGS}))
+
+
+def maildir_name(row: PlacementRow) -> str:
+    """``<epoch>.<uidvalidity>_<uid>.imapsync-decl:2,<letters>`` (epoch 0 without a date)."""
+    epoch = int(row.internal_date.timestamp()) if row.internal_date is not None else 0
+    return f"{epoch}.{row.uidvalidity}_{row.uid}.{MAILDIR_TAG}:2,{maildir_info(row.flags)}"
+
+
+def mbox_from_line(internal_date: datetime | None) -> bytes:
+    """``From MAILER-DAEMON <asctime of the internal date in UTC>`` (the epoch without one)."""
+    when = (
+        internal_date.astimezone(UTC)
+        if internal_date is not None
+        else datetime.fromtimestamp(0, UTC)
+    )
+    return f"From {MBOX_SENDER} {time.asctime(when.timetuple())}\n".encode("ascii")
+
+
+def mboxrd_entry(data: bytes, internal_date: datetime | None) -> bytes:
+    """One message as an mboxrd entry: From line, LF line endings, ``>``-quoted From lines,
+    a final line break and one blank line."""
+    body = data.replace(b"\r\n", b"\n")
+    body = _FROM_LINE.sub(rb">\1", body)
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    return mbox_from_line(internal_date) + body + b"\n"
+
+
 @dataclass(frozen=True)
 class ExportResult:
+    """What an export wrote: ``messages`` exported, ``files`` written, ``bytes`` written."""
+
+    messages: int
     files: int
     bytes: int
+    format: str = "eml"
+
+
+Exporter = Callable[..., ExportResult]
+
+
+def export_archive(
+    archive: Archive,
+    destination: Path,
+    export_format: str,
+    *,
+    user: str | None = None,
+    folder: str | None = None,
+) -> ExportResult:
+    """Export the selected placements in ``export_format`` (one of ``FORMATS``)."""
+    exporters: dict[str, Exporter] = {
+        "eml": export_eml,
+        "mbox": export_mbox,
+        "maildir": export_maildir,
+    }
+    if export_format not in exporters:
+        raise ValueError(f"unknown export format {export_format!r}")
+    return exporters[export_format](archive, destination, user=user, folder=folder)
 
 
 def export_eml(
@@ -38,18 +167,191 @@ def export_eml(
     folder: str | None = None,
 ) -> ExportResult:
     """Write ``DEST/<user>/<archive folder>/<folder path>/<uidvalidity>-<uid>.eml``."""
-    files = written = 0
-    destination.mkdir(parents=True, exist_ok=True)
+    messages = written = 0
     for row in archive.index.iter_placements(user=user, folder=folder):
-        parts = [row.user, row.archive_folder, *row.folder.split("/")]
-        directory = destination.joinpath(*(safe_component(p) for p in parts))
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = _make_dirs(destination, [safe_component(p) for p in _parts(row)])
         data = archive.blobs.get(row.sha256)
         target = directory / f"{row.uidvalidity}-{row.uid}.eml"
         # O_NOFOLLOW: a planted symlink at the target is refused, never followed.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR):
+                raise
+            raise ExportError(
+                f"cannot export to {target}: a symbolic link or directory is in the way"
+            ) from None
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        files += 1
+        messages += 1
         written += len(data)
-    return ExportResult(files, written)
+    return ExportResult(messages, messages, written, "eml")
+
+
+def export_mbox(
+    archive: Archive,
+    destination: Path,
+    *,
+    user: str | None = None,
+    folder: str | None = None,
+) -> ExportResult:
+    """Write one mboxrd file per folder: ``DEST/<user>/<archive folder>/<folder path>.mbox``.
+
+    Each file is written to a temporary name beside it, synced, then renamed over the
+    target, so a reader sees the old file or the whole new one.
+    """
+    messages = files = written = 0
+    for _key, group in groupby(
+        archive.index.iter_placements(user=user, folder=folder),
+        key=lambda r: (r.user, r.archive_folder, r.folder),
+    ):
+        rows = iter(group)
+        first = next(rows)
+        parts = _parts(first)
+        names = [safe_component(p) for p in parts[:2]]
+        names += [mbox_directory_component(p) for p in parts[2:-1]]
+        directory = _make_dirs(destination, names)
+        target = directory / f"{safe_component(parts[-1])}.mbox"
+        with _AtomicFile(directory, target) as out:
+            for row in _chain(first, rows):
+                entry = mboxrd_entry(archive.blobs.get(row.sha256), row.internal_date)
+                out.write(entry)
+                messages += 1
+                written += len(entry)
+        files += 1
+    return ExportResult(messages, files, written, "mbox")
+
+
+def export_maildir(
+    archive: Archive,
+    destination: Path,
+    *,
+    user: str | None = None,
+    folder: str | None = None,
+) -> ExportResult:
+    """Write one maildir per folder: ``DEST/<user>/<archive folder>/<folder path>/cur/<name>``.
+
+    Each message is written into ``tmp/``, synced, given its internal date as modification
+    time and renamed into ``cur/`` (the maildir delivery order). A file of the same message
+    left by an earlier export under other flag letters is replaced, not doubled.
+    """
+    messages = written = 0
+    for _key, group in groupby(
+        archive.index.iter_placements(user=user, folder=folder),
+        key=lambda r: (r.user, r.archive_folder, r.folder),
+    ):
+        rows = iter(group)
+        first = next(rows)
+        parts = _parts(first)
+        names = [safe_component(p) for p in parts[:2]]
+        names += [maildir_component(p) for p in parts[2:]]
+        root = _make_dirs(destination, names)
+        for sub in MAILDIR_SUBDIRS:
+            _make_dirs(root, [sub])
+        cur, tmp = root / "cur", root / "tmp"
+        earlier = _maildir_existing(cur)
+        for row in _chain(first, rows):
+            data = archive.blobs.get(row.sha256)
+            name = maildir_name(row)
+            mtime = row.internal_date.timestamp() if row.internal_date is not None else None
+            with _AtomicFile(tmp, cur / name, mtime=mtime) as out:
+                out.write(data)
+            for old in earlier.pop(name.split(":", 1)[0], ()):
+                if old != name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(cur / old)
+            messages += 1
+            written += len(data)
+    return ExportResult(messages, messages, written, "maildir")
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+def _parts(row: PlacementRow) -> list[str]:
+    return [row.user, row.archive_folder, *row.folder.split("/")]
+
+
+def _chain(first: PlacementRow, rest: Iterator[PlacementRow]) -> Iterator[PlacementRow]:
+    yield first
+    yield from rest
+
+
+def _make_dirs(base: Path, names: Sequence[str]) -> Path:
+    """Create ``base/names[0]/names[1]/...`` as needed (base too) and return it.
+
+    Every level below ``base`` must be a real directory: a symbolic link (or a file) in
+    the way is an ExportError, never followed.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    path = base
+    for name in names:
+        path = path / name
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+                raise ExportError(f"cannot export into {path}: it is {kind}") from None
+    return path
+
+
+def _maildir_existing(cur: Path) -> dict[str, list[str]]:
+    """The files in ``cur/`` by their name before the info part."""
+    found: dict[str, list[str]] = {}
+    with os.scandir(cur) as entries:
+        for entry in entries:
+            found.setdefault(entry.name.split(":", 1)[0], []).append(entry.name)
+    return found
+
+
+class _AtomicFile:
+    """A new file at ``target``, written under a temporary name in ``directory`` (mode 0600,
+    created exclusively, never through a symlink), synced, then renamed over ``target``.
+    On an exception the temporary file is removed and ``target`` is left as it was."""
+
+    def __init__(self, directory: Path, target: Path, mtime: float | None = None) -> None:
+        self.directory = directory
+        self.target = target
+        self.mtime = mtime
+        self._fd = -1
+        self._temp = directory
+
+    def __enter__(self) -> _AtomicFile:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        while True:
+            self._temp = self.directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                self._fd = os.open(self._temp, flags, FILE_MODE)
+            except FileExistsError:
+                continue
+            return self
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc is None:
+                os.fsync(self._fd)
+                if self.mtime is not None:
+                    os.utime(self._fd, (self.mtime, self.mtime))
+        finally:
+            os.close(self._fd)
+        if exc is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp)
+            return
+        try:
+            os.replace(self._temp, self.target)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp)
+            if isinstance(error, IsADirectoryError | NotADirectoryError):
+                raise ExportError(
+                    f"cannot export to {self.target}: a directory is in the way"
+                ) from None
+            raise

@@ -30,11 +30,24 @@ def redact_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment (progress bars redirect it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
     """Set up structlog for this process. ``auto``: console on a terminal, else JSON."""
-    out = stream if stream is not None else sys.stderr
+    out: Any = stream if stream is not None else _CurrentStderr()
     if log_format == "auto":
         log_format = "console" if out.isatty() else "json"
     renderer: Any = (

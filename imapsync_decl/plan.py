@@ -8,7 +8,7 @@ format versions. No I/O here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ class Plan:
     profiles: tuple[ProfilePlan, ...] = ()
     format_version: int = FORMAT_VERSION
     config_digest: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    archive_state: str | None = None  # the archive's state token when planned
 
     def mailboxes(self) -> Iterator[MailboxPlan]:
         for profile in self.profiles:
@@ -145,6 +145,7 @@ class Plan:
             "archive": self.archive,
             "archive_id": self.archive_id,
             "config_digest": self.config_digest,
+            "archive_state": self.archive_state,
             "profiles": [_profile_json(p) for p in self.profiles],
             "totals": {
                 "mailboxes": totals.mailboxes,
@@ -172,6 +173,7 @@ class Plan:
                 archive=str(body["archive"]),
                 archive_id=body.get("archive_id"),
                 config_digest=body.get("config_digest"),
+                archive_state=body.get("archive_state"),
                 profiles=tuple(_profile_from(p) for p in body["profiles"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -7,14 +7,19 @@ Decisions are left to :mod:`reconcile`; this module does the I/O around them.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
-from imapsync_decl.config import Config, Mailbox, SecretError
+from imapsync_decl.config import Config, Mailbox, SecretError, config_digest
+from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.facts import FolderInfo
 from imapsync_decl.folders import select_folders
 from imapsync_decl.imap import ImapError, ImapSession
@@ -34,6 +39,7 @@ from imapsync_decl.store import Index
 log = structlog.get_logger(__name__)
 
 Connect = Callable[..., ImapSession]
+T = TypeVar("T")
 
 
 def profile_warnings(server: Server) -> tuple[str, ...]:
@@ -128,15 +134,28 @@ def _connection_trouble(exc: ImapError) -> bool:
     return isinstance(exc, ConnectionLost)
 
 
+def in_parallel(jobs: int, calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run the calls on up to ``jobs`` threads; results in the order of the calls.
+
+    Each call runs in a copy of the caller's context, so bound log keys (run_id,
+    profile) follow it into its thread.
+    """
+    if jobs <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=min(jobs, len(calls))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+        return [future.result() for future in futures]
+
+
 def make_plan(
     config: Config,
     profile_names: Sequence[str] | None = None,
     index: Index | None = None,
     *,
     connect: Connect = ImapSession.connect,
-    archive_id: str | None = None,
 ) -> Plan:
-    """Plan every mailbox of the selected profiles (all profiles by default)."""
+    """Plan every mailbox of the selected profiles (all profiles by default), up to the
+    profile's ``max_concurrent_jobs`` mailboxes at once."""
     profiles = []
     for item in config.profiles:
         if profile_names and item.doc.name not in profile_names:
@@ -144,8 +163,13 @@ def make_plan(
         server = item.doc.server
         with structlog.contextvars.bound_contextvars(profile=item.doc.name):
             mailboxes = tuple(
-                plan_mailbox(item, mailbox, index, connect)
-                for mailbox in config.mailboxes.get(item.doc.name, ())
+                in_parallel(
+                    item.doc.max_concurrent_jobs,
+                    [
+                        functools.partial(plan_mailbox, item, mailbox, index, connect)
+                        for mailbox in config.mailboxes.get(item.doc.name, ())
+                    ],
+                )
             )
         profiles.append(
             ProfilePlan(
@@ -160,9 +184,46 @@ def make_plan(
         id=str(uuid.uuid4()),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         archive=str(config.archive_path),
-        archive_id=archive_id,
+        archive_id=index.archive_id if index is not None else None,
+        archive_state=index.state_token() if index is not None else None,
+        config_digest=config_digest(config),
         profiles=tuple(profiles),
     )
+
+
+class StalePlan(ImapsyncError):
+    """A saved plan that no longer fits the configuration or the archive."""
+
+    exit_code = ExitCode.STALE_PLAN
+
+
+def check_saved_plan(
+    plan: Plan, config: Config, index: Index | None, *, created_now: bool = False
+) -> None:
+    """Refuse a saved plan made for another configuration or archive state.
+
+    ``created_now``: the archive did not exist before this apply opened it, which
+    is the state a plan made without an archive expects.
+    """
+    if created_now and plan.archive_id is None and plan.archive_state is None:
+        index = None
+    again = "; run `plan` again"
+    if plan.archive != str(config.archive_path):
+        raise StalePlan(
+            f"the plan is for the archive {plan.archive}, not {config.archive_path}{again}"
+        )
+    if plan.config_digest != config_digest(config):
+        raise StalePlan(f"the configuration changed since the plan was made{again}")
+    archive_id = index.archive_id if index is not None else None
+    if plan.archive_id != archive_id:
+        raise StalePlan(f"the plan was made for another archive (or before it existed){again}")
+    state = index.state_token() if index is not None else None
+    if plan.archive_state != state:
+        raise StalePlan(
+            "the archive changed since the plan was made (the plan was applied already, or "
+            f"an apply ran or was interrupted since){again}; after a crash, `apply` without a "
+            "plan file resumes"
+        )
 
 
 def open_index_if_exists(archive: Path) -> Index | None:

@@ -93,6 +93,10 @@ class FileSecret(StrictModel):
 def _secret_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "secret:inline"
+    if isinstance(value, EnvSecret):  # serialising a validated model
+        return "secret:env"
+    if isinstance(value, FileSecret):
+        return "secret:file"
     if isinstance(value, dict):
         if "env" in value:
             return "secret:env"
@@ -227,7 +231,7 @@ class IdentityTemplate(StrictModel):
 def _identity_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "identity:name"
-    if isinstance(value, dict):
+    if isinstance(value, dict | IdentityTemplate):
         return "identity:template"
     return None
 

@@ -184,7 +184,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "Exit codes:" in out
     commands = sorted(cli.commands)  # type: ignore[attr-defined]
-    assert commands == ["apply", "archive", "mailboxes", "plan", "schema", "validate"]
+    assert commands == ["apply", "archive", "mailboxes", "plan", "runs", "schema", "validate"]
     for name in commands:
         code, out, _ = run(capsys, name, "--help")
         assert code == 0

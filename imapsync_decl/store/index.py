@@ -583,6 +583,66 @@ class Index:
         tables = ("users", "mailboxes", "folders", "messages", "placements")
         return {t: int(self._one(f"SELECT count(*) FROM {t}")[0]) for t in tables}  # noqa: S608
 
+    def storage_totals(self) -> dict[str, int]:
+        """The archive's sizes: ``messages`` (distinct blobs), ``bytes_original`` (their raw
+        sizes), ``bytes_stored`` (their compressed sizes on disk), ``placements`` and
+        ``bytes_placed`` (the raw size of every placement: what the folders hold)."""
+        messages, original, stored = self._one(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) FROM messages"
+        )
+        placements, placed = self._one(
+            "SELECT count(*), coalesce(sum(m.size), 0)"
+            " FROM placements p JOIN messages m ON m.sha256 = p.sha256"
+        )
+        return {
+            "messages": int(messages),
+            "bytes_original": int(original),
+            "bytes_stored": int(stored),
+            "placements": int(placements),
+            "bytes_placed": int(placed),
+        }
+
+    def user_totals(self) -> list[dict[str, Any]]:
+        """Per user, by name: ``mailboxes``, ``folders``, ``messages`` (distinct blobs in the
+        user's folders), ``placements``, ``bytes_original`` and ``bytes_stored`` (of those
+        distinct messages) and ``bytes_placed`` (of every placement). A message two users
+        hold counts for each of them."""
+        rows = self._all(
+            "WITH up AS ("
+            "  SELECT m.user_id AS user_id, p.sha256 AS sha256 FROM placements p"
+            "  JOIN folders f ON f.id = p.folder_id JOIN mailboxes m ON m.id = f.mailbox_id),"
+            " placed AS ("
+            "  SELECT up.user_id AS user_id, count(*) AS n, sum(msg.size) AS bytes"
+            "  FROM up JOIN messages msg ON msg.sha256 = up.sha256 GROUP BY up.user_id),"
+            " uniq AS ("
+            "  SELECT d.user_id AS user_id, count(*) AS n, sum(msg.size) AS bytes,"
+            "  sum(msg.stored_size) AS stored"
+            "  FROM (SELECT DISTINCT user_id, sha256 FROM up) d"
+            "  JOIN messages msg ON msg.sha256 = d.sha256 GROUP BY d.user_id)"
+            " SELECT u.name,"
+            " (SELECT count(*) FROM mailboxes m WHERE m.user_id = u.id),"
+            " (SELECT count(*) FROM folders f JOIN mailboxes m ON m.id = f.mailbox_id"
+            "  WHERE m.user_id = u.id),"
+            " coalesce(uniq.n, 0), coalesce(placed.n, 0), coalesce(uniq.bytes, 0),"
+            " coalesce(uniq.stored, 0), coalesce(placed.bytes, 0)"
+            " FROM users u LEFT JOIN placed ON placed.user_id = u.id"
+            " LEFT JOIN uniq ON uniq.user_id = u.id ORDER BY u.name"
+        )
+        keys = (
+            "user",
+            "mailboxes",
+            "folders",
+            "messages",
+            "placements",
+            "bytes_original",
+            "bytes_stored",
+            "bytes_placed",
+        )
+        return [
+            {k: (v if k == "user" else int(v)) for k, v in zip(keys, row, strict=True)}
+            for row in rows
+        ]
+
     # -- runs --------------------------------------------------------------
 
     def begin_run(self, run_id: str, command: str) -> None:
@@ -591,6 +651,12 @@ class Index:
                 "INSERT INTO runs (id, started_at, status, command) VALUES (?, ?, 'running', ?)",
                 (run_id, _now(), command),
             )
+
+    def state_token(self) -> str:
+        """Changes whenever an apply begins on this archive: a saved plan records it, and
+        a plan whose token is no longer the archive's is stale."""
+        row = self._one("SELECT count(*) FROM runs", ())
+        return f"runs:{row[0] if row is not None else 0}"
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         text = json.dumps(summary, sort_keys=True, default=str, ensure_ascii=False)
@@ -614,6 +680,38 @@ class Index:
             (n,),
         )
         return [_run_dict(r) for r in rows]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first: id, command, started_at, finished_at, status and the
+        ``totals`` object of its protocol (None without one). Protocols are not read whole."""
+        rows = self._all(
+            "SELECT id, command, started_at, finished_at, status,"
+            " CASE WHEN json_valid(summary) THEN json_extract(summary, '$.totals') END"
+            " FROM runs ORDER BY started_at DESC, rowid DESC"
+        )
+        listed = []
+        for run_id, command, started_at, finished_at, status, totals in rows:
+            parsed = json.loads(totals) if isinstance(totals, str) else None
+            listed.append(
+                {
+                    "id": run_id,
+                    "command": command,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                    "status": status,
+                    "totals": parsed if isinstance(parsed, dict) else None,
+                }
+            )
+        return listed
+
+    def run_ids_starting_with(self, prefix: str) -> list[str]:
+        """The ids of the runs whose id starts with ``prefix``, newest first."""
+        rows = self._all(
+            "SELECT id FROM runs WHERE substr(id, 1, length(?1)) = ?1"
+            " ORDER BY started_at DESC, rowid DESC",
+            (prefix,),
+        )
+        return [str(r[0]) for r in rows]
 
     # -- internals ---------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""What the archive holds and what deduplication and compression save.
+
+Definitions (the same in text and JSON):
+
+* ``messages``: distinct contents (blobs); ``placements``: copies of messages in folders.
+* ``bytes_placed``: the raw size of every placement (what the archived folders hold).
+* ``bytes_original``: the raw size of every distinct message (the sum of message sizes).
+* ``bytes_stored``: the compressed size of every blob on disk.
+* ``dedup_ratio`` = bytes_placed / bytes_original (1.0: nothing deduplicated);
+  ``compression_ratio`` = bytes_original / bytes_stored; ``total_ratio`` =
+  bytes_placed / bytes_stored. A ratio is None (null) while its divisor is 0.
+
+Per user, ``messages`` and the byte sums count the distinct messages in that user's
+folders, so a message two users hold counts for each of them: the per-user sums can
+exceed the totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from imapsync_decl.report import human_bytes
+from imapsync_decl.store import Index
+
+
+@dataclass(frozen=True)
+class UserStats:
+    user: str
+    mailboxes: int
+    folders: int
+    messages: int
+    placements: int
+    bytes_original: int
+    bytes_stored: int
+    bytes_placed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "mailboxes": self.mailboxes,
+            "folders": self.folders,
+            "messages": self.messages,
+            "placements": self.placements,
+            "bytes_original": self.bytes_original,
+            "bytes_stored": self.bytes_stored,
+            "bytes_placed": self.bytes_placed,
+        }
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    users: int
+    mailboxes: int
+    folders: int
+    messages: int
+    placements: int
+    bytes_original: int
+    bytes_stored: int
+    bytes_placed: int
+    per_user: tuple[UserStats, ...]
+
+    @property
+    def dedup_ratio(self) -> float | None:
+        return _ratio(self.bytes_placed, self.bytes_original)
+
+    @property
+    def compression_ratio(self) -> float | None:
+        return _ratio(self.bytes_original, self.bytes_stored)
+
+    @property
+    def total_ratio(self) -> float | None:
+        return _ratio(self.bytes_placed, self.bytes_stored)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "mailboxes": self.mailboxes,
+            "folders": self.folders,
+            "messages": self.messages,
+            "placements": self.placements,
+            "bytes_placed": self.bytes_placed,
+            "bytes_original": self.bytes_original,
+            "bytes_stored": self.bytes_stored,
+            "dedup_ratio": _rounded(self.dedup_ratio),
+            "compression_ratio": _rounded(self.compression_ratio),
+            "total_ratio": _rounded(self.total_ratio),
+            "per_user": [u.to_json() for u in self.per_user],
+        }
+
+
+def gather_stats(index: Index) -> ArchiveStats:
+    """Count and sum the archive's index (blobs are not read)."""
+    counts = index.counts()
+    sizes = index.storage_totals()
+    per_user = tuple(UserStats(**row) for row in index.user_totals())
+    return ArchiveStats(
+        users=counts["users"],
+        mailboxes=counts["mailboxes"],
+        folders=counts["folders"],
+        messages=sizes["messages"],
+        placements=sizes["placements"],
+        bytes_original=sizes["bytes_original"],
+        bytes_stored=sizes["bytes_stored"],
+        bytes_placed=sizes["bytes_placed"],
+        per_user=per_user,
+    )
+
+
+def render_stats(stats: ArchiveStats) -> str:
+    """The text form of ``archive stats``."""
+
+    def size(count: int, note: str = "") -> str:
+        return f"{human_bytes(count)} ({count} bytes{note})"
+
+    lines = [
+        f"users        {stats.users}",
+        f"mailboxes    {stats.mailboxes}",
+        f"folders      {stats.folders}",
+        f"messages     {stats.messages} (distinct contents)",
+        f"placements   {stats.placements} (copies in folders)",
+        f"in folders   {size(stats.bytes_placed)}",
+        f"original     {size(stats.bytes_original)}",
+        f"stored       {size(stats.bytes_stored, ', compressed, on disk')}",
+        f"dedup        {_times(stats.dedup_ratio)} (in folders / original)",
+        f"compression  {_times(stats.compression_ratio)} (original / stored)",
+        f"overall      {_times(stats.total_ratio)} (in folders / stored)",
+    ]
+    if stats.per_user:
+        header = ("USER", "MAILBOXES", "FOLDERS", "MESSAGES", "PLACEMENTS", "ORIGINAL", "STORED")
+        table = [header] + [
+            (
+                u.user,
+                str(u.mailboxes),
+                str(u.folders),
+                str(u.messages),
+                str(u.placements),
+                human_bytes(u.bytes_original),
+                human_bytes(u.bytes_stored),
+            )
+            for u in stats.per_user
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines.append("")
+        for row in table:
+            cells = [row[0].ljust(widths[0])]
+            cells += [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+            lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
