@@ -113,18 +113,33 @@ def cli(ctx: click.Context, log_format: str, log_file: Path | None, log_level: s
     are archived; `validate` checks them without contacting any server, `plan`
     shows what `apply` would archive.
     """
-    ctx.obj = {"log_format": log_format, "log_file": log_file, "log_level": log_level}
+    ctx.obj = {
+        "log_format": log_format,
+        "log_file": log_file,
+        "log_level": log_level,
+        "log_level_given": ctx.get_parameter_source("log_level")
+        is not click.core.ParameterSource.DEFAULT,
+    }
 
 
-def _setup_logging() -> None:
-    """Configure the logs as the global options say (for commands that log)."""
+def _setup_logging(quiet_console: bool = False) -> None:
+    """Configure the logs as the global options say (for commands that log).
+
+    ``quiet_console``: progress bars are shown, so on a console only warnings and
+    errors are logged, unless --log-level was given.
+    """
     settings = click.get_current_context().find_root().obj or {}
+    level = settings.get("log_level", "info")
     log_file = settings.get("log_file")
     if log_file is not None:
         stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (process-long)
-        log.configure("json", settings.get("log_level", "info"), stream)
-    else:
-        log.configure(settings.get("log_format", "auto"), settings.get("log_level", "info"))
+        log.configure("json", level, stream)
+        return
+    log_format = settings.get("log_format", "auto")
+    console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
+    if quiet_console and console and not settings.get("log_level_given"):
+        level = "warning"
+    log.configure(log_format, level)
 
 
 # --- validate --------------------------------------------------------------------------------
@@ -412,7 +427,8 @@ def apply(
     if plan_file is not None and profile_names:
         raise UsageError("--profile does not go with a plan file: the plan says what is applied")
     saved = _read_plan(plan_file) if plan_file is not None else None
-    _setup_logging()
+    show = progress if progress is not None else sys.stderr.isatty()
+    _setup_logging(quiet_console=show)
     stop = StopRequested()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -440,7 +456,6 @@ def apply(
             if stop:
                 return stop.exit_code
             run_id = str(uuid.uuid4())
-            show = progress if progress is not None else sys.stderr.isatty()
             with (
                 structlog.contextvars.bound_contextvars(run_id=run_id),
                 make_progress(show, the_plan) as bars,

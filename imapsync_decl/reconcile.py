@@ -119,19 +119,20 @@ def reconcile_mailbox(
             excluded.append(ExcludedFolder(path, choice.reason or "excluded"))
             continue
         folders.append(reconcile_folder(facts[path], archived.get(path, ArchivedFolder())))
-    return MailboxPlan(
-        profile=mailbox.profile,
-        source=mailbox.source,
-        archive_user=mailbox.archive_user,
-        archive_folder=mailbox.archive_folder,
-        login=mailbox.login,
-        email=mailbox.email,
-        folders=tuple(folders),
-        excluded=tuple(excluded),
-    )
+    return _mailbox_plan(mailbox, folders=tuple(folders), excluded=tuple(excluded))
 
 
 def failed_mailbox(mailbox: Mailbox, error: str) -> MailboxPlan:
+    return _mailbox_plan(mailbox, error=error)
+
+
+def _mailbox_plan(
+    mailbox: Mailbox,
+    *,
+    folders: tuple[FolderPlan, ...] = (),
+    excluded: tuple[ExcludedFolder, ...] = (),
+    error: str | None = None,
+) -> MailboxPlan:
     return MailboxPlan(
         profile=mailbox.profile,
         source=mailbox.source,
@@ -139,5 +140,7 @@ def failed_mailbox(mailbox: Mailbox, error: str) -> MailboxPlan:
         archive_folder=mailbox.archive_folder,
         login=mailbox.login,
         email=mailbox.email,
+        folders=folders,
+        excluded=excluded,
         error=error,
     )
