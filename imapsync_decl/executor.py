@@ -122,6 +122,7 @@ class FolderResult:
     already_present: int = 0  # placements of content already in the archive, or re-pointed
     vanished: int = 0  # planned but expunged from the server before it could be fetched
     skipped: bool = False
+    completed: bool = False  # checkpointed in this run: a reconnect does not redo it
     stale: bool = False  # UIDVALIDITY differs from the plan's
     error: str | None = None
 
@@ -373,9 +374,17 @@ class Executor:
                     for folder_plan, folder_result, folder_id in work:
                         if self.stop:
                             return
-                        if folder_result.error is None and not folder_result.skipped:
+                        if folder_result.error is None and not folder_result.completed:
                             self._folder(session, folder_plan, folder_result, folder_id, key)
                 finally:
+                    stats = session.stats
+                    log.info(
+                        "mailbox_fetched",
+                        fetch_commands=stats.fetch_commands,
+                        messages=stats.messages_fetched,
+                        bytes=stats.bytes_fetched,
+                        largest_fetch_bytes=stats.largest_fetch_bytes,
+                    )
                     session.logout()
                 return
             except ConnectionLost as exc:
@@ -433,8 +442,14 @@ class Executor:
                 ):
                     old_by_hash[sha].append(uid)
             fetched = 0
+            # Sizes first, so that no FETCH asks for more than a batch's worth of bytes:
+            # memory stays bounded by the batch (or the largest message), not the folder.
+            sizes = session.fetch_sizes(todo) if todo else {}
             messages = session.fetch_messages(
-                todo, max_count=self.batching.max_count, max_bytes=self.batching.max_bytes
+                todo,
+                max_count=self.batching.max_count,
+                max_bytes=self.batching.max_bytes,
+                sizes=sizes,
             )
             store = functools.partial(
                 self._store,
@@ -455,6 +470,7 @@ class Executor:
                 return
             result.vanished = len(todo) - fetched
             self._complete(folder_id, plan)
+            result.completed = True
             log.info(
                 "folder_archived",
                 archived=result.archived,

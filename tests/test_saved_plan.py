@@ -177,3 +177,16 @@ def test_progress_shows_mailboxes_and_totals(bed: Bed) -> None:
     assert code == 0
     assert "all mailboxes" in err
     assert "4/4 messages" in err
+
+
+def test_apply_fetches_at_most_a_batch_of_bytes_at_a_time(bed: Bed) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 20, size=30_000)
+    bed.master_profile("p", [user])
+    code, _, err = bed.run("--log-format", "json", "apply", "--batch-bytes", "100000")
+    assert code == 0
+    (fetched,) = [e for e in map(json.loads, err.splitlines()) if e["event"] == "mailbox_fetched"]
+    assert fetched["messages"] == 20
+    assert fetched["bytes"] >= 20 * 30_000
+    assert fetched["largest_fetch_bytes"] <= 100_000
+    assert fetched["fetch_commands"] >= 6
