@@ -79,9 +79,9 @@ def assert_exactly_once(bed: Bed, users: list[str], per_user: int) -> None:
 
 @pytest.fixture
 def big_bed(bed: Bed) -> tuple[Bed, list[str]]:
-    users = [bed.new_user("k"), bed.new_user("l")]
+    users = [bed.new_user(f"k{i}") for i in range(4)]  # four jobs at once (the default)
     for user in users:
-        seed(bed, user, "INBOX", MESSAGES // 2, tag="crash", size=6000)
+        seed(bed, user, "INBOX", MESSAGES // 4, tag="crash", size=6000)
     bed.master_profile("p", users)
     return bed, users
 
@@ -99,7 +99,7 @@ def test_kill_9_mid_apply_then_apply_archives_each_message_once(
     assert placement_count(bed.archive) < MESSAGES
     code, result = bed.apply_json()
     assert code == 0, result
-    assert_exactly_once(bed, users, MESSAGES // 2)
+    assert_exactly_once(bed, users, MESSAGES // 4)
     assert bed.apply_json()[1]["totals"]["archived"] == 0
 
 
@@ -123,7 +123,7 @@ def test_a_signal_finishes_the_batch_and_exits(
     finally:
         index.close()
     assert bed.apply_json()[0] == 0
-    assert_exactly_once(bed, users, MESSAGES // 2)
+    assert_exactly_once(bed, users, MESSAGES // 4)
 
 
 @pytest.mark.parametrize("where", ["put_many", "record"])
@@ -150,7 +150,7 @@ def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
     assert result["totals"]["archived"] > 0  # the other mailbox went on
     monkeypatch.setattr(target, where, original)
     assert bed.apply_json()[0] == 0
-    assert_exactly_once(bed, users, MESSAGES // 2)
+    assert_exactly_once(bed, users, MESSAGES // 4)
 
 
 def test_dropped_connection_is_retried(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,4 +277,4 @@ def test_a_second_concurrent_apply_exits_13_naming_the_first(
     finally:
         _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert_exactly_once(bed, users, MESSAGES // 2)
+    assert_exactly_once(bed, users, MESSAGES // 4)
