@@ -445,7 +445,6 @@ def apply(
             ArchiveLock(config.archive_path, "imapsync-decl apply"),
             Archive.open(config.archive_path) as archive,
         ):
-            archive.blobs.remove_temp_files()
             if saved is not None:
                 # Again under the lock: another apply may have run meanwhile.
                 fresh = not existed and archive.index.state_token() == "runs:0"

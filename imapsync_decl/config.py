@@ -32,7 +32,6 @@ from imapsync_decl.profile import (
 )
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.csv import CsvResult, load_csv
-from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
 
 WARNING = Severity.WARNING
 
@@ -466,6 +465,8 @@ def _identity(
     problems: list[Problem],
 ) -> str | None:
     if isinstance(identity, IdentityTemplate):
+        from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
+
         try:
             return render_identity(
                 identity.template, TemplateUser(user.name, user.email, user.display_name)

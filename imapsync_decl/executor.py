@@ -505,13 +505,15 @@ class Executor:
         known = index.known_blobs(hashes)
         moves: list[tuple[int, int]] = []
         to_store: list[FetchedMessage] = []
+        to_store_hashes: list[str] = []
         for message, sha in zip(batch, hashes, strict=True):
             if old_by_hash.get(sha):
                 moves.append((old_by_hash[sha].pop(0), message.uid))
             else:
                 to_store.append(message)
+                to_store_hashes.append(sha)
         # 1. blobs durable on disk (put_many skips content that is there already)
-        infos = blobs.put_many([m.body for m in to_store])
+        infos = blobs.put_many([m.body for m in to_store], to_store_hashes)
         entries = [
             ArchivedMessage(
                 uid=m.uid,

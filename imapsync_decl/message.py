@@ -59,12 +59,25 @@ def parse_headers(raw: bytes) -> MessageHeaders:
     Never raises on any input.
     """
     found: dict[str, str] = {}
-    for name, value in _header_fields(raw[:MAX_HEADER_BYTES]):
+    for name, value in _header_fields(_header_section(raw)):
         attribute = _FIELDS.get(name)
         if attribute is None or attribute in found:
             continue
         found[attribute] = _clean(_decode_words(_decode_bytes(value)))
     return MessageHeaders(**{k: (v or None) for k, v in found.items()})
+
+
+_HEADER_END = re.compile(rb"\n\r?\n")
+
+
+def _header_section(raw: bytes) -> bytes:
+    """The bytes up to the empty line that ends the header section (at most
+    ``MAX_HEADER_BYTES``), found without looking at the body: a large message costs
+    no more than a small one."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    end = _HEADER_END.search(raw, 0, MAX_HEADER_BYTES)
+    return raw[: end.start() + 1] if end is not None else raw[:MAX_HEADER_BYTES]
 
 
 def _header_fields(raw: bytes) -> list[tuple[str, bytes]]:

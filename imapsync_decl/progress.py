@@ -9,20 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichBars
+from typing import TYPE_CHECKING, Protocol
 
 from imapsync_decl.plan import Plan
+
+if TYPE_CHECKING:  # rich is imported only when bars are shown: it is slow to import
+    from rich.console import Console
+    from rich.progress import Progress as RichBars
+    from rich.progress import TaskID
 
 
 class Progress(Protocol):
@@ -96,6 +90,16 @@ def make_progress(show: bool, plan: Plan, console: Console | None = None) -> Ite
     if not show or not plan.has_changes:
         yield NoProgress()
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as RichBars
+
     bars = RichBars(
         TextColumn("{task.description}"),
         BarColumn(),

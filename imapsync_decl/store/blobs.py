@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,8 @@ class BlobStore:
         self._durable: set[Path] = set()
         # Leaf directories this store has synced at least once.
         self._synced: set[Path] = set()
+        # Temporary files older than this were left by a run that was killed.
+        self._opened_at = time.time()
 
     # -- names -------------------------------------------------------------
 
@@ -105,21 +108,26 @@ class BlobStore:
         """Store ``data`` durably and return its blob (an existing blob is not rewritten)."""
         return self.put_many([data])[0]
 
-    def put_many(self, items: Sequence[bytes]) -> list[BlobInfo]:
+    def put_many(
+        self, items: Sequence[bytes], hashes: Sequence[str] | None = None
+    ) -> list[BlobInfo]:
         """Store several messages; one BlobInfo per item, in order.
 
         Each new blob is written and fsynced to a temporary file, then all are
         renamed, then every directory touched is fsynced once. Nothing is
-        returned before all of that is done.
+        returned before all of that is done. ``hashes``: the SHA-256 of each item,
+        when the caller has them already (they are trusted: ``verify`` re-hashes).
         """
+        if hashes is not None and len(hashes) != len(items):
+            raise ValueError("one hash per item")
         infos: dict[str, BlobInfo] = {}
         temps: list[tuple[Path, Path]] = []  # (temporary file, final name)
         order: list[str] = []
         renamed: set[Path] = set()
         try:
-            for data in items:
+            for n, data in enumerate(items):
                 raw = bytes(data)
-                sha256 = hashlib.sha256(raw).hexdigest()
+                sha256 = hashes[n] if hashes is not None else hashlib.sha256(raw).hexdigest()
                 order.append(sha256)
                 if sha256 in infos:
                     continue
@@ -143,6 +151,8 @@ class BlobStore:
             # so every directory involved is synced at least once per store.
             touched = {self.path(sha256).parent for sha256 in infos}
             for directory in sorted(renamed | (touched - self._synced)):
+                if directory not in self._synced:
+                    self._remove_stale_temps(directory)
                 _fsync_dir(directory)
                 self._synced.add(directory)
             for directory in sorted(touched):
@@ -152,6 +162,14 @@ class BlobStore:
                 with contextlib.suppress(OSError):
                     temp.unlink()
         return [infos[sha256] for sha256 in order]
+
+    def _remove_stale_temps(self, directory: Path) -> None:
+        """Temporary files in ``directory`` left by a killed run (older than this store)."""
+        for entry in _scandir(directory):
+            if entry.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < self._opened_at:
+                        os.unlink(entry.path)
 
     def remove_temp_files(self) -> int:
         """Delete temporary files left by a killed run; return how many.
