@@ -329,21 +329,26 @@ class Executor:
         display_name = next(
             (u.display_name for u in self.config.users if u.name == plan.archive_user), None
         )
-        user_id = index.ensure_user(plan.archive_user, plan.email, display_name)
-        mailbox_id = index.ensure_mailbox(user_id, plan.archive_folder, plan.login, plan.profile)
+        source = "document" if plan.source == "master" else plan.source
         work: list[tuple[FolderPlan, FolderResult, int]] = []
-        for folder_plan in plan.folders:
-            folder_result = FolderResult(folder_plan.path, folder_plan.action)
-            result.folders.append(folder_result)
-            if folder_plan.action == "error":
-                folder_result.error = folder_plan.note
-                continue
-            folder_id = index.ensure_folder(mailbox_id, folder_plan.path)
-            if folder_plan.uids:
-                work.append((folder_plan, folder_result, folder_id))
-            else:
-                self._complete(folder_id, folder_plan)
-                folder_result.skipped = True
+        # The bookkeeping of a mailbox is one transaction (one commit, not one per folder).
+        with index.atomic():
+            user_id = index.ensure_user(plan.archive_user, plan.email, display_name, source=source)
+            mailbox_id = index.ensure_mailbox(
+                user_id, plan.archive_folder, plan.login, plan.profile
+            )
+            for folder_plan in plan.folders:
+                folder_result = FolderResult(folder_plan.path, folder_plan.action)
+                result.folders.append(folder_result)
+                if folder_plan.action == "error":
+                    folder_result.error = folder_plan.note
+                    continue
+                folder_id = index.ensure_folder(mailbox_id, folder_plan.path)
+                if folder_plan.uids:
+                    work.append((folder_plan, folder_result, folder_id))
+                else:
+                    self._complete(folder_id, folder_plan)
+                    folder_result.skipped = True
         if not work:
             return
         key = f"{plan.profile}/{plan.archive_folder}"

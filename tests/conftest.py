@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from bed import Bed
 from servers.dovecot import DovecotServer, find_dovecot
+
+if TYPE_CHECKING:
+    from servers.slapd import SlapdServer
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +61,26 @@ def bed(
     for output in b.outputs:
         for secret in secrets:
             assert secret not in output, "a password appeared in the output"
+
+
+@pytest.fixture(scope="session")
+def slapd() -> Iterator[SlapdServer]:
+    """An OpenLDAP server on 127.0.0.1 shared by the whole test session (see
+    ``servers/slapd.py`` for its tree, accounts, limits and helpers).
+
+    Without a ``slapd`` binary the tests are skipped, except under CI (``CI`` set), where
+    they fail: CI must never pass without the real server.
+    """
+    # Imported here: the rest of the suite runs even without the LDAP client (ldap3).
+    try:
+        from servers.slapd import SlapdServer, find_slapd
+    except ImportError as error:
+        missing = f"the LDAP test bed cannot be imported: {error}"
+    else:
+        missing = "" if find_slapd() else "slapd binary not found (install slapd, SLAPD_BINARY)"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+    with SlapdServer() as server:
+        yield server

@@ -28,6 +28,7 @@ from imapsync_decl.store.index import (
     IndexTooNew,
     PlacementConflict,
     PlacementRow,
+    UserRecord,
 )
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
 from imapsync_decl.store.verify import VerifyReport, verify
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidBlobName",
     "PlacementConflict",
     "PlacementRow",
+    "UserRecord",
     "VerifyReport",
     "check_hash",
     "verify",

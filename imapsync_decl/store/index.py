@@ -130,6 +130,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX mailboxes_user ON mailboxes (user_id);
     CREATE INDEX runs_started ON runs (started_at);
     """,
+    # 2: the user list: where each user comes from, and whether it is still there.
+    """
+    ALTER TABLE users ADD COLUMN source TEXT NOT NULL DEFAULT 'document'
+        CHECK (source IN ('document', 'directory', 'csv', 'single'));
+    ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'gone'));
+    ALTER TABLE users ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE users ADD COLUMN directory TEXT;
+    ALTER TABLE users ADD COLUMN updated_at TEXT;
+    """,
 ]
 
 
@@ -147,6 +157,19 @@ class IndexTooNew(ArchiveIndexError):
 
 class PlacementConflict(ArchiveIndexError):
     """A (folder, UIDVALIDITY, UID) is already archived with different content."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One user of the archive's user list, as the index keeps it."""
+
+    name: str
+    email: str | None
+    display_name: str | None
+    aliases: tuple[str, ...] = ()
+    source: str = "directory"  # document | directory | csv | single
+    status: str = "active"  # active | gone (no longer in the directory)
+    directory: str | None = None  # which directory, for source directory
 
 
 @dataclass(frozen=True)
@@ -292,18 +315,98 @@ class Index:
     # -- users, mailboxes, folders -----------------------------------------
 
     def ensure_user(
-        self, name: str, email: str | None = None, display_name: str | None = None
+        self,
+        name: str,
+        email: str | None = None,
+        display_name: str | None = None,
+        *,
+        source: str = "document",
     ) -> int:
-        """The id of user ``name``, created if new; a given email or display name is updated."""
+        """The id of user ``name``, created if new (with ``source``); a given email or
+        display name is updated. A user's source never changes once recorded."""
         with self.atomic() as db:
             db.execute(
-                "INSERT INTO users (name, email, display_name, created_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO users (name, email, display_name, created_at, source)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET"
                 " email = coalesce(excluded.email, email),"
                 " display_name = coalesce(excluded.display_name, display_name)",
-                (name, email, display_name, _now()),
+                (name, email, display_name, _now(), source),
             )
             return int(db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()[0])
+
+    def sync_directory_users(
+        self, directory: str, users: Sequence[UserRecord]
+    ) -> dict[str, list[str]]:
+        """Make the users of ``directory`` in the index what the directory says, in one
+        transaction: add the new ones, update the changed ones, mark the ones that are no
+        longer there as gone (never removing anything archived). Returns the user names
+        per change: ``added``, ``updated``, ``gone``, ``returned``."""
+        changes: dict[str, list[str]] = {"added": [], "updated": [], "gone": [], "returned": []}
+        seen: set[str] = set()
+        now = _now()
+        with self.atomic() as db:
+            for user in users:
+                seen.add(user.name)
+                aliases = json.dumps(list(user.aliases))
+                row = db.execute(
+                    "SELECT email, display_name, aliases, status, source FROM users WHERE name = ?",
+                    (user.name,),
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO users (name, email, display_name, aliases, source, status,"
+                        " directory, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, 'directory', 'active', ?, ?, ?)",
+                        (user.name, user.email, user.display_name, aliases, directory, now, now),
+                    )
+                    changes["added"].append(user.name)
+                    continue
+                if row[4] != "directory":
+                    continue  # a user of a Users document or a CSV profile: theirs to describe
+                if row[3] == "gone":
+                    changes["returned"].append(user.name)
+                elif (row[0], row[1], row[2]) != (user.email, user.display_name, aliases):
+                    changes["updated"].append(user.name)
+                else:
+                    continue
+                db.execute(
+                    "UPDATE users SET email = ?, display_name = ?, aliases = ?, status = 'active',"
+                    " directory = ?, updated_at = ? WHERE name = ?",
+                    (user.email, user.display_name, aliases, directory, now, user.name),
+                )
+            for (name,) in db.execute(
+                "SELECT name FROM users WHERE source = 'directory' AND directory = ?"
+                " AND status = 'active' ORDER BY name",
+                (directory,),
+            ).fetchall():
+                if name not in seen:
+                    db.execute(
+                        "UPDATE users SET status = 'gone', updated_at = ? WHERE name = ?",
+                        (now, name),
+                    )
+                    changes["gone"].append(name)
+        return changes
+
+    def list_users(self, source: str | None = None) -> list[UserRecord]:
+        """The archive's user list as the index keeps it, by name."""
+        rows = self._all(
+            "SELECT name, email, display_name, aliases, source, status, directory FROM users"
+            " WHERE ? IS NULL OR source = ? ORDER BY name",
+            (source, source),
+        )
+        return [
+            UserRecord(
+                name=r[0],
+                email=r[1],
+                display_name=r[2],
+                aliases=tuple(json.loads(r[3])),
+                source=r[4],
+                status=r[5],
+                directory=r[6],
+            )
+            for r in rows
+        ]
 
     def ensure_mailbox(self, user_id: int, archive_folder: str, login: str, profile: str) -> int:
         """The id of a user's mailbox (by archive folder); login and profile are kept current."""
