@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from imapsync_decl import __version__, log
-from imapsync_decl.config import Config, Mailbox, load_config
+from imapsync_decl import __version__, log, userlist
+from imapsync_decl.config import Config, ListedUser, Mailbox, directory_users, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
 from imapsync_decl.executor import Batching, Executor, StopRequested
 from imapsync_decl.export import export_eml
@@ -32,6 +32,7 @@ from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.store import Archive, ArchiveLock, verify
+from imapsync_decl.userlist import load_with_index_users
 
 EXIT_CODES = """\b
 Exit codes:
@@ -154,7 +155,7 @@ def validate(config_dir: Path, output_format: str) -> int:
     Errors and warnings go to stderr as PATH:LINE:COL: FIELD: MESSAGE. No server
     is contacted. Exit 0 when valid (warnings allowed), 10 when not.
     """
-    config = load_config(config_dir, str(config_dir))
+    config = load_with_index_users(config_dir, str(config_dir))
     _print_problems(config.problems)
     if output_format == "json":
         _print_json(
@@ -247,9 +248,11 @@ def schema(kind: str, out: Path | None) -> int:
 def mailboxes(config_dir: Path, profile_name: str | None, output_format: str) -> int:
     """List the mailboxes each profile will archive, without contacting any server.
 
-    Resolved from the user list (master password) or the CSV file. LOGIN is the
-    identity used at login (the authorization identity, or the CSV login);
-    ARCHIVE FOLDER names the mailbox in the archive tree. Passwords never appear.
+    Resolved from the user list (master password: the Users documents and the
+    directory users last synchronised) or the CSV file. LOGIN is the identity used
+    at login (the authorization identity, or the CSV login); ARCHIVE FOLDER names the
+    mailbox in the archive tree. Users of the list a profile does not archive are
+    listed with the reason (JSON: selected false and reason). Passwords never appear.
     """
     config = _valid_config(config_dir)
     names = [item.doc.name for item in config.profiles]
@@ -263,10 +266,32 @@ def mailboxes(config_dir: Path, profile_name: str | None, output_format: str) ->
         if profile_name in (None, name)
         for mailbox in config.mailboxes.get(name, ())
     ]
+    not_selected = [
+        choice
+        for name in names
+        if profile_name in (None, name)
+        for choice in config.choices.get(name, ())
+        if not choice.selected
+    ]
     if output_format == "json":
-        _print_json([m.to_json() for m in selected])
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            if profile_name not in (None, name):
+                continue
+            if name in config.choices:
+                rows += [c.to_json() for c in config.choices[name]]
+            else:
+                rows += [
+                    {**m.to_json(), "selected": True, "reason": None}
+                    for m in config.mailboxes[name]
+                ]
+        _print_json(rows)
     else:
         _print_mailbox_table(selected)
+        for choice in not_selected:
+            click.echo(
+                f"not archived by {choice.profile}: {choice.listed.user.name} ({choice.reason})"
+            )
     return ExitCode.OK
 
 
@@ -335,9 +360,12 @@ def plan_command(
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
     _setup_logging()
+    config, directory_error, added = _read_directories(config_dir, config, profile_names)
     index = open_index_if_exists(config.archive_path)
     try:
-        the_plan = make_plan(config, profile_names, index)
+        the_plan = make_plan(
+            config, profile_names, index, directory_error=directory_error, users_added=added
+        )
     finally:
         if index is not None:
             index.close()
@@ -353,6 +381,34 @@ def plan_command(
     if detailed_exitcode and the_plan.has_changes:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK
+
+
+def _needs_directory(config: Config, profile_names: Sequence[str]) -> bool:
+    return any(
+        config.needs_directory(item.doc.name)
+        for item in config.profiles
+        if not profile_names or item.doc.name in profile_names
+    )
+
+
+def _read_directories(
+    config_dir: Path, config: Config, profile_names: Sequence[str]
+) -> tuple[Config, str | None, list[str]]:
+    """For plan: read the directories (read-only) when a profile synchronises with them,
+    and resolve the configuration with the user list a sync would give."""
+    if not _needs_directory(config, profile_names):
+        return config, None, []
+    read = userlist.read_all(config)
+    if read.error is not None:
+        return config, read.error, []
+    fresh_names = {u.user.name for u in read.users}
+    gone = [
+        ListedUser(u.user, "directory", "gone")
+        for u in config.listed
+        if u.source == "directory" and u.user.name not in fresh_names
+    ]
+    fresh = load_config(config_dir, str(config_dir), [*read.users, *gone])
+    return fresh, None, userlist.would_add(config, read.users)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -445,13 +501,27 @@ def apply(
             ArchiveLock(config.archive_path, "imapsync-decl apply"),
             Archive.open(config.archive_path) as archive,
         ):
+            users_changes: dict[str, Any] = {}
+            directory_error: str | None = None
+            if _needs_directory(config, profile_names) or (
+                saved is not None and any(config.needs_directory(p.name) for p in saved.profiles)
+            ):
+                users_changes, read = userlist.sync(config, archive.index)
+                directory_error = read.error
+                config = load_config(
+                    config_dir,
+                    str(config_dir),
+                    directory_users(archive.index.list_users(source="directory")),
+                )
             if saved is not None:
                 # Again under the lock: another apply may have run meanwhile.
                 fresh = not existed and archive.index.state_token() == "runs:0"
                 check_saved_plan(saved, config, archive.index, created_now=fresh)
                 the_plan = saved
             else:
-                the_plan = make_plan(config, profile_names, archive.index)
+                the_plan = make_plan(
+                    config, profile_names, archive.index, directory_error=directory_error
+                )
             if stop:
                 return stop.exit_code
             run_id = str(uuid.uuid4())
@@ -468,6 +538,7 @@ def apply(
                     progress=bars,
                 )
                 result = executor.apply(the_plan)
+                result.users = users_changes
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -697,11 +768,108 @@ def runs_command(
     return ExitCode.OK
 
 
+# --- users -----------------------------------------------------------------------------------
+
+
+@cli.group("users", epilog=EXIT_CODES)
+def users_group() -> None:
+    """The archive's user list: Users documents, directory users, users of CSV profiles."""
+
+
+@users_group.command("sync", epilog=EXIT_CODES)
+@config_dir_option
+@format_option
+def users_sync(config_dir: Path, output_format: str) -> int:
+    """Read every directory of the Users documents and bring the user list up to date.
+
+    Adds new users, updates changed ones, and marks users that left the directory as
+    gone (their archived mail stays). Takes the archive's lock. Exit 3 when a
+    directory cannot be read (nothing is changed for it).
+    """
+    config = _valid_config(config_dir)
+    if not config.directories:
+        raise UsageError("no Users document has a directory to synchronise with")
+    _setup_logging()
+    with (
+        ArchiveLock(config.archive_path, "imapsync-decl users sync"),
+        Archive.open(config.archive_path) as archive,
+    ):
+        changes, read = userlist.sync(config, archive.index)
+    if output_format == "json":
+        _print_json({"changes": changes, "warnings": read.warnings, "error": read.error})
+    else:
+        for warning in read.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        for directory, found in changes.items():
+            click.echo(f"{directory}:")
+            for kind in ("added", "updated", "returned", "gone"):
+                for name in found[kind]:
+                    click.echo(f"  {kind:8} {name}")
+            if not any(found.values()):
+                click.echo("  no changes")
+    if read.error is not None:
+        click.echo(f"error: {read.error}", err=True)
+        return ExitCode.PARTIAL
+    return ExitCode.OK
+
+
+@users_group.command("list", epilog=EXIT_CODES)
+@config_dir_option
+@format_option
+def users_list(config_dir: Path, output_format: str) -> int:
+    """List the archive's users: NAME, E-MAIL, ALIASES, DISPLAY NAME, SOURCE, STATUS.
+
+    SOURCE is document (a Users document), directory (synchronised from a directory;
+    STATUS gone once it left it), csv or single (created by such a profile's apply).
+    """
+    config = _valid_config(config_dir)
+    rows = [u.to_json() for u in config.listed]
+    known = {row["name"] for row in rows}
+    index = open_index_if_exists(config.archive_path)
+    if index is not None:
+        try:
+            for record in index.list_users():
+                if record.source in ("csv", "single") and record.name not in known:
+                    rows.append(
+                        {
+                            "name": record.name,
+                            "email": record.email,
+                            "aliases": list(record.aliases),
+                            "display_name": record.display_name,
+                            "source": record.source,
+                            "status": record.status,
+                        }
+                    )
+        finally:
+            index.close()
+    rows.sort(key=lambda row: str(row["name"]).casefold())
+    if output_format == "json":
+        _print_json(rows)
+        return ExitCode.OK
+    header = ("NAME", "E-MAIL", "ALIASES", "DISPLAY NAME", "SOURCE", "STATUS")
+    table = [header] + [
+        (
+            str(r["name"]),
+            r["email"] or "-",
+            ",".join(r["aliases"]) or "-",
+            r["display_name"] or "-",
+            str(r["source"]),
+            str(r["status"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(_plural(len(rows), "user"))
+    return ExitCode.OK
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
 def _valid_config(config_dir: Path) -> Config:
-    config = load_config(config_dir, str(config_dir))
+    config = load_with_index_users(config_dir, str(config_dir))
     if not config.ok:
         raise ConfigError(config.problems)
     _print_problems(config.warnings)

@@ -29,6 +29,7 @@ from imapsync_decl.profile import (
     Profile,
     SingleSource,
     User,
+    Users,
 )
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.csv import CsvResult, load_csv
@@ -107,6 +108,14 @@ class Config:
     mailboxes: dict[str, tuple[Mailbox, ...]]
     problems: tuple[Problem, ...]
     document_count: int
+    listed: tuple[ListedUser, ...] = ()
+    choices: dict[str, tuple[UserChoice, ...]] = field(default_factory=dict)
+    directories: tuple[Loaded[Users], ...] = ()  # Users documents with a directory
+
+    def needs_directory(self, profile: str) -> bool:
+        item = self.profile(profile)
+        master = item.doc.source.master if item is not None else None
+        return master is not None and master.sync_directory
 
     @property
     def ok(self) -> bool:
@@ -139,7 +148,7 @@ def config_digest(config: Config) -> str:
         profiles.append(body)
     document = {
         "profiles": profiles,
-        "users": [u.model_dump(mode="json") for u in config.users],
+        "users": [u.user.model_dump(mode="json") for u in config.listed if u.status == "active"],
         "archive": str(config.archive_path),
         "mailboxes": {
             name: [m.to_json() for m in found] for name, found in config.mailboxes.items()
@@ -149,28 +158,166 @@ def config_digest(config: Config) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_config(config_dir: Path, display_dir: str | None = None) -> Config:
+@dataclass(frozen=True)
+class ListedUser:
+    """A user of the archive's user list: from a Users document or from a directory."""
+
+    user: User
+    source: str  # document | directory
+    status: str = "active"  # active | gone (no longer in the directory)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.user.name,
+            "email": self.user.email,
+            "aliases": list(self.user.aliases),
+            "display_name": self.user.display_name,
+            "source": self.source,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class UserChoice:
+    """Whether a master-password profile archives a user of the list, and why not."""
+
+    profile: str
+    listed: ListedUser
+    mailbox: Mailbox | None  # None: not selected
+    reason: str | None = None
+
+    @property
+    def selected(self) -> bool:
+        return self.mailbox is not None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.mailbox is not None:
+            return {**self.mailbox.to_json(), "selected": True, "reason": None}
+        user = self.listed.user
+        return {
+            "profile": self.profile,
+            "source": "master",
+            "archive_user": user.name,
+            "login": None,
+            "email": user.email,
+            "archive_folder": None,
+            "mechanism": None,
+            "selected": False,
+            "reason": self.reason,
+        }
+
+
+def directory_users(records: Sequence[Any]) -> list[ListedUser]:
+    """Users of the index (source directory) as members of the user list."""
+    listed = []
+    for record in records:
+        user = User.model_construct(
+            name=record.name,
+            email=record.email,
+            aliases=list(record.aliases),
+            display_name=record.display_name,
+        )
+        listed.append(ListedUser(user, "directory", record.status))
+    return listed
+
+
+def load_config(
+    config_dir: Path,
+    display_dir: str | None = None,
+    directory: Sequence[ListedUser] = (),
+) -> Config:
+    """Load, check and resolve a configuration directory. ``directory``: the users that
+    the directories gave (as the index keeps them, or as a fresh read says)."""
     loaded = load_config_dir(config_dir, display_dir)
     problems = list(loaded.problems)
     users = _merge_users(loaded, problems)
+    listed = [ListedUser(user, "document") for user, _ in users]
+    known = {u.user.name.casefold() for u in listed}
+    listed += [u for u in directory if u.user.name.casefold() not in known]
     archive_path = _archive_path(config_dir, loaded, problems)
     _check_profile_names(loaded.profiles, problems)
+    with_directory = tuple(item for item in loaded.users if item.doc.directory is not None)
+    for users_doc in with_directory:
+        _check_directory(users_doc, problems)
     mailboxes: dict[str, tuple[Mailbox, ...]] = {}
+    choices: dict[str, tuple[UserChoice, ...]] = {}
     for item in loaded.profiles:
         _check_server(item, problems)
-        mailboxes[item.doc.name] = tuple(_resolve(item, users, problems))
+        master = item.doc.source.master
+        if master is not None:
+            if master.sync_directory and not with_directory:
+                problems.append(
+                    item.origin.problem(
+                        ("source", "master", "sync_directory"),
+                        "no Users document has a directory to synchronise with",
+                    )
+                )
+            choices[item.doc.name] = tuple(_resolve_master(item, master, listed, problems))
+            mailboxes[item.doc.name] = tuple(
+                c.mailbox for c in choices[item.doc.name] if c.mailbox is not None
+            )
+        else:
+            mailboxes[item.doc.name] = tuple(_resolve(item, listed, problems))
     for csv_file, origin in loaded.orphan_csv_files:
         _load_csv_rows(csv_file, origin, problems)
     document_count = len(loaded.profiles) + len(loaded.users) + len(loaded.archives)
     return Config(
         config_dir=config_dir,
         profiles=loaded.profiles,
-        users=tuple(user for user, _ in users),
+        users=tuple(u.user for u in listed),
         archive_path=archive_path,
         mailboxes=mailboxes,
         problems=tuple(sorted(set(problems), key=lambda p: (p.path, p.line or 0, p.col or 0))),
         document_count=document_count,
+        listed=tuple(listed),
+        choices=choices,
+        directories=with_directory,
     )
+
+
+def _check_directory(item: Loaded[Users], problems: list[Problem]) -> None:
+    directory, origin = item.doc.directory, item.origin
+    assert directory is not None
+    if directory.password is not None:
+        _check_secret(directory.password, ("directory", "password"), origin, problems)
+    if directory.ca_file is not None:
+        ca = _resolve_path(directory.ca_file, origin)
+        if not ca.is_file():
+            problems.append(
+                origin.problem(("directory", "ca_file"), f"file not found: {ca}", WARNING)
+            )
+    if directory.url.startswith("ldap://") and not directory.starttls:
+        problems.append(
+            origin.problem(
+                ("directory", "url"),
+                "unencrypted LDAP: the bind password and the user list travel in clear; "
+                "use starttls: true or ldaps://",
+                WARNING,
+            )
+        )
+    problem = _filter_problem(directory.effective_filter)
+    if problem is not None:
+        problems.append(origin.problem(("directory", "filter"), problem))
+
+
+def _filter_problem(text: str) -> str | None:
+    """A quick RFC 4515 shape check: one parenthesised filter, balanced, nothing after."""
+    if not text.startswith("("):
+        return "an LDAP filter starts with '(' (RFC 4515), e.g. (objectClass=person)"
+    depth = 0
+    escaped = False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0 or (depth == 0 and i != len(text) - 1):
+                return "unbalanced parentheses in the LDAP filter"
+    return None if depth == 0 else "unbalanced parentheses in the LDAP filter"
 
 
 # --- across documents ------------------------------------------------------------------------
@@ -309,11 +456,9 @@ def _check_secret(
 
 
 def _resolve(
-    item: Loaded[Profile], users: list[tuple[User, Origin]], problems: list[Problem]
+    item: Loaded[Profile], users: list[ListedUser], problems: list[Problem]
 ) -> list[Mailbox]:
     source = item.doc.source
-    if source.master is not None:
-        return _resolve_master(item, source.master, users, problems)
     if source.csv is not None:
         return _resolve_csv(item, source.csv, problems)
     assert source.single is not None
@@ -381,18 +526,19 @@ def _join_display(origin: Origin, relative: str) -> str:
 def _resolve_master(
     item: Loaded[Profile],
     master: MasterSource,
-    users: list[tuple[User, Origin]],
+    users: list[ListedUser],
     problems: list[Problem],
-) -> list[Mailbox]:
+) -> list[UserChoice]:
     origin = item.origin
     base: Loc = ("source", "master")
     password = _check_secret(master.password, (*base, "password"), origin, problems)
     selection = master.users
     by_key: dict[str, User] = {}
-    for user, _ in users:
-        by_key.setdefault(user.name.casefold(), user)
-        if user.email is not None:
-            by_key.setdefault(user.email.casefold(), user)
+    for listed in users:
+        user = listed.user
+        for key in (user.name, user.email, *user.aliases):
+            if key is not None:
+                by_key.setdefault(key.casefold(), user)
     named: set[str] = set()
     for i, name in enumerate(selection.names):
         found = by_key.get(name.casefold())
@@ -405,19 +551,29 @@ def _resolve_master(
         else:
             named.add(found.name)
 
-    chosen: list[User] = []
-    for user, _ in users:
-        if selection.select == "only":
-            if user.name in named:
-                chosen.append(user)
-        elif user.email is not None and user.name not in named:
-            chosen.append(user)
-
-    mailboxes: list[Mailbox] = []
+    choices: list[UserChoice] = []
     identities: dict[str, str] = {}
-    for user in chosen:
+
+    def skip(listed: ListedUser, reason: str) -> None:
+        choices.append(UserChoice(item.doc.name, listed, None, reason))
+
+    for listed in users:
+        user = listed.user
+        if listed.status != "active":
+            skip(listed, "gone from the directory")
+            continue
+        if selection.select == "only" and user.name not in named:
+            skip(listed, "not in only")
+            continue
+        if selection.select == "all_except" and user.name in named:
+            skip(listed, "excluded")
+            continue
+        if selection.select != "only" and user.email is None:
+            skip(listed, "no e-mail address")
+            continue
         identity = _identity(master.identity, user, (*base, "identity"), origin, problems)
         if identity is None:
+            skip(listed, f"no identity ({_identity_name(master.identity)} needs what it lacks)")
             continue
         if identity.casefold() in identities:
             problems.append(
@@ -427,6 +583,7 @@ def _resolve_master(
                     f"have the same identity {identity!r}",
                 )
             )
+            skip(listed, f"same identity as {identities[identity.casefold()]!r}")
             continue
         identities[identity.casefold()] = user.name
         if master.mechanism == "sasl_plain":
@@ -441,20 +598,24 @@ def _resolve_master(
                 password,
                 origin.base_dir,
             )
-        mailboxes.append(
-            Mailbox(
-                profile=item.doc.name,
-                source="master",
-                archive_user=user.name,
-                login=identity,
-                email=user.email,
-                archive_folder=user.email or user.name,
-                credentials=credentials,
-            )
+        mailbox = Mailbox(
+            profile=item.doc.name,
+            source="master",
+            archive_user=user.name,
+            login=identity,
+            email=user.email,
+            archive_folder=user.email or user.name,
+            credentials=credentials,
         )
-    if not mailboxes and not any(p.is_error and p.path == origin.display for p in problems):
+        choices.append(UserChoice(item.doc.name, listed, mailbox))
+    quiet = master.sync_directory or any(p.is_error and p.path == origin.display for p in problems)
+    if not any(c.selected for c in choices) and not quiet:
         problems.append(origin.problem(base, "selects no mailboxes", WARNING))
-    return mailboxes
+    return choices
+
+
+def _identity_name(identity: str | IdentityTemplate) -> str:
+    return "the template" if isinstance(identity, IdentityTemplate) else f"identity {identity}"
 
 
 def _identity(

@@ -181,6 +181,8 @@ class ApplyResult:
     finished_at: str | None = None
     mailboxes: list[MailboxResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # of whole profiles
+    users: dict[str, Any] = field(default_factory=dict)  # directory sync: changes per directory
     interrupted_by: int | None = None
 
     @property
@@ -197,7 +199,7 @@ class ApplyResult:
             )
         if self.stale:
             return ExitCode.STALE_PLAN
-        if any(m.failed for m in self.mailboxes):
+        if self.errors or any(m.failed for m in self.mailboxes):
             return ExitCode.PARTIAL
         return ExitCode.OK
 
@@ -220,6 +222,8 @@ class ApplyResult:
             "status": self.status,
             "exit_code": int(self.exit_code),
             "warnings": self.warnings,
+            "errors": self.errors,
+            "users": self.users,
             "totals": {
                 "mailboxes": len(self.mailboxes),
                 "failed_mailboxes": sum(1 for m in self.mailboxes if m.failed),
@@ -271,6 +275,8 @@ class Executor:
         result = ApplyResult(self.run_id, plan.id, _now())
         for profile_plan in plan.profiles:
             result.warnings.extend(f"{profile_plan.name}: {w}" for w in profile_plan.warnings)
+            if profile_plan.error is not None:
+                result.errors.append(f"{profile_plan.name}: {profile_plan.error}")
         index = self.archive.index
         index.begin_run(self.run_id, "apply")
         try:

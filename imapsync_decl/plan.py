@@ -77,6 +77,9 @@ class ProfilePlan:
     security: str
     warnings: tuple[str, ...] = ()
     mailboxes: tuple[MailboxPlan, ...] = ()
+    error: str | None = None  # e.g. the directory it needs cannot be read: nothing planned
+    users_added: tuple[str, ...] = ()  # users a directory sync adds to the user list
+    not_selected: tuple[tuple[str, str], ...] = ()  # (user, reason) of the user list
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class Plan:
             bytes=sum(f.bytes for f in pending),
             already_archived=sum(f.already_archived for f in folders),
             errors=sum(1 for m in mailboxes if m.error)
-            + sum(1 for f in folders if f.action == "error"),
+            + sum(1 for f in folders if f.action == "error")
+            + sum(1 for p in self.profiles if p.error),
             warnings=sum(len(p.warnings) for p in self.profiles),
         )
 
@@ -186,6 +190,9 @@ def _profile_json(profile: ProfilePlan) -> dict[str, Any]:
         "server": profile.server,
         "security": profile.security,
         "warnings": list(profile.warnings),
+        "error": profile.error,
+        "users_added": list(profile.users_added),
+        "not_selected": [{"user": u, "reason": r} for u, r in profile.not_selected],
         "mailboxes": [_mailbox_json(m) for m in profile.mailboxes],
     }
 
@@ -228,6 +235,11 @@ def _profile_from(body: dict[str, Any]) -> ProfilePlan:
         security=str(body["security"]),
         warnings=tuple(str(w) for w in body["warnings"]),
         mailboxes=tuple(_mailbox_from(m) for m in body["mailboxes"]),
+        error=body.get("error"),
+        users_added=tuple(str(u) for u in body.get("users_added", ())),
+        not_selected=tuple(
+            (str(n["user"]), str(n["reason"])) for n in body.get("not_selected", ())
+        ),
     )
 
 

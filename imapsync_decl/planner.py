@@ -153,14 +153,38 @@ def make_plan(
     index: Index | None = None,
     *,
     connect: Connect = ImapSession.connect,
+    directory_error: str | None = None,
+    users_added: Sequence[str] = (),
 ) -> Plan:
     """Plan every mailbox of the selected profiles (all profiles by default), up to the
-    profile's ``max_concurrent_jobs`` mailboxes at once."""
+    profile's ``max_concurrent_jobs`` mailboxes at once.
+
+    ``directory_error``: the directories could not be read, so the profiles that
+    synchronise with them are errors, with nothing planned. ``users_added``: users a
+    directory sync adds, shown on those profiles.
+    """
     profiles = []
     for item in config.profiles:
         if profile_names and item.doc.name not in profile_names:
             continue
         server = item.doc.server
+        needs_directory = config.needs_directory(item.doc.name)
+        not_selected = tuple(
+            (c.listed.user.name, c.reason or "not selected")
+            for c in config.choices.get(item.doc.name, ())
+            if not c.selected
+        )
+        if needs_directory and directory_error is not None:
+            profiles.append(
+                ProfilePlan(
+                    name=item.doc.name,
+                    server=f"{server.host}:{server.effective_port}",
+                    security=server.security,
+                    warnings=profile_warnings(server),
+                    error=f"{directory_error}; nothing is archived for this profile",
+                )
+            )
+            continue
         with structlog.contextvars.bound_contextvars(profile=item.doc.name):
             mailboxes = tuple(
                 in_parallel(
@@ -178,6 +202,8 @@ def make_plan(
                 security=server.security,
                 warnings=profile_warnings(server),
                 mailboxes=mailboxes,
+                users_added=tuple(users_added) if needs_directory else (),
+                not_selected=not_selected,
             )
         )
     return Plan(

@@ -45,7 +45,11 @@ def render_plan(plan: Plan) -> str:
     for profile in plan.profiles:
         lines.append(f"Profile {profile.name} ({profile.server}, {profile.security})")
         lines.extend(f"  ! warning: {w}" for w in profile.warnings)
-        if not profile.mailboxes:
+        if profile.error:
+            lines.append(f"  ! error: {profile.error}")
+        lines.extend(f"  + user {name} (new in the directory)" for name in profile.users_added)
+        lines.extend(f"  - user {name}: not archived ({why})" for name, why in profile.not_selected)
+        if not profile.mailboxes and not profile.error:
             lines.append("  (no mailboxes)")
         for mailbox in profile.mailboxes:
             lines.append(
@@ -79,6 +83,10 @@ def render_plan(plan: Plan) -> str:
 def render_result(result: ApplyResult) -> str:
     lines = [f"Run {result.run_id}: {result.status}"]
     lines.extend(f"  ! warning: {w}" for w in result.warnings)
+    lines.extend(f"  ! error: {e}" for e in result.errors)
+    for directory, changes in result.users.items():
+        summary = ", ".join(f"{len(names)} {kind}" for kind, names in changes.items() if names)
+        lines.append(f"  users from {directory}: {summary or 'no changes'}")
     for mailbox in result.mailboxes:
         head = (
             f"  {mailbox.profile}/{mailbox.archive_folder}: archived {mailbox.archived}, "

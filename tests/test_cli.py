@@ -103,9 +103,14 @@ def test_mailboxes_json_for_master_and_csv(
     monkeypatch.setenv("IMAP_MASTER_PASSWORD", "very-secret-master")
     code, out, err = run(capsys, "mailboxes", "--config-dir", str(examples), "--format", "json")
     assert code == 0, err
+    body = json.loads(out)
+    assert [(r["archive_user"], r["selected"], r["reason"]) for r in body if not r["selected"]] == [
+        ("scanner", False, "no e-mail address")
+    ]
     rows = [
         {k: r[k] for k in ("profile", "archive_user", "login", "email", "archive_folder")}
-        for r in json.loads(out)
+        for r in body
+        if r["selected"]
     ]
     assert [
         (r["profile"], r["archive_user"], r["login"], r["email"], r["archive_folder"]) for r in rows
@@ -138,7 +143,8 @@ def test_mailboxes_text_and_profile_filter(
     ]
     assert "alice@example.test" in out
     assert "dave" not in out
-    assert out.splitlines()[-1] == "3 mailboxes"
+    assert out.splitlines()[-2] == "3 mailboxes"
+    assert out.splitlines()[-1] == "not archived by staff: scanner (no e-mail address)"
 
 
 def test_mailboxes_unknown_profile_and_invalid_config(
@@ -184,7 +190,16 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "Exit codes:" in out
     commands = sorted(cli.commands)  # type: ignore[attr-defined]
-    assert commands == ["apply", "archive", "mailboxes", "plan", "runs", "schema", "validate"]
+    assert commands == [
+        "apply",
+        "archive",
+        "mailboxes",
+        "plan",
+        "runs",
+        "schema",
+        "users",
+        "validate",
+    ]
     for name in commands:
         code, out, _ = run(capsys, name, "--help")
         assert code == 0

@@ -76,11 +76,16 @@ def test_every_problem_of_every_file_at_its_place(tmp_path: Path) -> None:
         ),
         (
             "kind: Users\nusers:\n  - name: a\n    zzz: b\n",
-            "cfg/x.yaml:4:5: users[0].zzz: unknown field (allowed: name, email, display_name)",
+            "cfg/x.yaml:4:5: users[0].zzz: unknown field (allowed: name, email, aliases, display_name)",
         ),
         (
-            "kind: Users\ndirectory: {url: 'ldap://x', base_dn: 'dc=x'}\n",
-            "cfg/x.yaml:2:12: directory: not supported yet",
+            "kind: Users\ndirectory: {url: 'ldaps://x', base_dn: 'dc=x', starttls: true}\n",
+            "cfg/x.yaml:2:12: directory: starttls is for ldap:// URLs",
+        ),
+        (
+            "kind: Profile\nname: p\nserver: {host: h}\nsource: {csv: {file: m.csv}}\n"
+            "schedule: '0 2 * * *'\n",
+            "cfg/x.yaml:5:11: schedule: not supported yet",
         ),
     ],
 )

@@ -151,10 +151,41 @@ SPECS: dict[str, Spec] = {
     },
     "Users": {
         "users": Leaf(
-            ([], [{"name": "alice"}], [{"name": "a", "email": "a@x.y", "display_name": "A"}]),
-            ([{"name": ""}], [{"email": "a@b.c"}], [{"name": "a", "aliases": []}], "alice", None),
+            (
+                [],
+                [{"name": "alice"}],
+                [{"name": "a", "email": "a@x.y", "display_name": "A"}],
+                [{"name": "a", "aliases": ["b@x.y", '"c@d"@x.y']}],
+            ),
+            (
+                [{"name": ""}],
+                [{"email": "a@b.c"}],
+                [{"name": "a", "aliases": ["no-at"]}],
+                [{"name": "a", "alias": []}],
+                "alice",
+                None,
+            ),
         ),
-        "directory": Leaf((None,), ({"url": "ldap://localhost", "base_dn": "dc=example"},)),
+        "directory": {
+            "type": Leaf(("openldap", "active_directory"), ("ad", None)),
+            "url": Leaf(
+                ("ldap://127.0.0.1:389", "ldaps://dir.example.test/"),
+                ("http://x", "", "ldap://host/path", None),
+            ),
+            "starttls": Leaf((True, False), ("yes",)),
+            "ca_file": Leaf(("ca.pem", None), ("",)),
+            "bind_dn": Leaf(("cn=reader,dc=example", None), ("",)),
+            "password": Leaf(("pw", {"env": "LDAP_PW"}, None), ("", 5)),
+            "base_dn": Leaf(("dc=example",), ("", None)),
+            "filter": Leaf(("(uid=*)", None), ("",)),
+            "attributes": {
+                "username": Leaf(("uid", None), ("",)),
+                "aliases": Leaf(("proxyAddresses", None), ("",)),
+                "phone": Leaf((), ("telephoneNumber",)),
+            },
+            "page_size": Leaf((1, 500), (0, 20000)),
+            "timeout": Leaf((30, 2.5), (0,)),
+        },
     },
     "Archive": {"path": Leaf(("../archive", "/srv/archive"), ("", None, 3))},
 }
@@ -224,7 +255,21 @@ def test_schema_and_models_agree(doc: dict[str, Any]) -> None:
             },
             False,
         ),
-        ({"kind": "Users", "directory": {"url": "ldap://x", "base_dn": "dc=x"}}, False),
+        ({"kind": "Users", "directory": {"url": "ldap://x", "base_dn": "dc=x"}}, True),
+        (
+            {
+                "kind": "Users",
+                "directory": {"url": "ldaps://x", "base_dn": "dc=x", "starttls": True},
+            },
+            False,
+        ),
+        (
+            {
+                "kind": "Users",
+                "directory": {"url": "ldap://x", "base_dn": "dc=x", "bind_dn": "cn=a"},
+            },
+            False,
+        ),
     ],
 )
 def test_known_documents(doc: dict[str, Any], valid: bool) -> None:

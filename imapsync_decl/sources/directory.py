@@ -1,0 +1,231 @@
+"""Read the users of an LDAP / Active Directory service (read-only, with ldap3).
+
+One bind, one paged subtree search; every entry becomes a :class:`UserRecord`
+(source ``directory``). Entries without a user name are skipped with a
+warning; Active Directory accounts marked disabled are skipped. Problems
+reaching or binding to the directory raise :class:`DirectoryError`, whose
+message names the directory and never a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.profile import Directory, EnvSecret, FileSecret
+from imapsync_decl.secrets import Secret
+from imapsync_decl.store.index import UserRecord
+
+AD_ACCOUNT_DISABLED = 0x2  # userAccountControl: ACCOUNTDISABLE
+
+
+class DirectoryError(ImapsyncError):
+    """The directory cannot be reached, refuses the bind, or refuses the search."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+@dataclass(frozen=True)
+class DirectoryRead:
+    users: tuple[UserRecord, ...]
+    warnings: tuple[str, ...] = ()
+    skipped_disabled: int = 0
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    """A Directory document section with its relative paths and password resolved."""
+
+    directory: Directory
+    base_dir: Path
+    password: Secret | None = field(repr=False, default=None)
+
+    @property
+    def key(self) -> str:
+        """Names the directory in the index and in messages: URL and base DN."""
+        return f"{self.directory.url.rstrip('/')}/{self.directory.base_dn}"
+
+
+def resolve_password(ref: str | EnvSecret | FileSecret | None, base_dir: Path) -> Secret | None:
+    from imapsync_decl.config import Credentials
+
+    if ref is None:
+        return None
+    if isinstance(ref, str):
+        return Secret(ref)
+    return Credentials("user_password", "", None, ref, base_dir).resolve_password()
+
+
+def read_directory(settings: DirectorySettings) -> DirectoryRead:
+    """All users the directory's filter selects, sorted by name."""
+    import ldap3
+    from ldap3.core import exceptions as ldap_errors
+
+    directory = settings.directory
+    where = f"directory {settings.key}"
+    parts = urlsplit(directory.url)
+    use_ssl = parts.scheme == "ldaps"
+    tls = None
+    if use_ssl or directory.starttls:
+        ca_file = None
+        if directory.ca_file is not None:
+            ca = Path(directory.ca_file).expanduser()
+            ca_file = str(ca if ca.is_absolute() else settings.base_dir / ca)
+        tls = ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            ca_certs_file=ca_file,
+            version=None,
+        )
+    server = ldap3.Server(
+        parts.hostname or "",
+        port=parts.port or (636 if use_ssl else 389),
+        use_ssl=use_ssl,
+        tls=tls,
+        get_info=ldap3.NONE,
+        connect_timeout=directory.timeout,
+    )
+    password = settings.password.reveal() if settings.password is not None else None
+    connection = ldap3.Connection(
+        server,
+        user=directory.bind_dn,
+        password=password,
+        auto_bind=ldap3.AUTO_BIND_NONE,
+        read_only=True,
+        receive_timeout=directory.timeout,
+        raise_exceptions=False,
+    )
+    try:
+        try:
+            connection.open()
+            if directory.starttls and not connection.start_tls():
+                raise DirectoryError(f"{where}: StartTLS refused: {_result(connection)}")
+        except ldap_errors.LDAPStartTLSError as exc:
+            raise DirectoryError(f"{where}: StartTLS failed: {_clean(exc, password)}") from None
+        except ldap_errors.LDAPSocketOpenError as exc:
+            raise DirectoryError(f"{where}: cannot connect: {_clean(exc, password)}") from None
+        except ldap_errors.LDAPException as exc:
+            raise DirectoryError(f"{where}: {_clean(exc, password)}") from None
+        try:
+            bound = connection.bind()
+        except ldap_errors.LDAPException as exc:
+            raise DirectoryError(f"{where}: bind failed: {_clean(exc, password)}") from None
+        if not bound:
+            who = directory.bind_dn or "anonymous"
+            raise DirectoryError(f"{where}: bind as {who} refused: {_result(connection)}")
+        try:
+            return _search(connection, settings)
+        except ldap_errors.LDAPException as exc:
+            raise DirectoryError(f"{where}: search failed: {_clean(exc, password)}") from None
+    finally:
+        with contextlib.suppress(Exception):  # closing a connection that may be broken
+            connection.unbind()
+
+
+def _search(connection: Any, settings: DirectorySettings) -> DirectoryRead:
+    import ldap3
+
+    directory = settings.directory
+    names = {key: directory.attribute(key) for key in ("username", "email", "display_name")}
+    aliases_attribute = directory.attribute("aliases")
+    wanted = [a for a in names.values() if a]
+    if aliases_attribute:
+        wanted.append(aliases_attribute)
+    if directory.type == "active_directory":
+        wanted.append("userAccountControl")
+    entries: Iterator[dict[str, Any]] = connection.extend.standard.paged_search(
+        search_base=directory.base_dn,
+        search_filter=directory.effective_filter,
+        search_scope=ldap3.SUBTREE,
+        attributes=wanted,
+        paged_size=directory.page_size,
+        generator=True,
+    )
+    users: dict[str, UserRecord] = {}
+    warnings: list[str] = []
+    disabled = 0
+    for entry in entries:
+        if entry.get("type") != "searchResEntry":
+            continue
+        attributes = entry.get("attributes", {})
+        dn = entry.get("dn", "?")
+        if directory.type == "active_directory" and _disabled(attributes.get("userAccountControl")):
+            disabled += 1
+            continue
+        name = _first(attributes.get(str(names["username"])))
+        if not name:
+            warnings.append(f"{dn}: no {names['username']}; skipped")
+            continue
+        if name in users:
+            warnings.append(f"{dn}: user name {name!r} appears twice; the first entry counts")
+            continue
+        email = _first(attributes.get(str(names["email"])))
+        display = _first(attributes.get(str(names["display_name"])))
+        aliases = _aliases(attributes.get(aliases_attribute), email) if aliases_attribute else ()
+        users[name] = UserRecord(
+            name=name,
+            email=email or None,
+            display_name=display or None,
+            aliases=aliases,
+            source="directory",
+            status="active",
+            directory=settings.key,
+        )
+    if connection.result and connection.result.get("result") not in (0, None):
+        raise DirectoryError(f"directory {settings.key}: search failed: {_result(connection)}")
+    return DirectoryRead(tuple(users[n] for n in sorted(users)), tuple(warnings), disabled)
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip()
+    return text or None
+
+
+def _aliases(value: Any, email: str | None) -> tuple[str, ...]:
+    values = value if isinstance(value, list | tuple) else [value] if value else []
+    found: list[str] = []
+    for item in values:
+        text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+        prefix, colon, rest = text.partition(":")
+        if colon:
+            if prefix.lower() != "smtp":
+                continue  # x500:, sip: and other address types are no e-mail addresses
+            text = rest
+        text = text.strip()
+        known = {a.casefold() for a in found} | {(email or "").casefold()}
+        if text and "@" in text and text.casefold() not in known:
+            found.append(text)
+    return tuple(found)
+
+
+def _disabled(value: Any) -> bool:
+    raw = _first(value)
+    try:
+        return raw is not None and bool(int(raw) & AD_ACCOUNT_DISABLED)
+    except ValueError:
+        return False
+
+
+def _result(connection: Any) -> str:
+    result = connection.result or {}
+    description = result.get("description") or "no answer"
+    message = result.get("message")
+    return f"{description} ({message})" if message else str(description)
+
+
+def _clean(exc: Exception, password: str | None) -> str:
+    text = str(exc) or type(exc).__name__
+    if password:
+        text = text.replace(password, "[redacted]")
+    return text

@@ -1,0 +1,110 @@
+"""The archive's user list: Users documents, plus what the directories say.
+
+The index keeps the users read from directories (source ``directory``) and the
+users that CSV and single profiles created; ``sync`` brings the directory users
+up to date (adding, updating, marking the vanished as gone: archived data is
+never removed). ``read`` only reads, for ``plan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from imapsync_decl.config import Config, ListedUser, directory_users, load_config
+from imapsync_decl.errors import ImapsyncError
+from imapsync_decl.sources.directory import (
+    DirectoryError,
+    DirectorySettings,
+    read_directory,
+    resolve_password,
+)
+from imapsync_decl.store import Index
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DirectoryResult:
+    """What reading all directories of a configuration gave."""
+
+    users: list[ListedUser] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the first directory that failed, named
+    records: dict[str, list[Any]] = field(default_factory=dict)  # directory key -> UserRecords
+
+
+def settings_of(config: Config) -> list[DirectorySettings]:
+    found = []
+    for item in config.directories:
+        directory = item.doc.directory
+        assert directory is not None
+        password = resolve_password(directory.password, item.origin.base_dir)
+        found.append(DirectorySettings(directory, item.origin.base_dir, password))
+    return found
+
+
+def read_all(config: Config) -> DirectoryResult:
+    """Read every directory of the configuration (read-only). Stops at the first failure."""
+    result = DirectoryResult()
+    try:
+        settings = settings_of(config)
+    except ImapsyncError as exc:
+        result.error = str(exc)
+        return result
+    for item in settings:
+        try:
+            read = read_directory(item)
+        except DirectoryError as exc:
+            log.warning("directory_failed", directory=item.key, error=str(exc))
+            result.error = str(exc)
+            return result
+        log.info(
+            "directory_read",
+            directory=item.key,
+            users=len(read.users),
+            skipped_disabled=read.skipped_disabled,
+        )
+        result.records[item.key] = list(read.users)
+        result.users += directory_users(read.users)
+        result.warnings += [f"directory {item.key}: {w}" for w in read.warnings]
+    return result
+
+
+def index_users(archive: Path) -> list[ListedUser]:
+    """The directory users the index keeps (none when there is no archive yet)."""
+    path = archive / "index.sqlite"
+    if not path.exists():
+        return []
+    with Index.open(path) as index:
+        return directory_users(index.list_users(source="directory"))
+
+
+def load_with_index_users(config_dir: Path, display: str) -> Config:
+    """The configuration with the user list completed by the index's directory users."""
+    config = load_config(config_dir, display)
+    if not config.ok or not config.directories:
+        return config
+    return load_config(config_dir, display, index_users(config.archive_path))
+
+
+def sync(config: Config, index: Index) -> tuple[dict[str, dict[str, list[str]]], DirectoryResult]:
+    """Read every directory and bring its users in the index up to date."""
+    read = read_all(config)
+    changes: dict[str, dict[str, list[str]]] = {}
+    if read.error is None:
+        for key, records in read.records.items():
+            changes[key] = index.sync_directory_users(key, records)
+            log.info(
+                "directory_synced", directory=key, **{k: len(v) for k, v in changes[key].items()}
+            )
+    return changes, read
+
+
+def would_add(config: Config, fresh: list[ListedUser]) -> list[str]:
+    """Names of the directory users a sync would add (not in the list yet)."""
+    known = {u.user.name for u in config.listed}
+    return sorted(u.user.name for u in fresh if u.user.name not in known)

@@ -1,0 +1,281 @@
+"""Directory synchronisation against a real OpenLDAP slapd, and user selection end to end."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imapsync_decl.profile import Directory
+from imapsync_decl.secrets import Secret
+from imapsync_decl.sources.directory import DirectoryError, DirectorySettings, read_directory
+
+from bed import Bed, seed
+from helpers import write_config
+from servers.slapd import ACTIVE_USER_FILTER, SlapdServer
+
+pytestmark = [pytest.mark.dovecot]
+
+
+def new_ou(slapd: SlapdServer) -> tuple[str, str]:
+    ou = f"t{uuid.uuid4().hex[:8]}"
+    return ou, slapd.add_ou(ou)
+
+
+def settings(slapd: SlapdServer, base_dn: str, **extra: object) -> DirectorySettings:
+    body = {
+        "url": slapd.url,
+        "starttls": True,
+        "ca_file": str(slapd.ca_file),
+        "bind_dn": slapd.reader_dn,
+        "password": {"env": "LDAP_PW"},
+        "base_dn": base_dn,
+        "filter": ACTIVE_USER_FILTER,
+        "attributes": {"display_name": "displayName"},
+        **extra,
+    }
+    return DirectorySettings(
+        Directory.model_validate(body), Path("/"), Secret(slapd.reader_password)
+    )
+
+
+def users_doc(slapd: SlapdServer, base_dn: str, **extra: str) -> str:
+    lines = [
+        "kind: Users",
+        "directory:",
+        f"  url: {slapd.url}",
+        "  starttls: true",
+        f"  ca_file: {slapd.ca_file}",
+        f"  bind_dn: '{slapd.reader_dn}'",
+        "  password: {env: LDAP_PW}",
+        f"  base_dn: '{base_dn}'",
+        f"  filter: '{ACTIVE_USER_FILTER}'",
+        "  attributes: {display_name: displayName}",
+    ]
+    lines += [f"  {k}: {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(autouse=True)
+def ldap_password(slapd: SlapdServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LDAP_PW", slapd.reader_password)
+
+
+def test_read_directory_maps_entries_to_users(slapd: SlapdServer) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("jdoe", mail="jane.doe@example.test", display_name="Jane Doé", ou=ou)
+    slapd.add_user("nomail", display_name="No Mail", ou=ou)
+    slapd.add_user("gone", mail="gone@example.test", disabled=True, ou=ou)
+    read = read_directory(settings(slapd, base))
+    users = {u.name: u for u in read.users}
+    assert sorted(users) == ["jdoe", "nomail"]
+    assert users["jdoe"].email == "jane.doe@example.test"  # local part differs from the uid
+    assert users["jdoe"].display_name == "Jane Doé"
+    assert users["nomail"].email is None
+    assert users["jdoe"].source == "directory"
+
+
+def test_paged_search_reads_more_than_the_size_limit(slapd: SlapdServer) -> None:
+    ou, base = new_ou(slapd)
+    assert slapd.size_limit is not None
+    count = slapd.size_limit + 150
+    slapd.add_many(count, prefix="bulk", ou=ou)
+    read = read_directory(settings(slapd, base, page_size=200))
+    assert len(read.users) == count
+
+
+def test_bind_failure_and_unreachable_directory_are_clear_errors(slapd: SlapdServer) -> None:
+    _ou, base = new_ou(slapd)
+    wrong = settings(slapd, base)
+    wrong = DirectorySettings(wrong.directory, wrong.base_dir, Secret("not-the-password-42"))
+    with pytest.raises(DirectoryError) as refused:
+        read_directory(wrong)
+    assert slapd.url in str(refused.value)
+    assert "bind" in str(refused.value)
+    assert "not-the-password-42" not in str(refused.value)
+    closed = settings(slapd, base, url="ldap://127.0.0.1:9", timeout=2)
+    with pytest.raises(DirectoryError, match="cannot connect"):
+        read_directory(closed)
+
+
+def test_users_sync_adds_updates_and_marks_gone(slapd: SlapdServer, bed: Bed) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("anna", mail="anna@example.test", display_name="Anna", ou=ou)
+    slapd.add_user("ben", mail="ben@example.test", ou=ou)
+    write_config(bed.config_dir, {"dir.yaml": users_doc(slapd, base)})
+    code, out, err = bed.run("users", "sync", "--format", "json")
+    assert code == 0, err
+    (changes,) = json.loads(out)["changes"].values()
+    assert changes["added"] == ["anna", "ben"]
+
+    slapd.modify_user("anna", ou=ou, display_name="Anna Ärger")
+    slapd.delete_user("ben", ou=ou)
+    code, out, _ = bed.run("users", "sync", "--format", "json")
+    (changes,) = json.loads(out)["changes"].values()
+    assert changes["updated"] == ["anna"]
+    assert changes["gone"] == ["ben"]
+
+    code, out, _ = bed.run("users", "list", "--format", "json")
+    listed = {u["name"]: u for u in json.loads(out)}
+    assert listed["anna"]["display_name"] == "Anna Ärger"
+    assert (listed["anna"]["source"], listed["anna"]["status"]) == ("directory", "active")
+    assert (listed["ben"]["source"], listed["ben"]["status"]) == ("directory", "gone")
+
+
+def test_sync_directory_archives_a_new_employee(slapd: SlapdServer, bed: Bed) -> None:
+    ou, base = new_ou(slapd)
+    first = bed.new_user("e")
+    seed(bed, first, "INBOX", 2)
+    slapd.add_user(first, mail=f"{first}@example.test", ou=ou)
+    write_config(bed.config_dir, {"dir.yaml": users_doc(slapd, base)})
+    profile = (
+        "kind: Profile\nname: staff\n"
+        + bed.server_yaml()
+        + "source:\n  master:\n"
+        + f"    username: {bed.server.master_user}\n"
+        + "    password: {env: BED_MASTER_PASSWORD}\n"
+        + "    identity: email_local_part\n"
+        + "    sync_directory: true\n"
+    )
+    write_config(bed.config_dir, {"staff.yaml": profile})
+
+    code, plan = bed.plan_json()
+    assert code == 0
+    assert plan["profiles"][0]["users_added"] == [first]
+    assert plan["totals"]["messages"] == 2
+    assert not (bed.archive / "index.sqlite").exists(), "plan only reads"
+
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 2
+
+    # A new employee appears in the directory; nobody touches the profile.
+    second = bed.new_user("n")
+    seed(bed, second, "INBOX", 3)
+    slapd.add_user(second, mail=f"{second}@example.test", ou=ou)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 3
+    assert {p[0] for p in bed.placements()} == {first, second}
+
+
+def test_an_unreachable_directory_fails_only_the_profiles_that_need_it(
+    slapd: SlapdServer, bed: Bed
+) -> None:
+    _ou, base = new_ou(slapd)
+    write_config(
+        bed.config_dir,
+        {"dir.yaml": users_doc(slapd, base).replace(slapd.url, "ldap://127.0.0.1:9")},
+    )
+    other = bed.new_user()
+    seed(bed, other, "INBOX", 2)
+    bed.csv_profile("others", [(other, bed.users[other])])
+    write_config(
+        bed.config_dir,
+        {
+            "staff.yaml": "kind: Profile\nname: staff\n"
+            + bed.server_yaml()
+            + "source:\n  master:\n"
+            + f"    username: {bed.server.master_user}\n"
+            + "    password: {env: BED_MASTER_PASSWORD}\n"
+            + "    sync_directory: true\n"
+        },
+    )
+    code, plan = bed.plan_json()
+    assert code == 3
+    errors = {p["name"]: p["error"] for p in plan["profiles"]}
+    assert "ldap://127.0.0.1:9" in errors["staff"]
+    assert errors["others"] is None
+    code, result = bed.apply_json()
+    assert code == 3
+    assert any("ldap://127.0.0.1:9" in e for e in result["errors"])
+    assert {p[0] for p in bed.placements()} == {other}
+
+
+@pytest.mark.parametrize(
+    ("users", "identity", "archived", "reasons"),
+    [
+        ("{select: all}", "email_local_part", ["a", "b"], {"c": "no e-mail address"}),
+        (
+            "{select: all_except, names: [a]}",
+            "email_local_part",
+            ["b"],
+            {"a": "excluded", "c": "no e-mail address"},
+        ),
+        ("{select: only, names: [c]}", "username", ["c"], {"a": "not in only", "b": "not in only"}),
+        (
+            "{select: only, names: [B@example.test]}",
+            '{template: "{{ user.name }}"}',
+            ["b"],
+            {"a": "not in only", "c": "not in only"},
+        ),
+        ("{select: only, names: [a]}", "email", ["a"], {"b": "not in only", "c": "not in only"}),
+    ],
+)
+def test_selection_and_identity_end_to_end(
+    bed: Bed, users: str, identity: str, archived: list[str], reasons: dict[str, str]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    names = {letter: f"{letter}{tag}" for letter in "abc"}
+    for letter, name in names.items():
+        bed.users[name] = bed.server.add_user(name)
+        seed(bed, name, "INBOX", 1, tag=letter)
+    # identity email logs in with the whole address: the server knows that name too.
+    bed.users[f"{names['a']}@example.test"] = bed.server.add_user(f"{names['a']}@example.test")
+    seed(bed, f"{names['a']}@example.test", "INBOX", 1, tag="a")
+    users_yaml = (
+        "kind: Users\nusers:\n"
+        f"  - {{name: {names['a']}, email: {names['a']}@example.test}}\n"
+        f"  - {{name: {names['b']}, email: {names['b']}@example.test}}\n"
+        f"  - {{name: {names['c']}}}\n"
+    )
+    for letter, name in names.items():
+        users = users.replace(f"[{letter}]", f"[{name}]").replace(
+            f"[{letter.upper()}@", f"[{name.upper()}@"
+        )
+    write_config(
+        bed.config_dir,
+        {
+            "users.yaml": users_yaml,
+            "p.yaml": "kind: Profile\nname: p\n"
+            + bed.server_yaml()
+            + "source:\n  master:\n"
+            + f"    username: {bed.server.master_user}\n"
+            + "    password: {env: BED_MASTER_PASSWORD}\n"
+            + f"    identity: {identity}\n"
+            + f"    users: {users}\n",
+        },
+    )
+    code, out, err = bed.run("mailboxes", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    got = {r["archive_user"]: r["reason"] for r in rows if not r["selected"]}
+    assert got == {names[k]: v for k, v in reasons.items()}
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert sorted(p[0] for p in bed.placements()) == sorted(names[k] for k in archived)
+
+
+def test_active_directory_defaults_and_helpers() -> None:
+    from imapsync_decl.sources.directory import _aliases, _disabled
+
+    ad = Directory.model_validate(
+        {"type": "active_directory", "url": "ldaps://dc.example.test", "base_dn": "dc=example"}
+    )
+    assert ad.attribute("username") == "sAMAccountName"
+    assert ad.attribute("display_name") == "displayName"
+    assert ad.attribute("aliases") == "proxyAddresses"
+    assert "userAccountControl:1.2.840.113556.1.4.803:=2" in ad.effective_filter
+    assert _disabled(["514"]) is True  # NORMAL_ACCOUNT | ACCOUNTDISABLE
+    assert _disabled(["512"]) is False
+    assert _aliases(
+        ["SMTP:Ann@example.test", "smtp:ann.b@example.test", "X500:/o=x", "sip:ann@example.test"],
+        "ann@example.test",
+    ) == ("ann.b@example.test",)
+    openldap = Directory.model_validate({"url": "ldap://h", "base_dn": "dc=x"})
+    assert (openldap.attribute("username"), openldap.effective_filter) == (
+        "uid",
+        "(objectClass=inetOrgPerson)",
+    )
