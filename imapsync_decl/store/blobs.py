@@ -276,15 +276,18 @@ class BlobStore:
         if leaf in self._existing:
             return
         for directory in (self.root, self.directory, leaf.parent, leaf):
+            if directory in self._existing:
+                continue
             try:
                 os.mkdir(directory, DIR_MODE)
             except FileExistsError:
+                self._existing.add(directory)
                 continue
             os.chmod(directory, DIR_MODE)
             # A new entry in the parent: it must be synced before anything below counts.
             self._durable.discard(directory)
             self._synced.discard(directory)
-        self._existing.add(leaf)
+            self._existing.add(directory)
 
     def _make_durable(self, leaf: Path) -> None:
         """Sync the entries of ``leaf`` and the directories above it, up to and
