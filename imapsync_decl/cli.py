@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -24,7 +25,7 @@ import structlog
 from imapsync_decl import __version__, log, userlist
 from imapsync_decl.config import Config, ListedUser, Mailbox, directory_users, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
-from imapsync_decl.executor import Batching, Executor, StopRequested
+from imapsync_decl.executor import ApplyResult, Batching, Executor, StopRequested
 from imapsync_decl.export import export_eml
 from imapsync_decl.plan import Plan, PlanFormatError
 from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_index_if_exists
@@ -488,65 +489,215 @@ def apply(
     stop = StopRequested()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        existed = (config.archive_path / "index.sqlite").exists()
-        if saved is not None:
-            # Refused before the archive is created or touched.
-            index = open_index_if_exists(config.archive_path)
-            try:
-                check_saved_plan(saved, config, index)
-            finally:
-                if index is not None:
-                    index.close()
-        with (
-            ArchiveLock(config.archive_path, "imapsync-decl apply"),
-            Archive.open(config.archive_path) as archive,
-        ):
-            users_changes: dict[str, Any] = {}
-            directory_error: str | None = None
-            if _needs_directory(config, profile_names) or (
-                saved is not None and any(config.needs_directory(p.name) for p in saved.profiles)
-            ):
-                users_changes, read = userlist.sync(config, archive.index)
-                directory_error = read.error
-                config = load_config(
-                    config_dir,
-                    str(config_dir),
-                    directory_users(archive.index.list_users(source="directory")),
-                )
-            if saved is not None:
-                # Again under the lock: another apply may have run meanwhile.
-                fresh = not existed and archive.index.state_token() == "runs:0"
-                check_saved_plan(saved, config, archive.index, created_now=fresh)
-                the_plan = saved
-            else:
-                the_plan = make_plan(
-                    config, profile_names, archive.index, directory_error=directory_error
-                )
-            if stop:
-                return stop.exit_code
-            run_id = str(uuid.uuid4())
-            with (
-                structlog.contextvars.bound_contextvars(run_id=run_id),
-                make_progress(show, the_plan) as bars,
-            ):
-                executor = Executor(
-                    config,
-                    archive,
-                    run_id,
-                    stop=stop,
-                    batching=Batching(batch_messages, batch_bytes),
-                    progress=bars,
-                )
-                result = executor.apply(the_plan)
-                result.users = users_changes
+        result = run_apply(
+            config_dir,
+            config,
+            profile_names,
+            saved,
+            stop=stop,
+            batching=Batching(batch_messages, batch_bytes),
+            show_progress=show,
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if result is None:
+        return stop.exit_code
     if output_format == "json":
         _print_json(result.to_json())
     else:
         click.echo(render_result(result))
     return result.exit_code
+
+
+def run_apply(
+    config_dir: Path,
+    config: Config,
+    profile_names: Sequence[str],
+    saved: Plan | None,
+    *,
+    stop: StopRequested,
+    batching: Batching,
+    show_progress: bool = False,
+    run_id: str | None = None,
+) -> ApplyResult | None:
+    """Take the archive's lock, plan afresh (or check the saved plan) and apply.
+
+    The body of `apply`, also used by the daemon. None: a stop was requested before
+    anything was archived. Raises ArchiveLocked when another command holds the lock.
+    """
+    existed = (config.archive_path / "index.sqlite").exists()
+    if saved is not None:
+        # Refused before the archive is created or touched.
+        index = open_index_if_exists(config.archive_path)
+        try:
+            check_saved_plan(saved, config, index)
+        finally:
+            if index is not None:
+                index.close()
+    with (
+        ArchiveLock(config.archive_path, "imapsync-decl apply"),
+        Archive.open(config.archive_path) as archive,
+    ):
+        users_changes: dict[str, Any] = {}
+        directory_error: str | None = None
+        if _needs_directory(config, profile_names) or (
+            saved is not None and any(config.needs_directory(p.name) for p in saved.profiles)
+        ):
+            users_changes, read = userlist.sync(config, archive.index)
+            directory_error = read.error
+            config = load_config(
+                config_dir,
+                str(config_dir),
+                directory_users(archive.index.list_users(source="directory")),
+            )
+        if saved is not None:
+            # Again under the lock: another apply may have run meanwhile.
+            fresh = not existed and archive.index.state_token() == "runs:0"
+            check_saved_plan(saved, config, archive.index, created_now=fresh)
+            the_plan = saved
+        else:
+            the_plan = make_plan(
+                config, profile_names, archive.index, directory_error=directory_error
+            )
+        if stop:
+            return None
+        run_id = run_id or str(uuid.uuid4())
+        with (
+            structlog.contextvars.bound_contextvars(run_id=run_id),
+            make_progress(show_progress, the_plan) as bars,
+        ):
+            executor = Executor(
+                config,
+                archive,
+                run_id,
+                stop=stop,
+                batching=batching,
+                progress=bars,
+            )
+            result = executor.apply(the_plan)
+            result.users = users_changes
+        return result
+
+
+# --- daemon and schedules --------------------------------------------------------------------
+
+
+@cli.command("daemon", epilog=EXIT_CODES)
+@config_dir_option
+@click.option("--once", is_flag=True, help="Wait for the next due time, run it, exit.")
+def daemon_command(config_dir: Path, once: bool) -> int:
+    """Run each profile with a schedule whenever its cron expression is due.
+
+    Sleeps until the earliest next run time (local time), then plans and applies
+    the due profiles one after another, exactly as `apply --profile NAME`. The
+    configuration is read again before every run (and every minute): changes take
+    effect without a restart; an invalid configuration is logged and the previous
+    schedules stay. When another command holds the archive's lock, the occurrence is
+    skipped (run_skipped). Logs run_started / run_finished with run_id, profile,
+    status and exit_code. SIGTERM / Ctrl-C: exit 0 at once when idle; during a run
+    the current batch commits, then exit 143 / 130. No scheduled profile: exit 10.
+    With --once the exit code is that of the run.
+
+    \b
+    Examples:
+      imapsync-decl daemon
+      imapsync-decl daemon --once --config-dir /etc/imapsync-decl/profiles.d
+    """
+    from imapsync_decl.daemon import Daemon
+
+    _valid_config(config_dir)
+    _setup_logging()
+    daemon = Daemon(config_dir)
+    previous = {
+        sig: signal.signal(sig, daemon.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        daemon.reload(first=True)
+        structlog.get_logger(__name__).info(
+            "daemon_started",
+            config_dir=str(config_dir),
+            pid=os.getpid(),
+            schedules={name: s.text for name, s in daemon.schedules.items()},
+        )
+        return daemon.run(once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        daemon.close()
+
+
+@cli.group("schedule", epilog=EXIT_CODES)
+def schedule_group() -> None:
+    """The profiles' schedules, for the system's own scheduler (systemd, cron)."""
+
+
+@schedule_group.command("export", epilog=EXIT_CODES)
+@config_dir_option
+@click.option("--systemd", "target", flag_value="systemd", help="systemd service + timer units.")
+@click.option("--cron", "target", flag_value="cron", help="crontab lines.")
+@click.option("--profile", "profile_name", metavar="NAME", help="Only this profile.")
+def schedule_export(config_dir: Path, target: str | None, profile_name: str | None) -> int:
+    """Print what makes the system run each scheduled profile: systemd units or crontab lines.
+
+    Each runs `imapsync-decl apply --config-dir DIR --profile NAME` (not the daemon),
+    with absolute paths, in the configuration directory's parent. --systemd prints,
+    per profile, imapsync-decl-NAME.service (Type=oneshot) and imapsync-decl-NAME.timer
+    (OnCalendar= converted from the cron expression, exactly: two OnCalendar= lines
+    when both day fields are restricted, since cron then runs on either;
+    Persistent=true). --cron prints one crontab line per profile. Use this or
+    `imapsync-decl daemon`, not both. A profile without schedule is left out
+    (named with --profile: exit 10).
+
+    \b
+    Examples:
+      imapsync-decl schedule export --systemd
+      imapsync-decl schedule export --cron --profile staff >> mycrontab
+    """
+    from imapsync_decl.cron import crontab_line, parse, systemd_units
+
+    if target is None:
+        raise UsageError("give --systemd or --cron")
+    config = _valid_config(config_dir)
+    if profile_name is not None:
+        _check_profiles(config, [profile_name])
+    chosen = [item.doc for item in config.profiles if profile_name in (None, item.doc.name)]
+    scheduled = [doc for doc in chosen if doc.schedule is not None]
+    if not scheduled:
+        which = f"profile {profile_name!r} has" if profile_name else "no profile has"
+        raise UsageError(f"{which} no schedule" if profile_name else f"{which} a schedule")
+    directory = Path(os.path.normpath(config_dir.absolute()))
+    for doc in scheduled:
+        assert doc.schedule is not None
+        command = [
+            *_own_command(),
+            "apply",
+            "--config-dir",
+            str(directory),
+            "--profile",
+            doc.name,
+        ]
+        schedule_ = parse(doc.schedule)
+        if target == "cron":
+            click.echo(crontab_line(schedule_, command, directory.parent))
+            continue
+        for file_name, text in systemd_units(
+            doc.name, schedule_, command, directory.parent
+        ).items():
+            click.echo(f"# --- {file_name}")
+            click.echo(text)
+    return ExitCode.OK
+
+
+def _own_command() -> list[str]:
+    """The absolute command that runs imapsync-decl, as installed."""
+    script = Path(sys.executable).parent / "imapsync-decl"
+    if script.is_file():
+        return [str(Path(os.path.abspath(script)))]
+    found = shutil.which("imapsync-decl")
+    if found is not None:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "imapsync_decl"]
 
 
 # --- archive ---------------------------------------------------------------------------------

@@ -243,6 +243,7 @@ def load_config(
     choices: dict[str, tuple[UserChoice, ...]] = {}
     for item in loaded.profiles:
         _check_server(item, problems)
+        _check_schedule(item, problems)
         master = item.doc.source.master
         if master is not None:
             if master.sync_directory and not with_directory:
@@ -414,6 +415,18 @@ def _check_server(item: Loaded[Profile], problems: list[Problem]) -> None:
         ca = _resolve_path(server.ca_file, origin)
         if not ca.is_file():
             problems.append(origin.problem(("server", "ca_file"), f"file not found: {ca}", WARNING))
+
+
+def _check_schedule(item: Loaded[Profile], problems: list[Problem]) -> None:
+    """The schema checks the shape of a cron expression; this checks its values."""
+    if item.doc.schedule is None:
+        return
+    from imapsync_decl.cron import CronError, parse
+
+    try:
+        parse(item.doc.schedule)
+    except CronError as exc:
+        problems.append(item.origin.problem(("schedule",), str(exc)))
 
 
 def _resolve_path(value: str, origin: Origin) -> Path:

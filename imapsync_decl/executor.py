@@ -25,17 +25,18 @@ from typing import Any
 
 import structlog
 
+from imapsync_decl import deletion, filters
 from imapsync_decl.config import Config, Mailbox, SecretError
 from imapsync_decl.errors import ExitCode
 from imapsync_decl.facts import FetchedMessage, FolderInfo
-from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
+from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession, sequence_set
 from imapsync_decl.loader import Loaded
 from imapsync_decl.message import parse_headers
 from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
 from imapsync_decl.planner import in_parallel
 from imapsync_decl.profile import Profile
 from imapsync_decl.progress import NoProgress, Progress
-from imapsync_decl.store import Archive, ArchivedMessage
+from imapsync_decl.store import Archive, ArchivedMessage, BlobError
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +123,9 @@ class FolderResult:
     already_present: int = 0  # placements of content already in the archive, or re-pointed
     vanished: int = 0  # planned but expunged from the server before it could be fetched
     skipped: bool = False
+    deleted: int = 0  # removed from the server after verification
+    kept: int = 0  # planned for deletion but kept (not verifiable, flagged meanwhile, ...)
+    profile: str = ""
     completed: bool = False  # checkpointed in this run: a reconnect does not redo it
     stale: bool = False  # UIDVALIDITY differs from the plan's
     error: str | None = None
@@ -133,6 +137,8 @@ class FolderResult:
             "archived": self.archived,
             "already_present": self.already_present,
             "vanished": self.vanished,
+            "deleted": self.deleted,
+            "kept": self.kept,
             "error": self.error,
         }
 
@@ -230,6 +236,7 @@ class ApplyResult:
                 "archived": sum(m.archived for m in self.mailboxes),
                 "already_present": sum(m.already_present for m in self.mailboxes),
                 "vanished": sum(f.vanished for m in self.mailboxes for f in m.folders),
+                "deleted": sum(f.deleted for m in self.mailboxes for f in m.folders),
             },
             "mailboxes": [m.to_json() for m in self.mailboxes],
         }
@@ -344,13 +351,15 @@ class Executor:
                 user_id, plan.archive_folder, plan.login, plan.profile
             )
             for folder_plan in plan.folders:
-                folder_result = FolderResult(folder_plan.path, folder_plan.action)
+                folder_result = FolderResult(
+                    folder_plan.path, folder_plan.action, profile=plan.profile
+                )
                 result.folders.append(folder_result)
                 if folder_plan.action == "error":
                     folder_result.error = folder_plan.note
                     continue
                 folder_id = index.ensure_folder(mailbox_id, folder_plan.path)
-                if folder_plan.uids:
+                if folder_plan.uids or folder_plan.delete:
                     work.append((folder_plan, folder_result, folder_id))
                 else:
                     self._complete(folder_id, folder_plan)
@@ -410,7 +419,7 @@ class Executor:
         """The folder holds everything up to the planned state: checkpoint it."""
         if plan.uidvalidity is not None and plan.uidnext is not None and plan.exists is not None:
             self.archive.index.set_checkpoint(
-                folder_id, plan.uidvalidity, plan.uidnext, plan.exists
+                folder_id, plan.uidvalidity, plan.uidnext, plan.exists, plan.condition
             )
 
     # --- one folder ------------------------------------------------------------------------
@@ -481,13 +490,68 @@ class Executor:
                 return
             result.vanished = len(todo) - fetched
             self._complete(folder_id, plan)
-            result.completed = True
             log.info(
                 "folder_archived",
                 archived=result.archived,
                 already_present=result.already_present,
                 vanished=result.vanished,
             )
+            if plan.delete and not result.deleted:
+                # Only now: every placement of this folder is committed.
+                self._delete(session, plan, result, folder_id)
+            result.completed = True
+
+    def _delete(
+        self, session: ImapSession, plan: FolderPlan, result: FolderResult, folder_id: int
+    ) -> None:
+        """Delete the planned messages that are verifiably in the archive (deletion.py)."""
+        assert plan.uidvalidity is not None
+        profile = self.config.profile(result.profile)
+        if profile is None or not deletion.active(profile.doc.delete):
+            return
+        placements = self.archive.index.placements_of(folder_id, plan.uidvalidity)
+        verified: list[int] = []
+        damaged = 0
+        for uid in plan.delete:
+            sha = placements.get(uid)
+            if sha is None:
+                result.kept += 1  # not archived (vanished, or left out): stays on the server
+                continue
+            try:
+                self.archive.blobs.check(sha)  # re-hashed from disk against its name
+            except BlobError as exc:
+                result.kept += 1
+                damaged += 1
+                log.error("deletion_refused", uid=uid, blob=sha, error=str(exc))
+                continue
+            verified.append(uid)
+        if damaged:
+            result.error = (
+                f"{damaged} archived message(s) of {plan.path} failed verification and stay on "
+                "the server; run `archive verify`"
+            )
+        if not verified:
+            return
+        state = session.select_for_deletion(
+            FolderInfo(plan.path, plan.wire_name, None, frozenset())
+        )
+        if state.uidvalidity != plan.uidvalidity:
+            result.error = (
+                f"UIDVALIDITY of {plan.path} is {state.uidvalidity}, archived under "
+                f"{plan.uidvalidity}: nothing deleted; run `plan` again"
+            )
+            result.stale = True
+            return
+        # Ask again now: flagged or already \Deleted messages, and young ones, stay.
+        criteria = deletion.candidate_criteria(profile.doc.delete, filters.today())
+        still = set(session.search_uids(["UID", sequence_set(verified), *criteria]))
+        marked = session.mark_deleted(
+            [uid for uid in verified if uid in still], state.highestmodseq
+        )
+        session.expunge_uids(sorted(marked))
+        result.deleted = len(marked)
+        result.kept = len(plan.delete) - len(marked)
+        log.info("messages_deleted", deleted=len(marked), kept=result.kept)
 
     def _batches(self, messages: Iterator[FetchedMessage]) -> Iterator[list[FetchedMessage]]:
         batch: list[FetchedMessage] = []

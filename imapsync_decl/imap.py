@@ -700,6 +700,49 @@ class ImapSession:
         asked; if that lacks it too, UIDNEXT is taken as the highest UID + 1 (1 for
         an empty folder), which is the lowest value the server can have.
         """
+        return self._open(folder, "EXAMINE")
+
+    def select_for_deletion(self, folder: FolderInfo) -> FolderState:
+        """Open ``folder`` read-write (SELECT). Only verified deletion does this; every
+        other reading of a folder uses EXAMINE."""
+        return self._open(folder, "SELECT")
+
+    @property
+    def can_delete_exactly(self) -> bool:
+        """UIDPLUS: UID EXPUNGE removes exactly the given messages. Without it, an
+        EXPUNGE would also remove what the mailbox's owner marked \\Deleted."""
+        return "UIDPLUS" in self._caps
+
+    def mark_deleted(self, uids: Sequence[int], unchanged_since: int | None) -> set[int]:
+        """Set \\Deleted on ``uids``; with ``unchanged_since`` (CONDSTORE) only on those
+        not modified since that MODSEQ. Returns the UIDs that were marked."""
+        self._require_selected()
+        if not uids:
+            return set()
+        args = [sequence_set(uids)]
+        if unchanged_since is not None:
+            args.append(f"(UNCHANGEDSINCE {unchanged_since:d})")
+        args += ["+FLAGS.SILENT", "(\\Deleted)"]
+        with self._guard("UID STORE"):
+            typ, data = self._imap._simple_command("UID", "STORE", *args)
+        if typ != "OK":
+            raise ProtocolError(f"{self._where}: UID STORE failed: {_text(data)}")
+        modified = _modified_uids(_text(data))
+        return set(uids) - modified
+
+    def expunge_uids(self, uids: Sequence[int]) -> None:
+        """UID EXPUNGE (UIDPLUS): remove exactly ``uids``, which must carry \\Deleted."""
+        self._require_selected()
+        if not uids:
+            return
+        if not self.can_delete_exactly:
+            raise ProtocolError(f"{self._where}: the server has no UIDPLUS (UID EXPUNGE)")
+        with self._guard("UID EXPUNGE"):
+            typ, data = self._imap._simple_command("UID", "EXPUNGE", sequence_set(uids))
+        if typ != "OK":
+            raise ProtocolError(f"{self._where}: UID EXPUNGE failed: {_text(data)}")
+
+    def _open(self, folder: FolderInfo, command: str) -> FolderState:
         self._selected = None
         if not folder.selectable:
             raise ProtocolError(
@@ -707,14 +750,14 @@ class ImapSession:
             )
         # With CONDSTORE, the parameter makes every server report HIGHESTMODSEQ.
         extra = ["(CONDSTORE)"] if "CONDSTORE" in self._caps else []
-        with self._guard(f"EXAMINE {folder.path!r}"):
+        with self._guard(f"{command} {folder.path!r}"):
             self._imap.untagged_responses = {}
-            typ, data = self._imap._simple_command("EXAMINE", _quote(folder.wire_name), *extra)
+            typ, data = self._imap._simple_command(command, _quote(folder.wire_name), *extra)
             if typ != "OK":
                 self._imap.state = "AUTH"
-                self._refused(folder, "EXAMINE", data)
+                self._refused(folder, command, data)
             self._imap.state = "SELECTED"
-            self._imap.is_readonly = True
+            self._imap.is_readonly = command == "EXAMINE"
             untagged = self._imap.untagged_responses
             values: dict[str, int] = {}
             for key in ("EXISTS", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"):
@@ -765,12 +808,18 @@ class ImapSession:
 
     # ------------------------------------------------------------------ messages
 
-    def search_uids(self) -> list[int]:
-        """All UIDs of the examined folder, ascending (UID SEARCH ALL)."""
+    def search_uids(self, criteria: Sequence[str] = ()) -> list[int]:
+        """UIDs of the examined folder, ascending: all of them (UID SEARCH ALL), or those
+        matching ``criteria`` (search keys as atoms, e.g. ``("SEEN", "BEFORE", "1-Jan-2026")``,
+        all of which must hold)."""
         self._require_selected()
+        keys = tuple(criteria) or ("ALL",)
+        for key in keys:
+            if not _SEARCH_ATOM.fullmatch(key):
+                raise ValueError(f"not a search atom: {key!r}")
         with self._guard("UID SEARCH"):
             self._imap.untagged_responses.pop("SEARCH", None)
-            typ, data = self._imap._simple_command("UID", "SEARCH", "ALL")
+            typ, data = self._imap._simple_command("UID", "SEARCH", *keys)
             if typ != "OK":
                 raise ProtocolError(f"{self._where}: UID SEARCH failed: {_text(data)}")
             typ, data = self._imap._untagged_response(typ, data, "SEARCH")
@@ -919,6 +968,26 @@ class ImapSession:
 
 
 # --- helpers of the session ---------------------------------------------------------------------
+
+
+_SEARCH_ATOM = re.compile(r"[A-Za-z0-9:,-]+")
+_MODIFIED = re.compile(r"\[MODIFIED ([0-9:,]+)\]", re.IGNORECASE)
+
+
+def _modified_uids(text: str) -> set[int]:
+    """The UIDs of a ``[MODIFIED set]`` response code (RFC 7162): not stored."""
+    found: set[int] = set()
+    match = _MODIFIED.search(text)
+    if match is None:
+        return found
+    for part in match.group(1).split(","):
+        low, _, high = part.partition(":")
+        if high:
+            a, b = sorted((int(low), int(high)))
+            found.update(range(a, b + 1))
+        else:
+            found.add(int(low))
+    return found
 
 
 def _no_delay(sock: Any) -> None:

@@ -36,6 +36,10 @@ class FolderPlan:
     bytes: int = 0  # their total size
     already_archived: int = 0
     note: str | None = None  # why skip, or the error
+    filtered_out: int = 0  # messages the profile's filters leave out (for now)
+    condition: str | None = None  # recorded with the checkpoint (see filters.condition)
+    delete: tuple[int, ...] = ()  # UIDs to delete from the server once verified
+    no_deletion: str | None = None  # why deletion is off for this folder (no UIDPLUS)
 
     @property
     def count(self) -> int:
@@ -67,7 +71,7 @@ class MailboxPlan:
 
     @property
     def pending(self) -> bool:
-        return any(f.action in ("archive", "rescan") and f.uids for f in self.folders)
+        return any((f.action in ("archive", "rescan") and f.uids) or f.delete for f in self.folders)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Totals:
     already_archived: int = 0
     errors: int = 0
     warnings: int = 0
+    deletions: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class Plan:
             + sum(1 for f in folders if f.action == "error")
             + sum(1 for p in self.profiles if p.error),
             warnings=sum(len(p.warnings) for p in self.profiles),
+            deletions=sum(len(f.delete) for f in folders),
         )
 
     @property
@@ -159,6 +165,7 @@ class Plan:
                 "already_archived": totals.already_archived,
                 "errors": totals.errors,
                 "warnings": totals.warnings,
+                "deletions": totals.deletions,
             },
         }
 
@@ -224,6 +231,10 @@ def _folder_json(folder: FolderPlan) -> dict[str, Any]:
         "bytes": folder.bytes,
         "already_archived": folder.already_archived,
         "note": folder.note,
+        "filtered_out": folder.filtered_out,
+        "condition": folder.condition,
+        "delete": list(folder.delete),
+        "no_deletion": folder.no_deletion,
         "uids": list(folder.uids),
     }
 
@@ -276,6 +287,10 @@ def _folder_from(body: dict[str, Any]) -> FolderPlan:
         bytes=int(body["bytes"]),
         already_archived=int(body["already_archived"]),
         note=body["note"],
+        filtered_out=int(body.get("filtered_out", 0)),
+        condition=body.get("condition"),
+        delete=tuple(int(u) for u in body.get("delete", ())),
+        no_deletion=body.get("no_deletion"),
     )
 
 

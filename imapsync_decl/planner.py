@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import structlog
 
+from imapsync_decl import deletion, filters
 from imapsync_decl.config import Config, Mailbox, SecretError, config_digest
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.facts import FolderInfo
@@ -25,7 +26,7 @@ from imapsync_decl.folders import select_folders
 from imapsync_decl.imap import ImapError, ImapSession
 from imapsync_decl.loader import Loaded
 from imapsync_decl.plan import MailboxPlan, Plan, ProfilePlan
-from imapsync_decl.profile import Profile, Server
+from imapsync_decl.profile import Delete, Filters, Profile, Server
 from imapsync_decl.reconcile import (
     ArchivedFolder,
     FolderFacts,
@@ -70,25 +71,59 @@ def archived_folder(
             if checkpoint is not None
             else None
         ),
+        condition=checkpoint.condition if checkpoint is not None else None,
         archived_uids=frozenset(index.archived_uids(folder_id, uidvalidity)),
         archived_other=index.count_placements(folder_id, exclude_uidvalidity=uidvalidity),
     )
 
 
 def plan_folder(
-    session: ImapSession, index: Index | None, mailbox: Mailbox, folder: FolderInfo
+    session: ImapSession,
+    index: Index | None,
+    mailbox: Mailbox,
+    folder: FolderInfo,
+    rules: Filters,
+    delete_rules: Delete,
 ) -> tuple[FolderFacts, ArchivedFolder]:
+    on = filters.today()
     state = session.status(folder)
     archived = archived_folder(index, mailbox, folder.path, state.uidvalidity)
-    if up_to_date(state, archived):
-        return FolderFacts(folder, state), archived
+    condition = filters.condition(rules, state, on)
+    deleting = deletion.active(delete_rules)
+    if not deleting and up_to_date(state, archived, condition):
+        return FolderFacts(folder, state, condition=condition), archived
     examined = session.examine(folder)
     if examined.uidvalidity != state.uidvalidity:
         archived = archived_folder(index, mailbox, folder.path, examined.uidvalidity)
-    uids = session.search_uids()
+    # The condition of what the search sees: HIGHESTMODSEQ as EXAMINE reports it.
+    condition = filters.condition(rules, examined, on)
+    uids = session.search_uids(filters.search_criteria(rules, on))
     missing = missing_uids(uids, archived)
     sizes = session.fetch_sizes(missing) if missing else {}
-    return FolderFacts(folder, examined, tuple(uids), sizes), archived
+    candidates: frozenset[int] = frozenset()
+    no_deletion = None
+    if deleting:
+        if session.can_delete_exactly:
+            criteria = deletion.candidate_criteria(delete_rules, on)
+            candidates = frozenset(session.search_uids(criteria))
+        else:
+            no_deletion = (
+                "no deletion: the server has no UIDPLUS, and a plain EXPUNGE would also remove "
+                "what the owner marked \\Deleted"
+            )
+    return (
+        FolderFacts(
+            folder,
+            examined,
+            tuple(uids),
+            sizes,
+            condition=condition,
+            filtered=filters.active(rules),
+            delete_candidates=candidates,
+            no_deletion=no_deletion,
+        ),
+        archived,
+    )
 
 
 def plan_mailbox(
@@ -113,7 +148,12 @@ def plan_mailbox(
                 path = choice.folder.path
                 try:
                     facts[path], archived[path] = plan_folder(
-                        session, index, mailbox, choice.folder
+                        session,
+                        index,
+                        mailbox,
+                        choice.folder,
+                        profile.doc.filters,
+                        profile.doc.delete,
                     )
                 except ImapError as exc:
                     if _connection_trouble(exc):

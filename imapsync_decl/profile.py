@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from imapsync_decl.cron import SCHEDULE_PATTERN
+
 # Union members are tagged with names that contain ':' so that error locations
 # can drop them (field names never contain ':'); see loader.field_path().
 TAG_MARK = ":"
@@ -434,40 +436,66 @@ class Folders(StrictModel):
 
 
 class Filters(StrictModel):
-    """Which messages are archived. Not supported yet: every filter must stay at its default."""
+    """Which messages are archived, decided by the server (UID SEARCH). A message an age
+    filter leaves out today is archived by a later run once it qualifies."""
 
-    older_than_days: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
-        default=None, ge=1, description="Only messages older than this many days (internal date)."
+    older_than_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Only messages whose internal date is more than this many days ago "
+        "(IMAP day granularity).",
     )
-    newer_than_days: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
-        default=None, ge=1, description="Only messages newer than this many days (internal date)."
+    newer_than_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Only messages whose internal date is at most this many days ago.",
     )
-    skip_unread: Annotated[bool, *_not_yet(False, "message filters")] = Field(
-        default=False, description="Skip messages without the \\Seen flag."
+    skip_unread: bool = Field(
+        default=False, description="Skip messages without the \\Seen flag (until they are read)."
     )
-    skip_flagged: Annotated[bool, *_not_yet(False, "message filters")] = Field(
-        default=False, description="Skip messages with the \\Flagged flag."
+    skip_flagged: bool = Field(
+        default=False, description="Skip messages with the \\Flagged flag (while flagged)."
     )
-    max_size: Annotated[int | None, *_not_yet(None, "message filters")] = Field(
+    max_size: int | None = Field(
         default=None, ge=1, description="Skip messages larger than this many bytes."
     )
 
 
-class Delete(StrictModel):
-    """What is deleted from the server after archiving. Not supported yet: mode must be never."""
+_DELETE_RULES: dict[str, Any] = {
+    "if": {"not": {"properties": {"mode": {"const": "after_archive"}}, "required": ["mode"]}},
+    "then": {"properties": {"older_than_days": {"type": "null"}}},
+}
 
-    mode: Annotated[
-        Literal["never", "after_archive"], *_not_yet("never", "deletion after archiving")
-    ] = Field(
+
+class Delete(StrictModel):
+    """What is deleted from the server after archiving: only messages verifiably in the
+    archive, never flagged ones, never what the owner marked \\Deleted."""
+
+    model_config = ConfigDict(json_schema_extra=_DELETE_RULES)
+
+    mode: Literal["never", "after_archive"] = Field(
         default="never",
-        description="never: leave the server as it is; after_archive: delete messages verifiably "
-        "in the archive (never flagged ones).",
+        description="never: leave the server as it is; after_archive: delete messages once "
+        "their placement is committed and their blob re-hashes to what was fetched (needs "
+        "UIDPLUS; never flagged ones).",
     )
-    older_than_days: Annotated[int | None, *_not_yet(None, "deletion after archiving")] = Field(
+    older_than_days: int | None = Field(
         default=None,
         ge=1,
-        description="With after_archive: only delete messages older than this many days.",
+        le=36500,
+        description="With after_archive: only delete messages whose internal date is more "
+        "than this many days ago.",
     )
+
+    @model_validator(mode="after")
+    def _age_needs_mode(self) -> Delete:
+        if self.older_than_days is not None and self.mode != "after_archive":
+            raise PydanticCustomError(
+                "delete_age_without_mode", "older_than_days is only used with mode: after_archive"
+            )
+        return self
 
 
 # --- documents ---------------------------------------------------------------------------
@@ -500,10 +528,13 @@ class Profile(StrictModel):
     max_concurrent_jobs: int = Field(
         default=4, ge=1, le=64, description="How many mailboxes are archived at once."
     )
-    schedule: Annotated[str | None, *_not_yet(None, "schedules")] = Field(
+    schedule: str | None = Field(
         default=None,
-        description="Cron expression (machine's local time) for automatic runs, e.g. "
-        "'0 2 * * *'. Not supported yet: must be null.",
+        pattern=SCHEDULE_PATTERN,
+        description="When `imapsync-decl daemon` (or the units and lines of `imapsync-decl "
+        "schedule export`) runs the profile: a cron expression in the machine's local time "
+        "(minute hour day-of-month month day-of-week, e.g. '0 2 * * *' or '*/15 8-18 * * 1-5') "
+        "or @hourly, @daily, @weekly, @monthly, @yearly, @annually. null: never automatically.",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from imapsync_decl import deletion
 from imapsync_decl.config import Mailbox
 from imapsync_decl.facts import FolderInfo, FolderState
 from imapsync_decl.folders import FolderChoice
@@ -24,6 +25,10 @@ class FolderFacts:
     uids: tuple[int, ...] | None = None  # None: not searched, the checkpoint matched
     sizes: Mapping[int, int] = field(default_factory=dict)  # of the missing UIDs
     error: str | None = None
+    condition: str | None = None  # see filters.condition: recorded with the checkpoint
+    filtered: bool = False  # uids are those the filters select, not every message
+    delete_candidates: frozenset[int] = frozenset()  # unflagged, undeleted, old enough
+    no_deletion: str | None = None  # why nothing is deleted in this folder
 
 
 @dataclass(frozen=True)
@@ -33,15 +38,24 @@ class ArchivedFolder:
     checkpoint: tuple[int, int, int] | None = None  # (uidvalidity, uidnext, message_count)
     archived_uids: frozenset[int] = frozenset()  # placements under the server's UIDVALIDITY
     archived_other: int = 0  # placements under other UIDVALIDITY values
+    condition: str | None = None  # the checkpoint's condition
 
 
-def up_to_date(state: FolderState, archived: ArchivedFolder) -> bool:
+SEARCH_ALWAYS = "search-always"
+
+
+def up_to_date(state: FolderState, archived: ArchivedFolder, condition: str | None = None) -> bool:
     """The folder is as it was when last completely archived: no UID search needed.
 
     Same UIDVALIDITY and UIDNEXT means no message was added since; the count
-    only guards against a server that reuses UIDNEXT.
+    only guards against a server that reuses UIDNEXT. Under message filters the
+    condition (filters, day, HIGHESTMODSEQ) must be the same too.
     """
-    return archived.checkpoint == (state.uidvalidity, state.uidnext, state.exists)
+    return (
+        archived.checkpoint == (state.uidvalidity, state.uidnext, state.exists)
+        and archived.condition == condition
+        and condition != SEARCH_ALWAYS
+    )
 
 
 def missing_uids(uids: Sequence[int], archived: ArchivedFolder) -> tuple[int, ...]:
@@ -66,9 +80,13 @@ def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan
         "uidvalidity": state.uidvalidity,
         "uidnext": state.uidnext,
         "exists": state.exists,
+        "condition": facts.condition,
+        "filtered_out": max(state.exists - len(facts.uids), 0)
+        if facts.filtered and facts.uids is not None
+        else 0,
     }
     if facts.uids is None:
-        if not up_to_date(state, archived):
+        if not up_to_date(state, archived, facts.condition):
             raise ValueError(f"folder {folder.path!r} was not searched but is not up to date")
         return FolderPlan(
             **common,  # type: ignore[arg-type]
@@ -78,6 +96,10 @@ def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan
         )
     missing = missing_uids(facts.uids, archived)
     present = len(facts.uids) - len(missing)
+    common["delete"] = deletion.deletable(
+        facts.delete_candidates, archived.archived_uids, set(missing)
+    )
+    common["no_deletion"] = facts.no_deletion
     rescan = needs_rescan(state, archived)
     previous = archived.checkpoint[0] if rescan and archived.checkpoint else None
     if not missing:

@@ -31,6 +31,12 @@ def _folder_line(folder: FolderPlan, width: int) -> str:
         detail.append(f"{_plural(folder.count, 'message')} ({human_bytes(folder.bytes)})")
     if folder.already_archived:
         detail.append(f"{folder.already_archived} already archived")
+    if folder.filtered_out:
+        detail.append(f"{folder.filtered_out} left out by filters")
+    if folder.delete:
+        detail.append(f"then delete {len(folder.delete)} from the server")
+    if folder.no_deletion:
+        detail.append(folder.no_deletion)
     if folder.note and folder.action == "skip":
         detail.append(folder.note)
     detail.append(f"uidvalidity {folder.uidvalidity}")
@@ -95,6 +101,9 @@ def render_result(result: ApplyResult) -> str:
         vanished = sum(f.vanished for f in mailbox.folders)
         if vanished:
             head += f", vanished {vanished}"
+        deleted = sum(f.deleted for f in mailbox.folders)
+        if deleted:
+            head += f", deleted from the server {deleted}"
         if mailbox.excluded:
             head += f", {_plural(mailbox.excluded, 'folder')} excluded"
         lines.append(head)

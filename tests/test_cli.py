@@ -193,9 +193,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert commands == [
         "apply",
         "archive",
+        "daemon",
         "mailboxes",
         "plan",
         "runs",
+        "schedule",
         "schema",
         "users",
         "validate",

@@ -35,8 +35,8 @@ def test_every_problem_of_every_file_at_its_place(tmp_path: Path) -> None:
                     identity: emial
                     users:
                       select: only
-                filters:
-                  older_than_days: 30
+                delete:
+                  mode: sometimes
                 ---
                 kind: Users
                 users:
@@ -54,8 +54,7 @@ def test_every_problem_of_every_file_at_its_place(tmp_path: Path) -> None:
         "cfg/a.yaml:11:15: source.master.identity: expected one of 'email', "
         "'email_local_part' or 'username', got 'emial'",
         "cfg/a.yaml:13:7: source.master.users: select: only needs at least one entry in names",
-        "cfg/a.yaml:15:20: filters.older_than_days: not supported yet (message filters); "
-        "remove it or leave it at null",
+        "cfg/a.yaml:15:9: delete.mode: expected one of 'never' or 'after_archive', got 'sometimes'",
         "cfg/a.yaml:20:24: users[1].email: not an e-mail address",
         "cfg/a.yaml:22:7: kind: unknown kind 'Foo' (expected one of Profile, Users, Archive)",
         "cfg/b.json:1:29: path: Input should be a valid string",
@@ -83,9 +82,8 @@ def test_every_problem_of_every_file_at_its_place(tmp_path: Path) -> None:
             "cfg/x.yaml:2:12: directory: starttls is for ldap:// URLs",
         ),
         (
-            "kind: Profile\nname: p\nserver: {host: h}\nsource: {csv: {file: m.csv}}\n"
-            "schedule: '0 2 * * *'\n",
-            "cfg/x.yaml:5:11: schedule: not supported yet",
+            "kind: Archive\npath: ''\n",
+            "cfg/x.yaml:2:7: path: String should have at least 1 character",
         ),
     ],
 )

@@ -140,6 +140,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN directory TEXT;
     ALTER TABLE users ADD COLUMN updated_at TEXT;
     """,
+    # 3: the condition of a folder's checkpoint under message filters.
+    """
+    ALTER TABLE folders ADD COLUMN condition TEXT;
+    """,
 ]
 
 
@@ -179,6 +183,7 @@ class Checkpoint:
     uidvalidity: int
     uidnext: int
     message_count: int
+    condition: str | None = None  # what else must hold (filters, day, HIGHESTMODSEQ)
 
 
 @dataclass(frozen=True)
@@ -450,22 +455,28 @@ class Index:
     def checkpoint(self, folder_id: int) -> Checkpoint | None:
         """The folder's checkpoint, or None if it was never completely archived."""
         row = self._one(
-            "SELECT uidvalidity, uidnext, message_count FROM folders WHERE id = ?", (folder_id,)
+            "SELECT uidvalidity, uidnext, message_count, condition FROM folders WHERE id = ?",
+            (folder_id,),
         )
         if row is None:
             raise ArchiveIndexError(f"no folder with id {folder_id} in the index")
         if row[0] is None:
             return None
-        return Checkpoint(int(row[0]), int(row[1]), int(row[2]))
+        return Checkpoint(int(row[0]), int(row[1]), int(row[2]), row[3])
 
     def set_checkpoint(
-        self, folder_id: int, uidvalidity: int, uidnext: int, message_count: int
+        self,
+        folder_id: int,
+        uidvalidity: int,
+        uidnext: int,
+        message_count: int,
+        condition: str | None = None,
     ) -> None:
         with self.atomic() as db:
             cursor = db.execute(
                 "UPDATE folders SET uidvalidity = ?, uidnext = ?, message_count = ?,"
-                " checked_at = ? WHERE id = ?",
-                (uidvalidity, uidnext, message_count, _now(), folder_id),
+                " condition = ?, checked_at = ? WHERE id = ?",
+                (uidvalidity, uidnext, message_count, condition, _now(), folder_id),
             )
             if cursor.rowcount != 1:
                 raise ArchiveIndexError(f"no folder with id {folder_id} in the index")

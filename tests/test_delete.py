@@ -1,0 +1,161 @@
+"""Verified deletion against the real Dovecot: only what is verifiably archived leaves the server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from imapsync_decl.imap import ImapSession
+
+from bed import Bed
+from servers.dovecot import make_message
+
+pytestmark = pytest.mark.dovecot
+
+OLD = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=100)
+
+
+def server_flags(bed: Bed, user: str) -> dict[int, set[str]]:
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search("ALL")
+        fetched = client.fetch(uids, ["FLAGS"]) if uids else {}
+    return {uid: {f.decode() for f in d[b"FLAGS"]} for uid, d in fetched.items()}
+
+
+def inbox(plan: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [
+        f
+        for p in plan["profiles"]
+        for m in p["mailboxes"]
+        for f in m["folders"]
+        if f["path"] == "INBOX"
+    ]
+    return found
+
+
+@pytest.fixture
+def mailbox(bed: Bed) -> tuple[str, dict[str, int]]:
+    user = bed.new_user()
+    uids = {
+        "plain": bed.server.append(
+            user, "INBOX", make_message(subject="plain", body="p\n"), internal_date=OLD
+        ),
+        "flagged": bed.server.append(
+            user,
+            "INBOX",
+            make_message(subject="flagged", body="f\n"),
+            flags=["\\Flagged"],
+            internal_date=OLD,
+        ),
+        "owner_deleted": bed.server.append(
+            user,
+            "INBOX",
+            make_message(subject="owner", body="o\n"),
+            flags=["\\Deleted"],
+            internal_date=OLD,
+        ),
+        "young": bed.server.append(user, "INBOX", make_message(subject="young", body="y\n")),
+        "plain2": bed.server.append(
+            user, "INBOX", make_message(subject="plain2", body="q\n"), internal_date=OLD
+        ),
+    }
+    return user, uids
+
+
+DELETE = "delete: {mode: after_archive, older_than_days: 30}\n"
+
+
+def test_deletes_exactly_what_is_archived_old_unflagged_and_not_owner_deleted(
+    bed: Bed, mailbox: tuple[str, dict[str, int]]
+) -> None:
+    user, uids = mailbox
+    bed.master_profile("p", [user], folders=DELETE)
+    code, plan = bed.plan_json()
+    assert code == 0
+    assert inbox(plan)["delete"] == sorted([uids["plain"], uids["plain2"]])
+    assert plan["totals"]["deletions"] == 2
+    assert set(server_flags(bed, user)) == set(uids.values()), "plan changed the server"
+
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 5
+    assert result["totals"]["deleted"] == 2
+    left = server_flags(bed, user)
+    assert set(left) == {uids["flagged"], uids["owner_deleted"], uids["young"]}
+    assert "\\Deleted" in left[uids["owner_deleted"]]  # the owner's mark is left alone
+    assert "\\Deleted" not in left[uids["flagged"]]
+    assert len(bed.placements()) == 5  # the deleted messages stay in the archive
+    assert bed.run("archive", "verify")[0] == 0
+    code, result = bed.apply_json()
+    assert (result["totals"]["archived"], result["totals"]["deleted"]) == (0, 0)
+
+
+def test_a_damaged_blob_is_not_deleted_from_the_server(
+    bed: Bed, mailbox: tuple[str, dict[str, int]]
+) -> None:
+    user, uids = mailbox
+    bed.master_profile("p", [user])
+    assert bed.run("apply")[0] == 0
+    victim = next(p for p in bed.placements() if p[3] == uids["plain"])[4]
+    blob = next(p for p in (bed.archive / "blobs").rglob(victim))
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    profile = bed.config_dir / "p.yaml"
+    profile.write_text(profile.read_text() + DELETE)
+    code, result = bed.apply_json()
+    assert code == 3
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
+    assert "failed verification" in folder["error"]
+    assert folder["deleted"] == 1
+    assert set(server_flags(bed, user)) == set(uids.values()) - {uids["plain2"]}
+
+
+def test_a_crash_between_archiving_and_deleting_loses_nothing(
+    bed: Bed, mailbox: tuple[str, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, uids = mailbox
+    bed.master_profile("p", [user], folders=DELETE)
+
+    def crash(self: ImapSession, *args: Any, **kwargs: Any) -> set[int]:
+        raise OSError("the machine went away")
+
+    monkeypatch.setattr(ImapSession, "mark_deleted", crash)
+    code, result = bed.apply_json()
+    assert code == 3
+    assert result["totals"]["archived"] == 5
+    assert set(server_flags(bed, user)) == set(uids.values())
+    monkeypatch.undo()
+    monkeypatch.setenv("BED_MASTER_PASSWORD", bed.server.master_password)
+
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert (result["totals"]["archived"], result["totals"]["deleted"]) == (0, 2)
+    assert len(bed.placements()) == 5
+    assert bed.run("archive", "verify")[0] == 0
+
+
+def test_a_message_flagged_after_the_plan_is_kept(
+    bed: Bed, mailbox: tuple[str, dict[str, int]]
+) -> None:
+    user, uids = mailbox
+    bed.master_profile("p", [user], folders=DELETE)
+    path = bed.root / "plan.json"
+    assert bed.run("plan", "--out", str(path))[0] == 0
+    assert (
+        uids["plain"]
+        in json.loads(path.read_text())["profiles"][0]["mailboxes"][0]["folders"][0]["delete"]
+    )
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX")
+        client.add_flags([uids["plain"]], ["\\Flagged"])
+    code, result = bed.apply_json(str(path))
+    assert code == 0, result
+    assert result["totals"]["deleted"] == 1
+    assert uids["plain"] in server_flags(bed, user)
+    assert uids["plain2"] not in server_flags(bed, user)
