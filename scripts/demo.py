@@ -62,7 +62,7 @@ def seed(server: DovecotServer) -> None:
 
 def run(*args: str) -> int:
     print(f"\n$ imapsync-decl {' '.join(args)}", flush=True)
-    env = {**os.environ, "IMAP_MASTER_PASSWORD": "archiver-secret"}
+    env = {**os.environ, "IMAP_MASTER_PASSWORD": "archiver-secret", "BOB_PASSWORD": "bob-secret"}
     command = [str(ROOT / ".venv" / "bin" / "imapsync-decl"), *args]
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
 

@@ -40,13 +40,14 @@ def test_validate_accepts_the_examples(
     capsys: pytest.CaptureFixture[str], examples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IMAP_MASTER_PASSWORD", "x")
+    monkeypatch.setenv("BOB_PASSWORD", "y")
     code, out, err = run(capsys, "validate", "--config-dir", str(examples))
     assert code == 0, err
     # The examples trust the demo server's certificate, which only scripts/demo creates.
     assert [line.split(": ", 2)[1:] for line in err.splitlines()] == [
         ["warning", f"server.ca_file: file not found: {examples}/../demo/server/tls/cert.pem"]
-    ] * 2
-    assert f"{examples}: valid (4 documents, 2 profiles, 5 mailboxes, 2 warnings)" in out
+    ] * 3
+    assert f"{examples}: valid (5 documents, 3 profiles, 6 mailboxes, 3 warnings)" in out
 
 
 def test_validate_reports_every_error_and_exits_10(
@@ -117,6 +118,7 @@ def test_mailboxes_json_for_master_and_csv(
     ] == [
         ("contractors", "dave", "dave@example.test", "dave@example.test", "dave@example.test"),
         ("contractors", "umlaut", "umlaut", None, "umlaut"),
+        ("retention", "bob", "bob", "bob@example.test", "bob@example.test"),
         ("staff", "alice", "alice", "alice@example.test", "alice@example.test"),
         ("staff", "bob", "bob", "bob@example.test", "bob@example.test"),
         ("staff", "carol", "carol", "carol@example.test", "carol@example.test"),
@@ -152,7 +154,7 @@ def test_mailboxes_unknown_profile_and_invalid_config(
 ) -> None:
     code, _, err = run(capsys, "mailboxes", "--config-dir", str(examples), "--profile", "nope")
     assert code == 10
-    assert "no profile named 'nope' (profiles: contractors, staff)" in err
+    assert "no profile named 'nope' (profiles: contractors, retention, staff)" in err
     write_config(tmp_path / "bad", {"a.yaml": "kind: Archive\n"})
     code, out, err = run(capsys, "mailboxes", "--config-dir", str(tmp_path / "bad"))
     assert code == 10
@@ -227,7 +229,7 @@ def test_console_script_and_module_entry_points(examples: Path) -> None:
             check=False,
         )
         assert proc.returncode == 0, proc.stderr
-        assert "valid (4 documents" in proc.stdout
+        assert "valid (5 documents" in proc.stdout
 
 
 def test_sigterm_exits_143(tmp_path: Path) -> None:
