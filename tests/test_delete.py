@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from imapsync_decl.imap import ImapSession
 
 from bed import Bed
-from servers.dovecot import make_message
+from servers.dovecot import DovecotServer, make_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -159,3 +160,29 @@ def test_a_message_flagged_after_the_plan_is_kept(
     assert result["totals"]["deleted"] == 1
     assert uids["plain"] in server_flags(bed, user)
     assert uids["plain2"] not in server_flags(bed, user)
+
+
+NO_UIDPLUS = (
+    "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT UNSELECT CHILDREN "
+    "NAMESPACE LIST-EXTENDED I18NLEVEL=1 CONDSTORE ESEARCH SEARCHRES LITERAL+ SPECIAL-USE\n"
+)
+
+
+def test_a_server_without_uidplus_gets_no_deletion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with DovecotServer(extra_config=NO_UIDPLUS) as server:
+        monkeypatch.setenv("BED_MASTER_PASSWORD", server.master_password)
+        bed = Bed(server, tmp_path, capsys)
+        bed.config_dir.mkdir()
+        user = bed.new_user()
+        server.append(user, "INBOX", make_message(subject="old", body="o\n"), internal_date=OLD)
+        bed.master_profile("p", [user], folders=DELETE)
+        code, plan = bed.plan_json()
+        assert code == 0
+        assert inbox(plan)["delete"] == []
+        assert "no UIDPLUS" in inbox(plan)["no_deletion"]
+        code, result = bed.apply_json()
+        assert code == 0, result
+        assert (result["totals"]["archived"], result["totals"]["deleted"]) == (1, 0)
+        assert len(server_flags(bed, user)) == 1

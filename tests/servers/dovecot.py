@@ -244,6 +244,7 @@ class DovecotServer:
         start_timeout: float = 10.0,
         directory: Path | None = None,
         ports: tuple[int, int] | None = None,
+        extra_config: str = "",
     ) -> None:
         """``directory`` and ``ports`` make a lasting server (the demo): its mail and
         certificate survive ``stop()`` and the next start reuses them."""
@@ -261,6 +262,7 @@ class DovecotServer:
         self._accounts = _accounts()
         self._process: subprocess.Popen[bytes] | None = None
         self._fixed_dir = directory.absolute() if directory is not None else None
+        self._extra_config = extra_config  # appended to the generated configuration
         self._fixed_ports = ports
         if directory is not None:
             self._keep_files = True
@@ -588,7 +590,7 @@ service imap-urlauth-login {{
   chroot =
 }}
 """
-        self.config_file.write_text(config, encoding="utf-8")
+        self.config_file.write_text(config + self._extra_config, encoding="utf-8")
         self.config_file.chmod(0o644)
 
     # ----------------------------------------------------------- test helpers
