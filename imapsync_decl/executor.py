@@ -107,8 +107,9 @@ class StopRequested:
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        # Nothing else here: a handler that logged could wait forever for the log's lock,
+        # held by the very code it interrupted. The stop is logged where it is noticed.
         self.signal = signum
-        log.warning("stop_requested", signal=signal.Signals(signum).name)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -296,6 +297,8 @@ class Executor:
                 result.mailboxes.extend(m for m in done if m is not None)
         finally:
             result.interrupted_by = self.stop.signal
+            if self.stop.signal is not None:
+                log.warning("stop_requested", signal=signal.Signals(self.stop.signal).name)
             result.finished_at = _now()
             index.finish_run(self.run_id, result.status, result.to_json())
         return result
