@@ -55,6 +55,8 @@ from typing import Self
 
 from imapclient import IMAPClient
 
+from servers.certificates import CertificateError, make_self_signed
+
 HOST = "127.0.0.1"
 
 DEFAULT_USERS: dict[str, str] = {
@@ -446,40 +448,10 @@ class DovecotServer:
         self._write_master_users()
 
     def _make_certificate(self) -> None:
-        tls = self.directory / "tls"
-        command = [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,digitalSignature,keyCertSign",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-keyout",
-            str(tls / "key.pem"),
-            "-out",
-            str(tls / "cert.pem"),
-        ]
-        if shutil.which("openssl") is None:
-            raise DovecotError("openssl not found (needed for the test certificate)")
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise DovecotError(f"openssl failed: {result.stderr}")
-        # The config process reads the key as root (or as the current user).
-        (tls / "key.pem").chmod(0o600)
+        try:
+            make_self_signed(self.directory / "tls")
+        except CertificateError as exc:
+            raise DovecotError(str(exc)) from None
 
     def _write_user(self, user: str) -> None:
         """Write the passwd-file of one user (``users/<name>``).

@@ -71,6 +71,8 @@ from ldap3.core.exceptions import (
     LDAPNoSuchObjectResult,
 )
 
+from servers.certificates import CertificateError, make_self_signed
+
 HOST = "127.0.0.1"
 BASE_DN = "dc=example,dc=test"
 MAIL_DOMAIN = "example.test"
@@ -422,40 +424,10 @@ class SlapdServer:
                 os.chown(path, account.pw_uid, account.pw_gid)
 
     def _make_certificate(self) -> None:
-        if shutil.which("openssl") is None:
-            raise SlapdError("openssl not found (needed for the test certificate)")
-        tls = self.directory / "tls"
-        command = [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,digitalSignature,keyCertSign",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-keyout",
-            str(tls / "key.pem"),
-            "-out",
-            str(tls / "cert.pem"),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SlapdError(f"openssl failed: {result.stderr}")
-        (tls / "key.pem").chmod(0o600)
-        (tls / "cert.pem").chmod(0o644)
+        try:
+            make_self_signed(self.directory / "tls")
+        except CertificateError as exc:
+            raise SlapdError(str(exc)) from None
 
     def _write_config(self) -> None:
         d = self.directory
