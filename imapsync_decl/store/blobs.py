@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,12 +134,14 @@ class BlobStore:
         temps: list[tuple[Path, Path]] = []  # (temporary file, final name)
         order: list[str] = []
         renamed: set[Path] = set()
+        new: list[tuple[str, bytes, Path]] = []
+        queued: set[str] = set()
         try:
             for n, data in enumerate(items):
                 raw = bytes(data)
                 sha256 = hashes[n] if hashes is not None else hashlib.sha256(raw).hexdigest()
                 order.append(sha256)
-                if sha256 in infos:
+                if sha256 in infos or sha256 in queued:
                     continue
                 final = self.path(sha256)
                 stored = _stored_size(final)
@@ -146,10 +149,29 @@ class BlobStore:
                     infos[sha256] = BlobInfo(sha256, len(raw), stored)
                     continue
                 self._make_dirs(final.parent)
+                new.append((sha256, raw, final))
+                queued.add(sha256)
+
+            def write(raw: bytes, final: Path) -> tuple[Path, int]:
                 compressed = _compress(raw)
-                temp = self._write_temp(final.parent, compressed, sync=not grouped)
+                return self._write_temp(final.parent, compressed, sync=not grouped), len(compressed)
+
+            # Compression and writing release the GIL: two at a time overlap each other.
+            if len(new) > 1:
+                futures = [_writers().submit(write, raw, final) for _, raw, final in new]
+            else:
+                futures = []
+            failure: BaseException | None = None
+            for position, (sha256, raw, final) in enumerate(new):
+                try:
+                    temp, size = futures[position].result() if futures else write(raw, final)
+                except BaseException as exc:  # collect every temp file first, then raise
+                    failure = failure or exc
+                    continue
                 temps.append((temp, final))
-                infos[sha256] = BlobInfo(sha256, len(raw), len(compressed))
+                infos[sha256] = BlobInfo(sha256, len(raw), size)
+            if failure is not None:
+                raise failure
             if grouped and temps:
                 _syncfs(self.directory)  # every temporary file's content is durable
             while temps:
@@ -325,6 +347,17 @@ class BlobStore:
 
 
 _compressors = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _writers() -> ThreadPoolExecutor:
+    """Two threads that compress and write blobs, shared by every store of the process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-writer")
+        return _pool
 
 
 def _compress(data: bytes) -> bytes:
