@@ -201,19 +201,13 @@ def export_mbox(
     target, so a reader sees the old file or the whole new one.
     """
     messages = files = written = 0
-    for _key, group in groupby(
-        archive.index.iter_placements(user=user, folder=folder),
-        key=lambda r: (r.user, r.archive_folder, r.folder),
-    ):
-        rows = iter(group)
-        first = next(rows)
-        parts = _parts(first)
+    for parts, rows in _by_folder(archive, user, folder):
         names = [safe_component(p) for p in parts[:2]]
         names += [mbox_directory_component(p) for p in parts[2:-1]]
         directory = _make_dirs(destination, names)
         target = directory / f"{safe_component(parts[-1])}.mbox"
         with _AtomicFile(directory, target) as out:
-            for row in _chain(first, rows):
+            for row in rows:
                 entry = mboxrd_entry(archive.blobs.get(row.sha256), row.internal_date)
                 out.write(entry)
                 messages += 1
@@ -236,13 +230,7 @@ def export_maildir(
     left by an earlier export under other flag letters is replaced, not doubled.
     """
     messages = written = 0
-    for _key, group in groupby(
-        archive.index.iter_placements(user=user, folder=folder),
-        key=lambda r: (r.user, r.archive_folder, r.folder),
-    ):
-        rows = iter(group)
-        first = next(rows)
-        parts = _parts(first)
+    for parts, rows in _by_folder(archive, user, folder):
         names = [safe_component(p) for p in parts[:2]]
         names += [maildir_component(p) for p in parts[2:]]
         root = _make_dirs(destination, names)
@@ -250,7 +238,7 @@ def export_maildir(
             _make_dirs(root, [sub])
         cur, tmp = root / "cur", root / "tmp"
         earlier = _maildir_existing(cur)
-        for row in _chain(first, rows):
+        for row in rows:
             data = archive.blobs.get(row.sha256)
             name = maildir_name(row)
             mtime = row.internal_date.timestamp() if row.internal_date is not None else None
@@ -272,9 +260,15 @@ def _parts(row: PlacementRow) -> list[str]:
     return [row.user, row.archive_folder, *row.folder.split("/")]
 
 
-def _chain(first: PlacementRow, rest: Iterator[PlacementRow]) -> Iterator[PlacementRow]:
-    yield first
-    yield from rest
+def _by_folder(
+    archive: Archive, user: str | None, folder: str | None
+) -> Iterator[tuple[list[str], Iterator[PlacementRow]]]:
+    """The selected placements folder by folder, with the folder's path parts."""
+    for (owner, archive_folder, path), rows in groupby(
+        archive.index.iter_placements(user=user, folder=folder),
+        key=lambda r: (r.user, r.archive_folder, r.folder),
+    ):
+        yield [owner, archive_folder, *path.split("/")], rows
 
 
 def _make_dirs(base: Path, names: Sequence[str]) -> Path:

@@ -23,7 +23,7 @@ from imapsync_decl.config import Config, Mailbox, SecretError, config_digest
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.facts import FolderInfo
 from imapsync_decl.folders import select_folders
-from imapsync_decl.imap import ImapError, ImapSession
+from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
 from imapsync_decl.loader import Loaded
 from imapsync_decl.plan import MailboxPlan, Plan, ProfilePlan
 from imapsync_decl.profile import Delete, Filters, Profile, Server
@@ -156,7 +156,7 @@ def plan_mailbox(
                         profile.doc.delete,
                     )
                 except ImapError as exc:
-                    if _connection_trouble(exc):
+                    if isinstance(exc, ConnectionLost):
                         raise
                     facts[path] = FolderFacts(choice.folder, error=str(exc))
                 log.debug("folder_examined", folder=path)
@@ -166,12 +166,6 @@ def plan_mailbox(
             return failed_mailbox(mailbox, str(exc))
         finally:
             session.logout()
-
-
-def _connection_trouble(exc: ImapError) -> bool:
-    from imapsync_decl.imap import ConnectionLost
-
-    return isinstance(exc, ConnectionLost)
 
 
 def in_parallel(jobs: int, calls: Sequence[Callable[[], T]]) -> list[T]:

@@ -17,6 +17,7 @@ exceed the totals.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +37,7 @@ class UserStats:
     bytes_placed: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "user": self.user,
-            "mailboxes": self.mailboxes,
-            "folders": self.folders,
-            "messages": self.messages,
-            "placements": self.placements,
-            "bytes_original": self.bytes_original,
-            "bytes_stored": self.bytes_stored,
-            "bytes_placed": self.bytes_placed,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
