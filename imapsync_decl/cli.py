@@ -41,10 +41,11 @@ Exit codes:
   1    internal error (a bug: please report it with the traceback)
   2    changes pending (plan --detailed-exitcode)
   3    partial failure: some mailboxes or folders failed, the others are done
-  10   invalid configuration or command line
-  11   stale plan: a folder changed since it was planned; run plan again
-  12   integrity failure: archive verify found damaged or missing blobs
+  10   invalid configuration or command line, or an unusable output path
+  11   stale or tampered plan: run plan again
+  12   integrity failure: damaged or missing blobs, or a corrupt index
   13   the archive is locked by another apply
+  14   the archive cannot be written (read-only, full, wrong owner or mode)
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM)
 """

@@ -27,6 +27,7 @@ class ExitCode(enum.IntEnum):
     STALE_PLAN = 11
     INTEGRITY = 12
     LOCKED = 13
+    NOT_WRITABLE = 14
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -80,6 +81,12 @@ class UsageError(ImapsyncError):
     """The command line itself is wrong (unknown option, missing argument)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class ArchiveNotWritable(ImapsyncError):
+    """The archive cannot be written: read-only, full, or of the wrong owner or mode."""
+
+    exit_code = ExitCode.NOT_WRITABLE
 
 
 class ConfigError(ImapsyncError):

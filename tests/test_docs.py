@@ -22,7 +22,7 @@ def test_exit_codes_in_readme_and_help_agree() -> None:
     section = README.split("\n### Exit codes", 1)[1].split("\n## ", 1)[0]
     readme = set(re.findall(r"^\| +(\d+) \|", section, re.MULTILINE))
     helptext = set(re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.MULTILINE))
-    assert readme == helptext == {"0", "1", "2", "3", "10", "11", "12", "13", "130", "143"}
+    assert readme == helptext == {"0", "1", "2", "3", "10", "11", "12", "13", "14", "130", "143"}
 
 
 def test_every_command_is_documented() -> None:
