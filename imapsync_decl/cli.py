@@ -33,6 +33,7 @@ from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.store import Archive, ArchiveLock, verify
+from imapsync_decl.store.fs import atomic_write
 from imapsync_decl.userlist import load_with_index_users
 
 EXIT_CODES = """\b
@@ -372,7 +373,10 @@ def plan_command(
         if index is not None:
             index.close()
     if out_file is not None:
-        _write_atomically(out_file, json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False))
+        atomic_write(
+            out_file,
+            (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode(),
+        )
         structlog.get_logger(__name__).info("plan_written", path=str(out_file), plan_id=the_plan.id)
     if output_format == "json":
         _print_json(the_plan.to_json())
@@ -411,18 +415,6 @@ def _read_directories(
     ]
     fresh = load_config(config_dir, str(config_dir), [*read.users, *gone])
     return fresh, None, userlist.would_add(config, read.users)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temp.open("w", encoding="utf-8") as out:
-            out.write(text + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _read_plan(path: Path) -> Plan:

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.store import Archive, PlacementRow
+from imapsync_decl.store.fs import FILE_MODE, AtomicFile
 
 FORMATS = ("eml", "mbox", "maildir")
 
@@ -53,8 +53,6 @@ MAILDIR_TAG = "imapsync-decl"
 MBOX_SENDER = "MAILER-DAEMON"
 
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
-_TEMP_PREFIX = ".imapsync-decl-tmp-"
-FILE_MODE = 0o600
 
 
 class ExportError(ImapsyncError):
@@ -206,7 +204,7 @@ def export_mbox(
         names += [mbox_directory_component(p) for p in parts[2:-1]]
         directory = _make_dirs(destination, names)
         target = directory / f"{safe_component(parts[-1])}.mbox"
-        with _AtomicFile(directory, target) as out:
+        with _atomic_file(directory, target) as out:
             for row in rows:
                 entry = mboxrd_entry(archive.blobs.get(row.sha256), row.internal_date)
                 out.write(entry)
@@ -242,7 +240,7 @@ def export_maildir(
             data = archive.blobs.get(row.sha256)
             name = maildir_name(row)
             mtime = row.internal_date.timestamp() if row.internal_date is not None else None
-            with _AtomicFile(tmp, cur / name, mtime=mtime) as out:
+            with _atomic_file(tmp, cur / name, mtime=mtime) as out:
                 out.write(data)
             for old in earlier.pop(name.split(":", 1)[0], ()):
                 if old != name:
@@ -300,52 +298,11 @@ def _maildir_existing(cur: Path) -> dict[str, list[str]]:
     return found
 
 
-class _AtomicFile:
-    """A new file at ``target``, written under a temporary name in ``directory`` (mode 0600,
-    created exclusively, never through a symlink), synced, then renamed over ``target``.
-    On an exception the temporary file is removed and ``target`` is left as it was."""
-
-    def __init__(self, directory: Path, target: Path, mtime: float | None = None) -> None:
-        self.directory = directory
-        self.target = target
-        self.mtime = mtime
-        self._fd = -1
-        self._temp = directory
-
-    def __enter__(self) -> _AtomicFile:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        while True:
-            self._temp = self.directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
-            try:
-                self._fd = os.open(self._temp, flags, FILE_MODE)
-            except FileExistsError:
-                continue
-            return self
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if exc is None:
-                os.fsync(self._fd)
-                if self.mtime is not None:
-                    os.utime(self._fd, (self.mtime, self.mtime))
-        finally:
-            os.close(self._fd)
-        if exc is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._temp)
-            return
-        try:
-            os.replace(self._temp, self.target)
-        except BaseException as error:
-            with contextlib.suppress(OSError):
-                os.unlink(self._temp)
-            if isinstance(error, IsADirectoryError | NotADirectoryError):
-                raise ExportError(
-                    f"cannot export to {self.target}: a directory is in the way"
-                ) from None
-            raise
+@contextlib.contextmanager
+def _atomic_file(directory: Path, target: Path, mtime: float | None = None) -> Iterator[AtomicFile]:
+    """An :class:`AtomicFile` whose rename failure over a directory is an :class:`ExportError`."""
+    try:
+        with AtomicFile(target, directory=directory, mtime=mtime) as out:
+            yield out
+    except (IsADirectoryError, NotADirectoryError):
+        raise ExportError(f"cannot export to {target}: a directory is in the way") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 
 from imapsync_decl.store.blobs import BlobStore
+from imapsync_decl.store.fs import fsync_dir
 from imapsync_decl.store.index import Index
 from imapsync_decl.store.lock import ArchiveLock
 
@@ -33,7 +34,7 @@ class Archive:
         if not root.is_dir():
             root.mkdir(parents=True, mode=ROOT_MODE, exist_ok=True)
             os.chmod(root, ROOT_MODE)
-            _fsync_dir(root.parent)
+            fsync_dir(root.parent)
         index = Index.open(root / INDEX_NAME)
         return cls(root, BlobStore(root), index)
 
@@ -54,11 +55,3 @@ class Archive:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

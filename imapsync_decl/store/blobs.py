@@ -35,6 +35,7 @@ from typing import Any
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.store.fs import fsync_dir
 
 COMPRESSION_LEVEL = 1  # as small as 3 on mail (text and base64), and twice as fast
 READ_CHUNK = 256 * 1024
@@ -196,7 +197,7 @@ class BlobStore:
             for directory in sorted(renamed | (touched - self._synced)):
                 if directory not in self._synced:
                     self._remove_stale_temps(directory)
-                _fsync_dir(directory)
+                fsync_dir(directory)
                 self._synced.add(directory)
             for directory in sorted(touched):
                 self._make_durable(directory)
@@ -316,7 +317,7 @@ class BlobStore:
         including the root's entry, once per directory per store."""
         for child in (leaf, leaf.parent, self.directory, self.root):
             if child not in self._durable:
-                _fsync_dir(child.parent)
+                fsync_dir(child.parent)
                 self._durable.add(child)
 
     def _write_temp(self, directory: Path, content: bytes, *, sync: bool = True) -> Path:
@@ -407,13 +408,5 @@ def _syncfs(path: Path) -> None:
         if _libc.syncfs(fd) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"syncfs failed: {os.strerror(errno)}", str(path))
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
