@@ -56,12 +56,21 @@ def profile_warnings(server: Server) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+def source_server(server: Server) -> str:
+    """The server part of a mailbox's identity in the index: ``host:port``."""
+    return f"{server.host.lower()}:{server.effective_port}"
+
+
 def archived_folder(
-    index: Index | None, mailbox: Mailbox, path: str, uidvalidity: int
+    index: Index | None, mailbox: Mailbox, server: str, path: str, uidvalidity: int
 ) -> ArchivedFolder:
+    """What the index holds of this folder of this mailbox (its source: login and
+    server), never what another mailbox of the same archive folder holds."""
     if index is None:
         return ArchivedFolder()
-    folder_id = index.find_folder(mailbox.archive_user, mailbox.archive_folder, path)
+    folder_id = index.find_folder(
+        mailbox.archive_user, mailbox.archive_folder, path, login=mailbox.login, server=server
+    )
     if folder_id is None:
         return ArchivedFolder()
     checkpoint = index.checkpoint(folder_id)
@@ -84,17 +93,18 @@ def plan_folder(
     folder: FolderInfo,
     rules: Filters,
     delete_rules: Delete,
+    server: str,
 ) -> tuple[FolderFacts, ArchivedFolder]:
     on = filters.today()
     state = session.status(folder)
-    archived = archived_folder(index, mailbox, folder.path, state.uidvalidity)
+    archived = archived_folder(index, mailbox, server, folder.path, state.uidvalidity)
     condition = filters.condition(rules, state, on)
     deleting = deletion.active(delete_rules)
     if not deleting and up_to_date(state, archived, condition):
         return FolderFacts(folder, state, condition=condition), archived
     examined = session.examine(folder)
     if examined.uidvalidity != state.uidvalidity:
-        archived = archived_folder(index, mailbox, folder.path, examined.uidvalidity)
+        archived = archived_folder(index, mailbox, server, folder.path, examined.uidvalidity)
     # The condition of what the search sees: HIGHESTMODSEQ as EXAMINE reports it.
     condition = filters.condition(rules, examined, on)
     uids = session.search_uids(filters.search_criteria(rules, on))
@@ -154,6 +164,7 @@ def plan_mailbox(
                         choice.folder,
                         profile.doc.filters,
                         profile.doc.delete,
+                        source_server(server),
                     )
                 except ImapError as exc:
                     if isinstance(exc, ConnectionLost):
