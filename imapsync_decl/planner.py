@@ -36,6 +36,8 @@ from imapsync_decl.reconcile import (
     up_to_date,
 )
 from imapsync_decl.store import Index
+from imapsync_decl.store.index import default_journal_dir
+from imapsync_decl.store.journal import Journal
 
 log = structlog.get_logger(__name__)
 
@@ -298,6 +300,12 @@ def check_saved_plan(
 
 
 def open_index_if_exists(archive: Path) -> Index | None:
-    """The archive's index for reading, or None when the archive does not exist yet."""
+    """The archive's index for reading, or None when the archive does not exist yet.
+
+    An archive whose index is gone but whose journal is there is not new: opening it
+    is an ``IndexCorrupt`` that says to rebuild the index.
+    """
     path = archive / "index.sqlite"
-    return Index.open(path) if path.exists() else None
+    if not path.exists() and not Journal(default_journal_dir(path)).exists():
+        return None
+    return Index.open(path)
