@@ -302,10 +302,12 @@ def test_rebuild_index_refuses_a_healthy_index_unless_forced(
     bed, before = history
     code, out, err = bed.run("archive", "rebuild-index")
     assert code == 10
-    assert "healthy" in err and "--force" in err
+    assert "healthy" in err
+    assert "--force" in err
     code, out, err = bed.run("archive", "rebuild-index", "--force", "--format", "json")
     assert code == 0, out + err
     report = json.loads(out)
-    assert report["kept_as"] is not None and Path(report["kept_as"]).exists()
+    assert report["kept_as"] is not None
+    assert Path(report["kept_as"]).exists()
     assert report["restored"]["move"] == 3
     assert export_tree(bed, tmp_path / "after") == before
