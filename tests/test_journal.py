@@ -28,18 +28,24 @@ def old_index(root: Path, blobs: BlobStore) -> Path:
     assert index.schema_version == 3
     info = blobs.put(b"Subject: old\r\n\r\nold\r\n")
     for statement in _statements(
-        f"""
+        """
         INSERT INTO users (id, name, created_at) VALUES (1, 'alice', 'now');
         INSERT INTO mailboxes (id, user_id, archive_folder, login, profile)
             VALUES (1, 1, 'alice@example.com', 'alice', 'staff');
         INSERT INTO folders (id, mailbox_id, path) VALUES (1, 1, 'INBOX');
-        INSERT INTO messages (sha256, size, stored_size, first_archived_at)
-            VALUES ('{info.sha256}', {info.size}, {info.stored_size}, 'now');
-        INSERT INTO placements (folder_id, uidvalidity, uid, sha256, archived_at)
-            VALUES (1, 7, 1, '{info.sha256}', 'now');
         """
     ):
         connection.execute(statement)
+    connection.execute(
+        "INSERT INTO messages (sha256, size, stored_size, first_archived_at)"
+        " VALUES (?, ?, ?, 'now')",
+        (info.sha256, info.size, info.stored_size),
+    )
+    connection.execute(
+        "INSERT INTO placements (folder_id, uidvalidity, uid, sha256, archived_at)"
+        " VALUES (1, 7, 1, ?, 'now')",
+        (info.sha256,),
+    )
     connection.close()
     return path
 
