@@ -6,19 +6,39 @@ and of the machine. Rows refer to blobs by SHA-256; a blob is always written
 (and synced) before the rows that name it, so the index never names a blob that
 is not on disk.
 
+Every change is also appended to the archive's journal (``store/journal.py``),
+written and synced just before the transaction that makes it commits
+(``atomic``), so the journal holds every placement the index holds and
+``replay`` can rebuild the index from it. A damaged database file is an
+``IndexCorrupt`` (exit 12) that says to run ``archive rebuild-index``.
+
 Tables:
 
-* ``users``, ``mailboxes`` (one per archive folder of a user), ``folders``
-  (one per IMAP folder of a mailbox, with its *checkpoint*: the UIDVALIDITY,
-  UIDNEXT and message count up to which the folder is completely archived,
-  NULL until the first complete pass).
+* ``users``, ``mailboxes``, ``folders`` (one per IMAP folder of a mailbox, with
+  its *checkpoint*: the UIDVALIDITY, UIDNEXT and message count up to which the
+  folder is completely archived, NULL until the first complete pass).
+* A mailbox is known by its user, its archive folder **and its source**: the
+  server (``host:port``) and the login it is reached with. Two sources that
+  resolve to the same user and archive folder (the same person on an old and a
+  new server, two CSV rows with one e-mail address) are two mailboxes, which never
+  share folders, checkpoints or placements; the tree shows the second one with a
+  suffix (``tree_folder``). Schema version 4 brought this in: rows of older
+  versions keep their ``login`` and get ``server`` NULL, since the server was never
+  recorded. The first apply of a mailbox with that user, archive folder and login
+  claims such a row and fills in its server (``ensure_mailbox``); any other source
+  gets a mailbox of its own and is archived in full. Placements that two sources
+  wrote into one row before the upgrade cannot be told apart any more; verified
+  deletion therefore compares the server's copy with the archived blob before it
+  deletes anything.
 * ``messages``: one row per blob (per distinct content), with a few header
   values for listing.
 * ``placements``: one row per copy of a message in a folder, keyed by
   (folder, UIDVALIDITY, UID). The same message in two folders is one
   ``messages`` row and two placements.
 * ``runs``: one row per command run, with a JSON summary.
-* ``meta``: key/value pairs, among them the ``archive_id`` (a UUID).
+* ``meta``: key/value pairs: the ``archive_id`` (a UUID), and ``journal`` once the
+  journal holds everything the index holds (an index made before the journal gets
+  a snapshot of itself written to the journal when first opened).
 
 Stored representations: timestamps are ISO 8601 text with a UTC offset
 (``2024-05-01T12:00:00+00:00``); a naive ``datetime`` is taken as local time.
