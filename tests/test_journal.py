@@ -93,9 +93,14 @@ def test_torn_and_damaged_records_are_ignored_and_counted(tmp_path: Path) -> Non
     stats = ReadStats()
     assert [r["n"] for r in journal.read(stats)] == [0, 2]
     assert (stats.records, stats.damaged, stats.torn) == (2, 1, 1)
-    # A second writer starts a segment of its own: the torn tail is never followed by more.
+    # The next writer starts a segment of its own: a torn tail is never followed by more.
     Journal(tmp_path / "journal").append([{"t": "run", "n": 4}])
     assert [r["n"] for r in journal.read()] == [0, 2, 4]
+    assert len(journal.segments()) == 2
+    # After a clean end, the next writer appends to the last segment.
+    Journal(tmp_path / "journal").append([{"t": "run", "n": 5}])
+    assert [r["n"] for r in journal.read()] == [0, 2, 4, 5]
+    assert len(journal.segments()) == 2
 
 
 def test_the_journal_is_durable_before_the_index_commits(

@@ -11,8 +11,11 @@ transaction that was cut off between the two writes, whose blobs are on disk all
 same), and ``archive rebuild-index`` restores the index from it.
 
 Layout: ``<archive>/journal/NNNNNNNN.jsonl``, segments read in the order of their
-numbers. A writer starts a new segment the first time it appends, so a segment is
-written by one process only and only ever at its end. One record per line::
+numbers, written only ever at their end (by the one writer that holds the archive's
+lock). A writer appends to the last segment when it ends in a whole, good record and
+is smaller than ``SEGMENT_BYTES``; otherwise (a crash cut off its last append, or it
+is full) it starts a new one, so a torn record is always the last line of its
+segment. One record per line::
 
     <crc32 of the JSON text, 8 hex digits> <JSON object>\\n
 
@@ -40,10 +43,13 @@ from imapsync_decl.store.fs import (
     check_private_dir,
     create_exclusive,
     fsync_dir,
+    open_nofollow,
     write_all,
 )
 
 JOURNAL_NAME = "journal"
+SEGMENT_BYTES = 64 * 1024 * 1024  # a segment this large is not appended to any more
+_TAIL_BYTES = 1024 * 1024  # a last record longer than this: a new segment
 _SEGMENT = re.compile(r"^(\d{8})\.jsonl$")
 
 Record = Mapping[str, Any]
@@ -95,7 +101,7 @@ class Journal:
         if not data:
             return
         if self._fd is None:
-            self._fd = self._new_segment()
+            self._fd = self._open_segment()
         write_all(self._fd, data)
         os.fsync(self._fd)
 
@@ -124,8 +130,21 @@ class Journal:
         numbers = [n for n, _ in self._numbered()]
         return (max(numbers) if numbers else 0) + 1
 
-    def _new_segment(self) -> int:
+    def _open_segment(self) -> int:
+        """The last segment, opened for appending, if it ends in a whole good record and
+        has room; else a new segment."""
         self._ensure_directory()
+        numbered = self._numbered()
+        if numbered:
+            last = numbered[-1][1]
+            fd = open_nofollow(last, os.O_WRONLY | os.O_APPEND)
+            try:
+                if _ends_cleanly(last):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         while True:
             path = self.directory / f"{self._next_number():08d}.jsonl"
             try:
@@ -174,3 +193,23 @@ class Journal:
                     continue
                 stats.records += 1
                 yield record
+
+
+def _ends_cleanly(path: Path) -> bool:
+    """The segment is below ``SEGMENT_BYTES`` and its last line is a whole, good record."""
+    with open(path, "rb") as segment:
+        size = segment.seek(0, os.SEEK_END)
+        if size >= SEGMENT_BYTES:
+            return False
+        if size == 0:
+            return True
+        start = max(0, size - _TAIL_BYTES)
+        segment.seek(start)
+        tail = segment.read()
+    if not tail.endswith(b"\n"):
+        return False
+    body = tail[:-1]
+    newline = body.rfind(b"\n")
+    if newline < 0 and start > 0:
+        return False  # the last record is longer than we look
+    return decode(body[newline + 1 :]) is not None
