@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,29 @@ def test_the_journal_is_durable_before_the_index_commits(
         assert index.record(folder, 1, [stored(blobs, 1, b"one")], None).placements == 1
     places = [r for r in Journal(tmp_path / "journal").read() if r["t"] == "place"]
     assert [(p["uid"], p["mailbox"]["server"], p["path"]) for p in places] == [(1, "h:1", "INBOX")]
+
+
+def test_a_placement_whose_message_record_is_damaged_is_restored_from_its_blob(
+    tmp_path: Path,
+) -> None:
+    blobs = BlobStore(tmp_path)
+    path = tmp_path / "index.sqlite"
+    with Index.open(path) as index:
+        user = index.ensure_user("alice")
+        folder = index.ensure_folder(index.ensure_mailbox(user, "a", "alice", "p", "h:1"), "IN")
+        index.record(
+            folder, 1, [stored(blobs, 1, b"Subject: one\r\n\r\n1"), stored(blobs, 2, b"2")], None
+        )
+        before = list(index.iter_placements())
+    (segment, *_) = Journal(tmp_path / "journal").segments()[-1:]
+    lines = segment.read_bytes().split(b"\n")
+    first = hashlib.sha256(b"Subject: one\r\n\r\n1").hexdigest().encode()
+    (at,) = [i for i, line in enumerate(lines) if b'"t":"message"' in line and first in line]
+    lines[at] = lines[at].replace(b'"subject":"s"', b'"subject":"S"')
+    segment.write_bytes(b"\n".join(lines))
+    path.unlink()
+    report = rebuild_index(path, blobs)
+    assert report.read.damaged == 1
+    assert report.restored["messages_from_blobs"] == 1
+    with Index.open(path) as index:
+        assert list(index.iter_placements()) == before

@@ -66,8 +66,8 @@ from types import TracebackType
 from typing import Any
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.message import MessageHeaders
-from imapsync_decl.store.blobs import BlobInfo, BlobStore
+from imapsync_decl.message import MessageHeaders, parse_headers
+from imapsync_decl.store.blobs import BlobError, BlobInfo, BlobStore
 from imapsync_decl.store.journal import JOURNAL_NAME, Journal
 
 DB_MODE = 0o600
@@ -1208,7 +1208,9 @@ class Index:
         Messages whose blob is not on disk, and their placements, are left out, so
         the index never names a blob that is not on disk. Returns counts per kind,
         and of what was left out: ``missing_blobs`` (messages),
-        ``placements_without_blob`` and ``conflicts`` (placements).
+        ``placements_without_blob`` and ``conflicts`` (placements). A placement whose
+        message record was lost gets its messages row from the blob itself
+        (``messages_from_blobs``).
         """
         counts: dict[str, int] = defaultdict(int)
         present: dict[str, bool] = {}
@@ -1223,7 +1225,13 @@ class Index:
                         if not present[record["sha256"]]:
                             counts["missing_blobs"] += 1
                             continue
-                    elif kind == "place" and not present.get(record["sha256"], False):
+                    elif kind == "place" and record["sha256"] not in present:
+                        # Its message record was lost (a damaged line): read the blob.
+                        present[record["sha256"]] = self._message_from_blob(
+                            db, record["sha256"], blobs, str(record["archived_at"])
+                        )
+                        counts["messages_from_blobs"] += present[record["sha256"]]
+                    if kind == "place" and not present[record["sha256"]]:
                         counts["placements_without_blob"] += 1
                         continue
                     if self._replay_one(db, kind, record):
@@ -1237,6 +1245,33 @@ class Index:
             self._journal = journal
         self._archive_id = self._one("SELECT value FROM meta WHERE key = 'archive_id'")[0]
         return dict(counts)
+
+    def _message_from_blob(
+        self, db: sqlite3.Connection, sha256: str, blobs: BlobStore, archived_at: str
+    ) -> bool:
+        """A messages row made from the blob itself; False if the blob is missing or damaged."""
+        try:
+            data = blobs.get(sha256)
+            stored_size = blobs.path(sha256).stat().st_size
+        except (BlobError, OSError):
+            return False
+        h = parse_headers(data)
+        db.execute(
+            f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS})"  # noqa: S608
+            f" VALUES ({', '.join('?' * len(_MESSAGE_KEYS))})",
+            (
+                sha256,
+                len(data),
+                stored_size,
+                h.message_id,
+                h.date,
+                h.from_addr,
+                h.to_addr,
+                h.subject,
+                archived_at,
+            ),
+        )
+        return True
 
     def _replay_one(self, db: sqlite3.Connection, kind: str, r: Mapping[str, Any]) -> bool:
         """Apply one journal record; False when it could not be (a placement conflict)."""
