@@ -713,7 +713,7 @@ def archive_option(func: F) -> F:
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
     root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
-    if not (root / "index.sqlite").exists():
+    if open_index_if_exists(root) is None:
         raise UsageError(f"no archive at {root} (run `apply` first)")
     return Archive.open(root)
 
@@ -817,6 +817,72 @@ def archive_verify(config_dir: Path, archive_path: Path | None, output_format: s
             f"{len(report.missing)} missing, {len(report.orphans)} orphaned"
         )
     return ExitCode.OK if report.ok else ExitCode.INTEGRITY
+
+
+@archive_group.command("rebuild-index", epilog=EXIT_CODES)
+@config_dir_option
+@archive_option
+@format_option
+@click.option("--force", is_flag=True, help="Rebuild even when the index is healthy.")
+def archive_rebuild_index(
+    config_dir: Path, archive_path: Path | None, output_format: str, force: bool
+) -> int:
+    """Rebuild a damaged or lost index from the archive's journal.
+
+    Every user, mailbox, folder, message and placement (and the runs) is restored
+    from journal/; torn last records of a crash are ignored. The old database is
+    kept as index.sqlite.damaged-<time>. Checkpoints are not restored: the next
+    apply searches every folder once, and archives nothing twice. A healthy index
+    is left alone unless --force (exit 10). Takes the archive's lock.
+
+    \b
+    Examples:
+      imapsync-decl archive rebuild-index
+      imapsync-decl archive rebuild-index --archive /srv/archive
+    """
+    from imapsync_decl.store.blobs import BlobStore
+    from imapsync_decl.store.rebuild import rebuild_index
+
+    root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
+    if not root.is_dir():
+        raise UsageError(f"no archive at {root}")
+    with ArchiveLock(root, "imapsync-decl archive rebuild-index"):
+        report = rebuild_index(root / "index.sqlite", BlobStore(root), force=force)
+    restored = {
+        kind: report.restored.get(kind, 0)
+        for kind in ("user", "mailbox", "folder", "message", "place", "move", "run")
+    }
+    left_out = {
+        kind: report.restored.get(kind, 0)
+        for kind in ("missing_blobs", "placements_without_blob", "conflicts")
+    }
+    if output_format == "json":
+        _print_json(
+            {
+                "index": str(report.index),
+                "kept_as": str(report.kept_as) if report.kept_as else None,
+                "segments": report.read.segments,
+                "records": report.read.records,
+                "torn": report.read.torn,
+                "damaged": report.read.damaged,
+                "restored": restored,
+                "left_out": left_out,
+            }
+        )
+    else:
+        click.echo(
+            f"rebuilt {report.index} from {_plural(report.read.records, 'journal record')}"
+            f" in {_plural(report.read.segments, 'segment')}: {restored['place']} placements,"
+            f" {restored['message']} messages, {restored['run']} runs"
+            + (f"; the old index is kept as {report.kept_as}" if report.kept_as else "")
+        )
+        if report.read.torn:
+            click.echo(f"ignored {report.read.torn} torn record(s) of an interrupted write")
+        for kind, count in (("damaged journal record", report.read.damaged), *left_out.items()):
+            if count:
+                click.echo(f"warning: left out {count}: {kind}", err=True)
+    problems = report.read.damaged + sum(left_out.values())
+    return ExitCode.INTEGRITY if problems else ExitCode.OK
 
 
 @archive_group.command("stats", epilog=EXIT_CODES)

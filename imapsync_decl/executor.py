@@ -33,7 +33,7 @@ from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession, sequence_
 from imapsync_decl.loader import Loaded
 from imapsync_decl.message import parse_headers
 from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
-from imapsync_decl.planner import in_parallel
+from imapsync_decl.planner import in_parallel, source_server
 from imapsync_decl.profile import Profile
 from imapsync_decl.progress import NoProgress, Progress
 from imapsync_decl.store import Archive, ArchivedMessage, BlobError
@@ -126,6 +126,7 @@ class FolderResult:
     skipped: bool = False
     deleted: int = 0  # removed from the server after verification
     kept: int = 0  # planned for deletion but kept (not verifiable, flagged meanwhile, ...)
+    differing: int = 0  # kept because the server's copy is not the archived message
     profile: str = ""
     completed: bool = False  # checkpointed in this run: a reconnect does not redo it
     stale: bool = False  # UIDVALIDITY differs from the plan's
@@ -140,6 +141,7 @@ class FolderResult:
             "vanished": self.vanished,
             "deleted": self.deleted,
             "kept": self.kept,
+            "differing": self.differing,
             "error": self.error,
         }
 
@@ -351,7 +353,11 @@ class Executor:
         with index.atomic():
             user_id = index.ensure_user(plan.archive_user, plan.email, display_name, source=source)
             mailbox_id = index.ensure_mailbox(
-                user_id, plan.archive_folder, plan.login, plan.profile
+                user_id,
+                plan.archive_folder,
+                plan.login,
+                plan.profile,
+                server=source_server(profile.doc.server),
             )
             for folder_plan in plan.folders:
                 folder_result = FolderResult(
@@ -458,12 +464,15 @@ class Executor:
                 return
             done = index.archived_uids(folder_id, plan.uidvalidity)
             todo = [uid for uid in plan.uids if uid not in done]
-            old_by_hash: dict[str, list[int]] = defaultdict(list)
-            if plan.action == "rescan" and plan.previous_uidvalidity is not None:
-                for uid, sha in sorted(
-                    index.placements_of(folder_id, plan.previous_uidvalidity).items()
+            # A rescan re-points by content what is archived under any other UIDVALIDITY:
+            # the previous checkpoint's, or (a first archive cut off before its checkpoint)
+            # whatever is there, so nothing is stored twice.
+            old_by_hash: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            if plan.action == "rescan":
+                for uidvalidity, uid, sha in index.placements_elsewhere(
+                    folder_id, plan.uidvalidity
                 ):
-                    old_by_hash[sha].append(uid)
+                    old_by_hash[sha].append((uidvalidity, uid))
             fetched = 0
             # Sizes first, so that no FETCH asks for more than a batch's worth of bytes:
             # memory stays bounded by the batch (or the largest message), not the folder.
@@ -548,13 +557,45 @@ class Executor:
         # Ask again now: flagged or already \Deleted messages, and young ones, stay.
         criteria = deletion.candidate_criteria(profile.doc.delete, filters.today())
         still = set(session.search_uids(["UID", sequence_set(verified), *criteria]))
-        marked = session.mark_deleted(
-            [uid for uid in verified if uid in still], state.highestmodseq
+        same = self._same_on_server(
+            session, [uid for uid in verified if uid in still], placements, result
         )
+        marked = session.mark_deleted(same, state.highestmodseq)
         session.expunge_uids(sorted(marked))
         result.deleted = len(marked)
         result.kept = len(plan.delete) - len(marked)
         log.info("messages_deleted", deleted=len(marked), kept=result.kept)
+
+    def _same_on_server(
+        self,
+        session: ImapSession,
+        uids: list[int],
+        placements: dict[int, str],
+        result: FolderResult,
+    ) -> list[int]:
+        """The UIDs whose server copy, fetched again now, is byte for byte the archived
+        message (its SHA-256 is the placement's). Any other is kept and reported."""
+        same: list[int] = []
+        sizes = session.fetch_sizes(uids) if uids else {}
+        for message in session.fetch_messages(
+            uids, max_count=self.batching.max_count, max_bytes=self.batching.max_bytes, sizes=sizes
+        ):
+            if hashlib.sha256(message.body).hexdigest() == placements[message.uid]:
+                same.append(message.uid)
+            else:
+                result.differing += 1
+                log.error(
+                    "deletion_refused",
+                    uid=message.uid,
+                    blob=placements[message.uid],
+                    error="the server's copy differs from the archived message",
+                )
+        if result.differing:
+            result.error = (
+                f"{result.differing} message(s) of {result.path} differ on the server from the"
+                " archived message under their UID and stay on the server"
+            )
+        return same
 
     def _batches(self, messages: Iterator[FetchedMessage]) -> Iterator[list[FetchedMessage]]:
         batch: list[FetchedMessage] = []
@@ -574,19 +615,18 @@ class Executor:
         plan: FolderPlan,
         result: FolderResult,
         folder_id: int,
-        old_by_hash: dict[str, list[int]],
+        old_by_hash: dict[str, list[tuple[int, int]]],
         key: str,
     ) -> None:
         assert plan.uidvalidity is not None
         index, blobs = self.archive.index, self.archive.blobs
         hashes = [hashlib.sha256(m.body).hexdigest() for m in batch]
-        known = index.known_blobs(hashes)
-        moves: list[tuple[int, int]] = []
+        moves: list[tuple[int, int, int]] = []
         to_store: list[FetchedMessage] = []
         to_store_hashes: list[str] = []
         for message, sha in zip(batch, hashes, strict=True):
             if old_by_hash.get(sha):
-                moves.append((old_by_hash[sha].pop(0), message.uid))
+                moves.append((*old_by_hash[sha].pop(0), message.uid))
             else:
                 to_store.append(message)
                 to_store_hashes.append(sha)
@@ -605,13 +645,11 @@ class Executor:
         # 2. placements in one transaction
         with index.atomic():
             if moves:
-                assert plan.previous_uidvalidity is not None
-                index.repoint(
-                    folder_id, plan.previous_uidvalidity, plan.uidvalidity, moves, self.run_id
-                )
-            index.record(folder_id, plan.uidvalidity, entries, self.run_id)
-        present = len(moves) + sum(1 for info in infos if info.sha256 in known)
-        result.already_present += present
-        result.archived += len(batch) - present
+                index.repoint(folder_id, plan.uidvalidity, moves, self.run_id)
+            recorded = index.record(folder_id, plan.uidvalidity, entries, self.run_id)
+        # Archived: contents new to the archive, counted in the index transaction, so
+        # two mailboxes storing the same message at once count it once.
+        result.archived += recorded.messages
+        result.already_present += len(batch) - recorded.messages
         log.debug("batch_committed", messages=len(batch), moved=len(moves))
         self.progress.advanced(key, len(batch), sum(len(m.body) for m in batch))

@@ -255,18 +255,16 @@ def export_maildir(
 
 
 def _parts(row: PlacementRow) -> list[str]:
-    return [row.user, row.archive_folder, *row.folder.split("/")]
+    """User, mailbox (its tree folder: a second mailbox of an archive folder gets a
+    suffix from its source, so two mailboxes never share files), folder levels."""
+    return [row.user, row.tree_folder or row.archive_folder, *row.folder.split("/")]
 
 
 def _by_folder(
     archive: Archive, user: str | None, folder: str | None
 ) -> Iterator[tuple[list[str], Iterator[PlacementRow]]]:
     """The selected placements folder by folder, with the folder's path parts."""
-    for (owner, archive_folder, path), rows in groupby(
-        archive.index.iter_placements(user=user, folder=folder),
-        key=lambda r: (r.user, r.archive_folder, r.folder),
-    ):
-        yield [owner, archive_folder, *path.split("/")], rows
+    yield from groupby(archive.index.iter_placements(user=user, folder=folder), key=_parts)
 
 
 def _make_dirs(base: Path, names: Sequence[str]) -> Path:

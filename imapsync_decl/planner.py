@@ -36,6 +36,8 @@ from imapsync_decl.reconcile import (
     up_to_date,
 )
 from imapsync_decl.store import Index
+from imapsync_decl.store.index import default_journal_dir
+from imapsync_decl.store.journal import Journal
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +58,21 @@ def profile_warnings(server: Server) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+def source_server(server: Server) -> str:
+    """The server part of a mailbox's identity in the index: ``host:port``."""
+    return f"{server.host.lower()}:{server.effective_port}"
+
+
 def archived_folder(
-    index: Index | None, mailbox: Mailbox, path: str, uidvalidity: int
+    index: Index | None, mailbox: Mailbox, server: str, path: str, uidvalidity: int
 ) -> ArchivedFolder:
+    """What the index holds of this folder of this mailbox (its source: login and
+    server), never what another mailbox of the same archive folder holds."""
     if index is None:
         return ArchivedFolder()
-    folder_id = index.find_folder(mailbox.archive_user, mailbox.archive_folder, path)
+    folder_id = index.find_folder(
+        mailbox.archive_user, mailbox.archive_folder, path, login=mailbox.login, server=server
+    )
     if folder_id is None:
         return ArchivedFolder()
     checkpoint = index.checkpoint(folder_id)
@@ -84,17 +95,18 @@ def plan_folder(
     folder: FolderInfo,
     rules: Filters,
     delete_rules: Delete,
+    server: str,
 ) -> tuple[FolderFacts, ArchivedFolder]:
     on = filters.today()
     state = session.status(folder)
-    archived = archived_folder(index, mailbox, folder.path, state.uidvalidity)
+    archived = archived_folder(index, mailbox, server, folder.path, state.uidvalidity)
     condition = filters.condition(rules, state, on)
     deleting = deletion.active(delete_rules)
     if not deleting and up_to_date(state, archived, condition):
         return FolderFacts(folder, state, condition=condition), archived
     examined = session.examine(folder)
     if examined.uidvalidity != state.uidvalidity:
-        archived = archived_folder(index, mailbox, folder.path, examined.uidvalidity)
+        archived = archived_folder(index, mailbox, server, folder.path, examined.uidvalidity)
     # The condition of what the search sees: HIGHESTMODSEQ as EXAMINE reports it.
     condition = filters.condition(rules, examined, on)
     uids = session.search_uids(filters.search_criteria(rules, on))
@@ -154,6 +166,7 @@ def plan_mailbox(
                         choice.folder,
                         profile.doc.filters,
                         profile.doc.delete,
+                        source_server(server),
                     )
                 except ImapError as exc:
                     if isinstance(exc, ConnectionLost):
@@ -287,6 +300,12 @@ def check_saved_plan(
 
 
 def open_index_if_exists(archive: Path) -> Index | None:
-    """The archive's index for reading, or None when the archive does not exist yet."""
+    """The archive's index for reading, or None when the archive does not exist yet.
+
+    An archive whose index is gone but whose journal is there is not new: opening it
+    is an ``IndexCorrupt`` that says to rebuild the index.
+    """
     path = archive / "index.sqlite"
-    return Index.open(path) if path.exists() else None
+    if not path.exists() and not Journal(default_journal_dir(path)).exists():
+        return None
+    return Index.open(path)

@@ -118,13 +118,19 @@ def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan
         uids=missing,
         bytes=sum(facts.sizes.get(uid, 0) for uid in missing),
         already_archived=present,
-        note=(
-            f"UIDVALIDITY changed from {previous} to {state.uidvalidity}: messages are hashed "
-            "and re-pointed, not stored again"
-            if rescan
-            else None
-        ),
+        note=_rescan_note(previous, state.uidvalidity) if rescan else None,
     )
+
+
+def _rescan_note(previous: int | None, uidvalidity: int) -> str:
+    """Why a folder is rescanned: with a checkpoint, its UIDVALIDITY changed; without
+    one, a first archive was cut off and the folder has since been recreated."""
+    changed = (
+        f"UIDVALIDITY changed from {previous} to {uidvalidity}"
+        if previous is not None
+        else f"partly archived under another UIDVALIDITY, now {uidvalidity}"
+    )
+    return f"{changed}: messages are hashed and re-pointed, not stored again"
 
 
 def reconcile_mailbox(

@@ -32,6 +32,7 @@ from imapsync_decl.store import (
     MIGRATIONS,
     Archive,
     ArchivedMessage,
+    ArchiveIndexError,
     ArchiveLock,
     ArchiveLocked,
     BlobDamaged,
@@ -297,7 +298,7 @@ def test_any_bytes_round_trip(shared_store: BlobStore, data: bytes) -> None:
 def test_verify_clean_damaged_missing_orphan(archive: Archive) -> None:
     folder = make_folder(archive.index)
     entries = [entry(uid, TEXT + bytes([uid]), archive.blobs) for uid in range(1, 6)]
-    assert archive.index.record(folder, 1, entries, None) == 5
+    assert archive.index.record(folder, 1, entries, None).placements == 5
     report = verify(archive.blobs, archive.index)
     assert report.ok
     assert (report.checked, report.damaged, report.missing, report.orphans) == (5, (), (), ())
@@ -481,7 +482,9 @@ def test_ensure_is_idempotent(archive: Archive) -> None:
     assert index.ensure_user("alice", "alice@example.com", "Alice") == user
     assert index.ensure_user("alice") == user
     mailbox = index.ensure_mailbox(user, "alice@example.com", "alice", "staff")
-    assert index.ensure_mailbox(user, "alice@example.com", "alice2", "other") == mailbox
+    assert index.ensure_mailbox(user, "alice@example.com", "alice", "other") == mailbox
+    # Another login (or server) is another mailbox, even in the same archive folder.
+    assert index.ensure_mailbox(user, "alice@example.com", "alice2", "other") != mailbox
     folder = index.ensure_folder(mailbox, "INBOX")
     assert index.ensure_folder(mailbox, "INBOX") == folder
     assert index.ensure_folder(mailbox, "INBOX/Sub") != folder
@@ -490,7 +493,7 @@ def test_ensure_is_idempotent(archive: Archive) -> None:
     assert index.find_folder("bob", "alice@example.com", "INBOX") is None
     assert index.counts() == {
         "users": 1,
-        "mailboxes": 1,
+        "mailboxes": 2,
         "folders": 2,
         "messages": 0,
         "placements": 0,
@@ -503,7 +506,9 @@ def test_record_is_atomic(archive: Archive) -> None:
 
     def fail_after_recording() -> None:
         with index.atomic():
-            assert index.record(folder, 1, [entry(1, b"one"), entry(2, b"two")], None) == 2
+            assert (
+                index.record(folder, 1, [entry(1, b"one"), entry(2, b"two")], None).placements == 2
+            )
             with index.atomic():  # a nested block joins the outer transaction
                 index.set_checkpoint(folder, 1, 3, 2)
             raise RuntimeError("boom")
@@ -543,9 +548,9 @@ def test_record_is_idempotent_and_deduplicates(archive: Archive) -> None:
     inbox = make_folder(index, path="INBOX")
     sent = make_folder(index, path="Sent")
     entries = [entry(1, TEXT, archive.blobs), entry(2, b"second", archive.blobs)]
-    assert index.record(inbox, 9, entries, "run-1") == 2
-    assert index.record(inbox, 9, entries, "run-1") == 0
-    assert index.record(sent, 4, [entry(17, TEXT, archive.blobs)], "run-1") == 1
+    assert index.record(inbox, 9, entries, "run-1").placements == 2
+    assert index.record(inbox, 9, entries, "run-1").placements == 0
+    assert index.record(sent, 4, [entry(17, TEXT, archive.blobs)], "run-1").placements == 1
     assert index.counts()["messages"] == 2
     assert index.counts()["placements"] == 3
     assert index.archived_uids(inbox, 9) == {1, 2}
@@ -559,7 +564,7 @@ def test_repoint_moves_and_keeps(archive: Archive) -> None:
     contents = {uid: f"message {uid}".encode() for uid in (1, 2, 3)}
     index.record(folder, 10, [entry(uid, c) for uid, c in contents.items()], None)
     before = index.counts()
-    assert index.repoint(folder, 10, 20, [(1, 101), (2, 102), (99, 199)], "run-2") == 2
+    assert index.repoint(folder, 20, [(10, 1, 101), (10, 2, 102), (10, 99, 199)], "run-2") == 2
     sha = {uid: hashlib.sha256(c).hexdigest() for uid, c in contents.items()}
     assert index.placements_of(folder, 20) == {101: sha[1], 102: sha[2]}
     assert index.placements_of(folder, 10) == {3: sha[3]}
@@ -568,13 +573,13 @@ def test_repoint_moves_and_keeps(archive: Archive) -> None:
     assert index.count_placements(folder) == 3
     assert index.count_placements(folder, uidvalidity=20) == 2
     assert index.count_placements(folder, exclude_uidvalidity=20) == 1
-    assert index.repoint(folder, 10, 20, [(1, 101), (2, 102)], "run-2") == 0
+    assert index.repoint(folder, 20, [(10, 1, 101), (10, 2, 102)], "run-2") == 0
     # A move onto a different message is refused, and the whole call is undone.
     with pytest.raises(PlacementConflict):
-        index.repoint(folder, 10, 20, [(3, 101)], None)
+        index.repoint(folder, 20, [(10, 3, 101)], None)
     assert index.placements_of(folder, 10) == {3: sha[3]}
     with pytest.raises(ValueError, match="different"):
-        index.repoint(folder, 10, 10, [], None)
+        index.repoint(folder, 10, [(10, 1, 2)], None)
 
 
 def test_checkpoint(archive: Archive) -> None:
@@ -626,7 +631,7 @@ def test_paging_over_many_rows(archive: Archive) -> None:
     index = archive.index
     folder = make_folder(index)
     entries = [entry(uid, f"m{uid}".encode()) for uid in range(1, 2602)]
-    assert index.record(folder, 3, entries, None) == 2601
+    assert index.record(folder, 3, entries, None).placements == 2601
     assert [r.uid for r in index.iter_placements()] == list(range(1, 2602))
     hashes = list(index.iter_message_hashes())
     assert hashes == sorted(e.blob.sha256 for e in entries)
@@ -671,7 +676,7 @@ def test_runs(archive: Archive) -> None:
 
 
 def test_index_never_names_unknown_folder(archive: Archive) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ArchiveIndexError, match="no folder"):
         archive.index.record(999, 1, [entry(1, b"x")], None)
     assert archive.index.counts()["messages"] == 0
 

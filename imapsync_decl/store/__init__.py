@@ -1,10 +1,12 @@
 """The embedded archive store: content-addressed blobs, an SQLite index, verify, lock.
 
 Write order, which keeps the archive consistent after a crash at any point:
-the blob is durably on disk, then the index rows are committed in one
-transaction, then the folder checkpoint is set. The index never names a blob
-that is not on disk; a crash leaves at worst an orphan blob, which ``verify``
-reports as information and the next put of the same content reuses.
+the blob is durably on disk, then the batch's journal records are durable, then
+the index rows are committed in one transaction, then the folder checkpoint is
+set. The index never names a blob that is not on disk, and the journal holds
+every placement the index holds (``rebuild-index`` restores the index from it);
+a crash leaves at worst an orphan blob, which ``verify`` reports as information
+and the next put of the same content reuses.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from imapsync_decl.store.index import (
     ArchiveIndexError,
     Checkpoint,
     Index,
+    IndexCorrupt,
     IndexTooNew,
     PlacementConflict,
     PlacementRow,
+    Recorded,
     UserRecord,
 )
+from imapsync_decl.store.journal import Journal
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
 from imapsync_decl.store.verify import VerifyReport, verify
 
@@ -47,10 +52,13 @@ __all__ = [
     "BlobStore",
     "Checkpoint",
     "Index",
+    "IndexCorrupt",
     "IndexTooNew",
     "InvalidBlobName",
+    "Journal",
     "PlacementConflict",
     "PlacementRow",
+    "Recorded",
     "UserRecord",
     "VerifyReport",
     "check_hash",
