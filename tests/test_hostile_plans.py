@@ -68,9 +68,10 @@ def plan(*mailboxes: MailboxPlan, plan_id: str = PLAN_ID) -> Plan:
 
 
 def base_document() -> dict[str, Any]:
-    return json.loads(
+    body: dict[str, Any] = json.loads(
         json.dumps(plan(mailbox(folder(), folder(path="X", wire_name="X"))).to_json())
     )
+    return body
 
 
 def _folder_field(name: str, value: Any) -> Callable[[dict[str, Any]], None]:
