@@ -502,8 +502,10 @@ def apply(
     run archives nothing new. Crash-safe: after a crash, run apply (without a plan
     file) again. Ctrl-C or SIGTERM finish the current batch and exit 130 / 143. One
     apply at a time per archive (exit 13 otherwise). A saved plan made for another
-    configuration or archive state, or applied already, is refused (exit 11); a
-    folder whose UIDVALIDITY changed since the plan is left out (exit 11).
+    configuration or archive state, or applied already, is refused (exit 11); so is
+    one that differs in anything but its UIDs from what the configuration and the
+    servers give now. A folder whose UIDVALIDITY changed since the plan is left out
+    (exit 11).
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)

@@ -46,8 +46,7 @@ class StalePlan(ImapsyncError):
 
 def _differs(place: str, saved: Any, current: Any, source: str) -> StalePlan:
     return StalePlan(
-        f"the plan does not match {source} at {place}: the plan says {shown_value(saved)}, "
-        f"{source} gives {shown_value(current)}{AGAIN}"
+        f"{place}: the plan says {shown_value(saved)}, {source} gives {shown_value(current)}{AGAIN}"
     )
 
 
