@@ -433,3 +433,24 @@ def test_a_plan_cannot_add_uids_to_archive_or_delete(bed: Bed) -> None:
     assert (result["totals"]["archived"], result["totals"]["deleted"]) == (2, 1)
     assert {p[3] for p in bed.placements()} == {uids["read_old"], uids["read_young"]}
     assert set(bed.server_messages(user, "INBOX")) == {uids["unread_old"], uids["read_young"]}
+
+
+def test_a_saved_rescan_plan_re_points_what_is_archived(bed: Bed) -> None:
+    user = bed.new_user()
+    seed(bed, user, "Projekt", 2)
+    bed.master_profile("p", [user])
+    assert bed.run("apply")[0] == 0
+    bodies = list(bed.server_messages(user, "Projekt").values())
+    bed.server.delete_folder(user, "Projekt")
+    bed.server.create_folder(user, "Projekt")
+    for body in bodies:
+        bed.server.append(user, "Projekt", body)
+    path = saved_plan(bed)
+    planned = folder_of(json.loads(path.read_text()), "Projekt")
+    assert planned["action"] == "rescan"
+
+    code, result = bed.apply_json(str(path))
+    assert code == 0, result
+    assert (result["totals"]["archived"], result["totals"]["already_present"]) == (0, 2)
+    assert {p[2] for p in bed.placements() if p[1] == "Projekt"} == {planned["uidvalidity"]}
+    assert bed.blob_count() == 2
