@@ -2,7 +2,7 @@
 
 ``Plan.to_json()`` is the document that ``plan --format json`` prints (see the
 README for its fields); ``Plan.from_json()`` reads it back and refuses other
-format versions. No I/O here.
+format versions and any field of the wrong type or range, naming it. No I/O here.
 """
 
 from __future__ import annotations
