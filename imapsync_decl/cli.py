@@ -7,10 +7,12 @@ its own exit code; only a bug ends with a traceback (exit 1).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import traceback
 import uuid
@@ -28,12 +30,18 @@ from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, 
 from imapsync_decl.executor import ApplyResult, Batching, Executor, StopRequested
 from imapsync_decl.export import export_eml
 from imapsync_decl.plan import Plan, PlanFormatError
-from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_index_if_exists
+from imapsync_decl.planner import make_plan, open_index_if_exists
 from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
+from imapsync_decl.saved_plan import (
+    MAX_PLAN_BYTES,
+    StalePlan,
+    check_saved_plan,
+    restrict_to_saved,
+)
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.store import Archive, ArchiveLock, verify
-from imapsync_decl.store.fs import atomic_write
+from imapsync_decl.store.fs import atomic_write, open_nofollow
 from imapsync_decl.userlist import load_with_index_users
 
 EXIT_CODES = """\b
@@ -373,10 +381,14 @@ def plan_command(
         if index is not None:
             index.close()
     if out_file is not None:
-        atomic_write(
-            out_file,
-            (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode(),
-        )
+        saved = (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
+        if len(saved) > MAX_PLAN_BYTES:
+            raise UsageError(
+                f"the plan has {len(saved) >> 20} MiB, more than `apply` reads "
+                f"({MAX_PLAN_BYTES >> 20} MiB): save plans for fewer profiles at a time "
+                "(--profile)"
+            )
+        atomic_write(out_file, saved)
         structlog.get_logger(__name__).info("plan_written", path=str(out_file), plan_id=the_plan.id)
     if output_format == "json":
         _print_json(the_plan.to_json())
@@ -418,11 +430,32 @@ def _read_directories(
 
 
 def _read_plan(path: Path) -> Plan:
+    """Read a saved plan: a regular file (not through a symbolic link) of at most
+    MAX_PLAN_BYTES. An unreadable file is a command-line error (exit 10); one that is
+    not a plan document, or too large to be one, a stale plan (exit 11)."""
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"the plan file {path} is a symbolic link; give the file itself"
+            ) from None
         raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise UsageError(f"the plan file {path} is not a regular file")
+        try:
+            data = file.read(MAX_PLAN_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise StalePlan(
+            f"{path} is larger than {MAX_PLAN_BYTES >> 20} MiB, so it is no plan that "
+            "`plan --out` wrote; run `plan --out` again"
+        )
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
         raise StalePlan(f"{path} is not a plan document ({exc}); run `plan --out` again") from None
     try:
         return Plan.from_json(body)
@@ -469,8 +502,10 @@ def apply(
     run archives nothing new. Crash-safe: after a crash, run apply (without a plan
     file) again. Ctrl-C or SIGTERM finish the current batch and exit 130 / 143. One
     apply at a time per archive (exit 13 otherwise). A saved plan made for another
-    configuration or archive state, or applied already, is refused (exit 11); a
-    folder whose UIDVALIDITY changed since the plan is left out (exit 11).
+    configuration or archive state, or applied already, is refused (exit 11); so is
+    one that differs in anything but its UIDs from what the configuration and the
+    servers give now. A folder whose UIDVALIDITY changed since the plan is left out
+    (exit 11).
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
@@ -548,7 +583,17 @@ def run_apply(
             # Again under the lock: another apply may have run meanwhile.
             fresh = not existed and archive.index.state_token() == "runs:0"
             check_saved_plan(saved, config, archive.index, created_now=fresh)
-            the_plan = saved
+            # Only the saved UIDs are taken from the file: everything else comes from a
+            # plan made now, and the file must say the same.
+            the_plan = saved  # a plan of no profiles applies nothing
+            if saved.profiles:
+                current = make_plan(
+                    config,
+                    [p.name for p in saved.profiles],
+                    archive.index,
+                    directory_error=directory_error,
+                )
+                the_plan = restrict_to_saved(saved, current)
         else:
             the_plan = make_plan(
                 config, profile_names, archive.index, directory_error=directory_error

@@ -2,16 +2,19 @@
 
 ``Plan.to_json()`` is the document that ``plan --format json`` prints (see the
 README for its fields); ``Plan.from_json()`` reads it back and refuses other
-format versions. No I/O here.
+format versions and any field of the wrong type or range, naming it. No I/O here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 FORMAT_VERSION = 1
+PLAN_ID = re.compile(r"[A-Za-z0-9-]{1,64}")  # plans get a UUID
 
 Action = Literal["archive", "rescan", "skip", "error"]
 ACTIONS: tuple[Action, ...] = ("archive", "rescan", "skip", "error")
@@ -171,24 +174,37 @@ class Plan:
 
     @classmethod
     def from_json(cls, body: Any) -> Plan:
+        """Read a plan document back; strict: every field of the right type and range.
+
+        Raises :class:`PlanFormatError` naming the first field that is wrong (as a path,
+        ``profiles[0].mailboxes[1].folders[2].uids[3]``). What the values mean is not
+        checked here: a saved plan is held to the configuration and the servers before
+        it is applied (``saved_plan``).
+        """
         if not isinstance(body, dict) or "format_version" not in body:
             raise PlanFormatError("not a plan document (no format_version)")
         if body["format_version"] != FORMAT_VERSION:
             raise PlanFormatError(
-                f"plan format_version {body['format_version']} is not {FORMAT_VERSION}"
+                f"plan format_version {shown_value(body['format_version'])} is not {FORMAT_VERSION}"
             )
+        doc = _Fields(body, "")
+        plan_id = doc.text("id")
+        if not PLAN_ID.fullmatch(plan_id):
+            raise PlanFormatError(f"id: {shown_value(plan_id)} is not a plan id")
+        created_at = doc.text("created_at")
         try:
-            return cls(
-                id=str(body["id"]),
-                created_at=str(body["created_at"]),
-                archive=str(body["archive"]),
-                archive_id=body.get("archive_id"),
-                config_digest=body.get("config_digest"),
-                archive_state=body.get("archive_state"),
-                profiles=tuple(_profile_from(p) for p in body["profiles"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PlanFormatError(f"malformed plan document: {exc!r}") from None
+            dt.datetime.fromisoformat(created_at)
+        except ValueError:
+            raise PlanFormatError(f"created_at: {shown_value(created_at)} is not a time") from None
+        return cls(
+            id=plan_id,
+            created_at=created_at,
+            archive=doc.text("archive"),
+            archive_id=doc.optional_text("archive_id"),
+            config_digest=doc.optional_text("config_digest"),
+            archive_state=doc.optional_text("archive_state"),
+            profiles=tuple(_profile_from(p) for p in doc.objects("profiles")),
+        )
 
 
 def _profile_json(profile: ProfilePlan) -> dict[str, Any]:
@@ -239,60 +255,154 @@ def _folder_json(folder: FolderPlan) -> dict[str, Any]:
     }
 
 
-def _profile_from(body: dict[str, Any]) -> ProfilePlan:
+MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY and UIDNEXT are 32-bit (RFC 3501 nz-number)
+MAX_COUNT = 2**63 - 1
+
+
+class _Fields:
+    """One JSON object of a plan document, read field by field with its place for errors."""
+
+    def __init__(self, body: Any, where: str) -> None:
+        if not isinstance(body, dict):
+            raise PlanFormatError(f"{where or 'the plan'}: not an object")
+        self.body: dict[str, Any] = body
+        self.where = where
+
+    def _place(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _get(self, key: str, default: Any = ...) -> Any:
+        if key in self.body:
+            return self.body[key]
+        if default is ...:
+            raise PlanFormatError(f"{self._place(key)}: missing")
+        return default
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise PlanFormatError(f"{self._place(key)}: {shown_value(value)} is not a string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._get(key, None)
+        return None if value is None else self.text(key)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        values = self._list(key)
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise PlanFormatError(
+                    f"{self._place(key)}[{i}]: {shown_value(value)} is not a string"
+                )
+        return tuple(values)
+
+    def number(self, key: str, low: int, high: int, default: Any = ...) -> int:
+        return _number(self._get(key, default), self._place(key), low, high)
+
+    def optional_number(self, key: str, low: int, high: int) -> int | None:
+        value = self._get(key, None)
+        return None if value is None else _number(value, self._place(key), low, high)
+
+    def uids(self, key: str) -> tuple[int, ...]:
+        """A list of distinct UIDs (the field may be absent: no UIDs)."""
+        values = self._list(key, [])
+        seen: set[int] = set()
+        for i, value in enumerate(values):
+            uid = _number(value, f"{self._place(key)}[{i}]", 1, MAX_UID)
+            if uid in seen:
+                raise PlanFormatError(f"{self._place(key)}[{i}]: UID {uid} is listed twice")
+            seen.add(uid)
+        return tuple(values)
+
+    def objects(self, key: str, default: Any = ...) -> list[_Fields]:
+        return [
+            _Fields(value, f"{self._place(key)}[{i}]")
+            for i, value in enumerate(self._list(key, default))
+        ]
+
+    def _list(self, key: str, default: Any = ...) -> list[Any]:
+        value = self._get(key, default)
+        if not isinstance(value, list):
+            raise PlanFormatError(f"{self._place(key)}: {shown_value(value)} is not a list")
+        return value
+
+
+def _number(value: Any, place: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PlanFormatError(f"{place}: {shown_value(value)} is not an integer")
+    if not low <= value <= high:
+        raise PlanFormatError(f"{place}: {shown_value(value)} is not in {low}..{high}")
+    return value
+
+
+def shown_value(value: Any) -> str:
+    """A value of a plan file as a message shows it: quoted, control characters escaped,
+    long values cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _profile_from(body: _Fields) -> ProfilePlan:
     return ProfilePlan(
-        name=str(body["name"]),
-        server=str(body["server"]),
-        security=str(body["security"]),
-        warnings=tuple(str(w) for w in body["warnings"]),
-        mailboxes=tuple(_mailbox_from(m) for m in body["mailboxes"]),
-        error=body.get("error"),
-        users_added=tuple(str(u) for u in body.get("users_added", ())),
+        name=body.text("name"),
+        server=body.text("server"),
+        security=body.text("security"),
+        warnings=body.texts("warnings"),
+        mailboxes=tuple(_mailbox_from(m) for m in body.objects("mailboxes")),
+        error=body.optional_text("error"),
+        users_added=tuple(body.texts("users_added")) if "users_added" in body.body else (),
         not_selected=tuple(
-            (str(n["user"]), str(n["reason"])) for n in body.get("not_selected", ())
+            (n.text("user"), n.text("reason")) for n in body.objects("not_selected", [])
         ),
     )
 
 
-def _mailbox_from(body: dict[str, Any]) -> MailboxPlan:
+def _mailbox_from(body: _Fields) -> MailboxPlan:
     return MailboxPlan(
-        profile=str(body["profile"]),
-        source=str(body["source"]),
-        archive_user=str(body["archive_user"]),
-        archive_folder=str(body["archive_folder"]),
-        login=str(body["login"]),
-        email=body["email"],
-        error=body["error"],
-        folders=tuple(_folder_from(f) for f in body["folders"]),
-        excluded=tuple(ExcludedFolder(str(e["path"]), str(e["reason"])) for e in body["excluded"]),
+        profile=body.text("profile"),
+        source=body.text("source"),
+        archive_user=body.text("archive_user"),
+        archive_folder=body.text("archive_folder"),
+        login=body.text("login"),
+        email=body.optional_text("email"),
+        error=body.optional_text("error"),
+        folders=tuple(_folder_from(f) for f in body.objects("folders")),
+        excluded=tuple(
+            ExcludedFolder(e.text("path"), e.text("reason")) for e in body.objects("excluded")
+        ),
     )
 
 
-def _folder_from(body: dict[str, Any]) -> FolderPlan:
-    action = body["action"]
+def _folder_from(body: _Fields) -> FolderPlan:
+    action = body.text("action")
     if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}")
-    uids = tuple(int(u) for u in body["uids"])
-    if len(uids) != body["messages"]:
-        raise ValueError("messages does not match the number of uids")
+        raise PlanFormatError(f"{body.where}.action: {shown_value(action)} is not an action")
+    uids = body.uids("uids")
+    if body.number("messages", 0, MAX_COUNT) != len(uids):
+        raise PlanFormatError(f"{body.where}.messages: does not match the number of uids")
+    if uids and action not in ("archive", "rescan"):
+        raise PlanFormatError(f"{body.where}.uids: a folder to {action} has no UIDs to archive")
+    delete = body.uids("delete")
+    if delete and action == "error":
+        raise PlanFormatError(f"{body.where}.delete: a folder in error has no UIDs to delete")
+    uidvalidity = body.optional_number("uidvalidity", 1, MAX_UID)
+    if uidvalidity is None and action != "error":
+        raise PlanFormatError(f"{body.where}.uidvalidity: missing")
     return FolderPlan(
-        path=str(body["path"]),
-        wire_name=str(body["wire_name"]),
+        path=body.text("path"),
+        wire_name=body.text("wire_name"),
         action=action,
-        uidvalidity=_opt_int(body["uidvalidity"]),
-        uidnext=_opt_int(body["uidnext"]),
-        exists=_opt_int(body["exists"]),
-        previous_uidvalidity=_opt_int(body["previous_uidvalidity"]),
+        uidvalidity=uidvalidity,
+        uidnext=body.optional_number("uidnext", 1, MAX_UID),
+        exists=body.optional_number("exists", 0, MAX_UID),
+        previous_uidvalidity=body.optional_number("previous_uidvalidity", 1, MAX_UID),
         uids=uids,
-        bytes=int(body["bytes"]),
-        already_archived=int(body["already_archived"]),
-        note=body["note"],
-        filtered_out=int(body.get("filtered_out", 0)),
-        condition=body.get("condition"),
-        delete=tuple(int(u) for u in body.get("delete", ())),
-        no_deletion=body.get("no_deletion"),
+        bytes=body.number("bytes", 0, MAX_COUNT),
+        already_archived=body.number("already_archived", 0, MAX_COUNT),
+        note=body.optional_text("note"),
+        filtered_out=body.number("filtered_out", 0, MAX_COUNT, 0),
+        condition=body.optional_text("condition"),
+        delete=delete,
+        no_deletion=body.optional_text("no_deletion"),
     )
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)

@@ -20,7 +20,6 @@ import structlog
 
 from imapsync_decl import deletion, filters
 from imapsync_decl.config import Config, Mailbox, SecretError, config_digest
-from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.facts import FolderInfo
 from imapsync_decl.folders import select_folders
 from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
@@ -262,41 +261,6 @@ def make_plan(
         config_digest=config_digest(config),
         profiles=tuple(profiles),
     )
-
-
-class StalePlan(ImapsyncError):
-    """A saved plan that no longer fits the configuration or the archive."""
-
-    exit_code = ExitCode.STALE_PLAN
-
-
-def check_saved_plan(
-    plan: Plan, config: Config, index: Index | None, *, created_now: bool = False
-) -> None:
-    """Refuse a saved plan made for another configuration or archive state.
-
-    ``created_now``: the archive did not exist before this apply opened it, which
-    is the state a plan made without an archive expects.
-    """
-    if created_now and plan.archive_id is None and plan.archive_state is None:
-        index = None
-    again = "; run `plan` again"
-    if plan.archive != str(config.archive_path):
-        raise StalePlan(
-            f"the plan is for the archive {plan.archive}, not {config.archive_path}{again}"
-        )
-    if plan.config_digest != config_digest(config):
-        raise StalePlan(f"the configuration changed since the plan was made{again}")
-    archive_id = index.archive_id if index is not None else None
-    if plan.archive_id != archive_id:
-        raise StalePlan(f"the plan was made for another archive (or before it existed){again}")
-    state = index.state_token() if index is not None else None
-    if plan.archive_state != state:
-        raise StalePlan(
-            "the archive changed since the plan was made (the plan was applied already, or "
-            f"an apply ran or was interrupted since){again}; after a crash, `apply` without a "
-            "plan file resumes"
-        )
 
 
 def open_index_if_exists(archive: Path) -> Index | None:
