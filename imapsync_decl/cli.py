@@ -32,7 +32,7 @@ from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_i
 from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
-from imapsync_decl.store import Archive, ArchiveLock, verify
+from imapsync_decl.store import Archive, ArchiveLock, remove_damaged_orphans, verify
 from imapsync_decl.store.fs import atomic_write
 from imapsync_decl.userlist import load_with_index_users
 
@@ -453,6 +453,12 @@ def _read_plan(path: Path) -> Plan:
     default=None,
     help="Progress bars per mailbox and overall. Default: on when stderr is a terminal.",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First verify the archive (every blob re-hashed); fetch the messages of damaged or "
+    "missing blobs again and write them anew. Exit 12 if some cannot be repaired.",
+)
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def apply(
     config_dir: Path,
@@ -461,6 +467,7 @@ def apply(
     batch_messages: int,
     batch_bytes: int,
     progress: bool | None,
+    repair: bool,
     plan_file: Path | None,
 ) -> int:
     """Archive what is missing: plan afresh and apply, or apply a saved PLAN_FILE.
@@ -471,11 +478,18 @@ def apply(
     apply at a time per archive (exit 13 otherwise). A saved plan made for another
     configuration or archive state, or applied already, is refused (exit 11); a
     folder whose UIDVALIDITY changed since the plan is left out (exit 11).
+
+    With --repair, the messages whose blob `archive verify` reports damaged or missing
+    are fetched again from the server (their SHA-256 must be the blob's name) and
+    replace the bad files; damaged orphan blobs are removed. A blob whose message is no
+    longer on the server (or not in the selected profiles) stays unrepaired: exit 12.
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
     if plan_file is not None and profile_names:
         raise UsageError("--profile does not go with a plan file: the plan says what is applied")
+    if plan_file is not None and repair:
+        raise UsageError("--repair does not go with a plan file: it plans afresh")
     saved = _read_plan(plan_file) if plan_file is not None else None
     show = progress if progress is not None else sys.stderr.isatty()
     _setup_logging(quiet_console=show)
@@ -490,6 +504,7 @@ def apply(
             stop=stop,
             batching=Batching(batch_messages, batch_bytes),
             show_progress=show,
+            repair=repair,
         )
     finally:
         for sig, handler in previous.items():
@@ -513,11 +528,14 @@ def run_apply(
     batching: Batching,
     show_progress: bool = False,
     run_id: str | None = None,
+    repair: bool = False,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
     The body of `apply`, also used by the daemon. None: a stop was requested before
     anything was archived. Raises ArchiveLocked when another command holds the lock.
+    ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
+    or missing blobs as not archived (apply --repair; not with a saved plan).
     """
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
@@ -544,6 +562,16 @@ def run_apply(
                 str(config_dir),
                 directory_users(archive.index.list_users(source="directory")),
             )
+        damage = None
+        if repair:
+            damage = verify(archive.blobs, archive.index)
+            remove_damaged_orphans(archive.blobs, damage)
+            structlog.get_logger(__name__).info(
+                "archive_verified",
+                checked=damage.checked,
+                to_repair=len(damage.to_repair),
+                damaged_orphans=len(damage.damaged_orphans),
+            )
         if saved is not None:
             # Again under the lock: another apply may have run meanwhile.
             fresh = not existed and archive.index.state_token() == "runs:0"
@@ -551,7 +579,11 @@ def run_apply(
             the_plan = saved
         else:
             the_plan = make_plan(
-                config, profile_names, archive.index, directory_error=directory_error
+                config,
+                profile_names,
+                archive.index,
+                directory_error=directory_error,
+                repair=damage.to_repair if damage is not None else frozenset(),
             )
         if stop:
             return None
@@ -567,6 +599,7 @@ def run_apply(
                 stop=stop,
                 batching=batching,
                 progress=bars,
+                repair=damage,
             )
             result = executor.apply(the_plan)
             result.users = users_changes

@@ -31,7 +31,13 @@ from imapsync_decl.store.index import (
     UserRecord,
 )
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
-from imapsync_decl.store.verify import VerifyReport, verify
+from imapsync_decl.store.verify import (
+    RepairOutcome,
+    VerifyReport,
+    remove_damaged_orphans,
+    repair_outcome,
+    verify,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -51,8 +57,11 @@ __all__ = [
     "InvalidBlobName",
     "PlacementConflict",
     "PlacementRow",
+    "RepairOutcome",
     "UserRecord",
     "VerifyReport",
     "check_hash",
+    "remove_damaged_orphans",
+    "repair_outcome",
     "verify",
 ]

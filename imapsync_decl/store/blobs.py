@@ -222,6 +222,13 @@ class BlobStore:
                     temp.unlink()
         return [infos[sha256] for sha256 in order]
 
+    def remove(self, sha256: str) -> None:
+        """Delete a blob file (one no index row names: a damaged orphan), durably."""
+        path = self.path(sha256)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            fsync_dir(path.parent)
+
     def _remove_stale_temps(self, directory: Path) -> None:
         """Temporary files in ``directory`` left by a killed run (older than this store)."""
         for entry in _scandir(directory):
