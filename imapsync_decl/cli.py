@@ -26,7 +26,7 @@ from imapsync_decl import __version__, log, userlist
 from imapsync_decl.config import Config, ListedUser, Mailbox, directory_users, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
 from imapsync_decl.executor import ApplyResult, Batching, Executor, StopRequested
-from imapsync_decl.export import export_eml
+from imapsync_decl.export import export_archive
 from imapsync_decl.plan import Plan, PlanFormatError
 from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_index_if_exists
 from imapsync_decl.progress import make_progress
@@ -787,8 +787,12 @@ def archive_export(
              D F P R S T (\\Draft \\Flagged $Forwarded \\Answered \\Seen \\Deleted)
 
     Folder levels are directories. Names that cannot be path components ('/',
-    NUL, '.', '..') are escaped as %XX; nothing below DEST is followed if it is a
-    symbolic link. An empty selection writes nothing.
+    NUL, '.', '..') are escaped as %XX; a name over 255 bytes is cut and ends with
+    %~ and 16 hex digits of its SHA-256. Every file is written under a temporary
+    name and renamed. DEST and the directories below it must be real directories of
+    the running user that group and others cannot write (exit 10 naming the path
+    otherwise). A message whose blob is damaged or missing is left out and listed on
+    stderr; the others are exported, then exit 12. An empty selection writes nothing.
 
     \b
     Examples:
@@ -796,12 +800,9 @@ def archive_export(
       imapsync-decl archive export --format mbox --user alice --folder INBOX out/
       imapsync-decl archive export --archive /srv/archive out/
     """
-    from imapsync_decl.export import export_maildir, export_mbox
-
-    exporters = {"eml": export_eml, "mbox": export_mbox, "maildir": export_maildir}
     with _existing_archive(config_dir, archive_path) as archive:
-        exported = exporters[export_format](archive, destination, user=user, folder=folder)
-    if not exported.messages:
+        exported = export_archive(archive, destination, export_format, user=user, folder=folder)
+    if not exported.messages and not exported.failed:
         selection = ", ".join(
             f"{name} {value!r}" for name, value in (("user", user), ("folder", folder)) if value
         )
@@ -815,6 +816,15 @@ def archive_export(
         f"exported {_plural(exported.messages, 'message')}{files} ({exported.bytes} bytes,"
         f" {export_format}) to {destination}"
     )
+    if exported.failed:
+        for failed in exported.failed:
+            click.echo(f"not exported: {failed}", err=True)
+        click.echo(
+            f"error: {_plural(len(exported.failed), 'message')} not exported: damaged or missing"
+            " blobs; run `archive verify`, then `apply --repair`",
+            err=True,
+        )
+        return ExitCode.INTEGRITY
     return ExitCode.OK
 
 
