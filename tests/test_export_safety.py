@@ -28,6 +28,7 @@ from imapsync_decl.export import (
 from imapsync_decl.message import parse_headers
 from imapsync_decl.store import Archive, ArchivedMessage
 
+from bed import Bed
 from servers.dovecot import make_message
 
 FORMATS = ("eml", "mbox", "maildir")
@@ -279,3 +280,27 @@ def test_a_cjk_folder_name_over_255_bytes_is_exported(tmp_path: Path, fmt: str) 
     # The two long names that share their beginning went to two places.
     below = {p.name for p in (top / "Projekte").iterdir()}
     assert len(below) == 2
+
+
+@pytest.mark.dovecot
+def test_a_long_cjk_folder_through_apply_and_export(bed: Bed) -> None:
+    """Dovecot stores folder names in modified UTF-7 (2 bytes per CJK character, in base64),
+    so it takes names of 90 CJK characters that are 270 bytes in UTF-8."""
+    user = bed.new_user()
+    folder = CJK[:90]
+    bed.server.create_folder(user, folder)
+    data = make_message(subject="議事録", body="本文\n")
+    bed.server.append(user, folder, data)
+    bed.master_profile("p", [user])
+    code, result = bed.apply_json()
+    assert code == 0, result
+    for fmt in FORMATS:
+        code, out, err = bed.run("archive", "export", "--format", fmt, str(bed.root / fmt))
+        assert code == 0, err
+        assert "exported 1 message" in out
+        [path] = _files(bed.root / fmt / user / f"{user}@example.test")
+        top = path.relative_to(bed.root / fmt / user / f"{user}@example.test").parts[0]
+        assert top == (mbox_file_component(folder) if fmt == "mbox" else safe_component(folder))
+        assert SHORTENED_MARK in top
+        if fmt != "mbox":
+            assert path.read_bytes() == data

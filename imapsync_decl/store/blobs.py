@@ -36,10 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import structlog
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.store.fs import fsync_dir, open_nofollow
+
+log = structlog.get_logger(__name__)
 
 COMPRESSION_LEVEL = 1  # as small as 3 on mail (text and base64), and twice as fast
 READ_CHUNK = 256 * 1024
@@ -164,6 +167,7 @@ class BlobStore:
                     if hashes is not None and hashlib.sha256(raw).hexdigest() != sha256:
                         raise ValueError(f"item {n} does not hash to {sha256}")
                     self.replaced += 1
+                    log.warning("blob_replaced", blob=sha256, reason="damaged file")
                 self._make_dirs(final.parent)
                 new.append((sha256, raw, final))
                 queued.add(sha256)
