@@ -859,6 +859,10 @@ def archive_verify(config_dir: Path, archive_path: Path | None, output_format: s
             f"checked {_plural(report.checked, 'blob')}: {len(report.damaged)} damaged, "
             f"{len(report.missing)} missing, {len(report.orphans)} orphaned"
         )
+        if not report.ok:
+            click.echo(
+                "run `apply --repair` to fetch their messages again from the server", err=True
+            )
     return ExitCode.OK if report.ok else ExitCode.INTEGRITY
 
 

@@ -5,6 +5,10 @@ then the placements in one index transaction, and only when a whole folder is
 done its checkpoint. A crash at any point leaves at worst orphan blobs; running
 ``apply`` again skips every placement already recorded, so each message ends up
 archived exactly once. One mailbox's failure is recorded and the others go on.
+
+With ``repair`` (``apply --repair``: what ``verify`` found), placements whose blob is
+damaged or missing do not count as archived: their messages are fetched again, written
+over the bad files, and the run's result says which blobs are intact again and which not.
 """
 
 from __future__ import annotations

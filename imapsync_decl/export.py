@@ -12,8 +12,13 @@
   internal date as the file's modification time.
 
 Folder levels are directories in every format. Each name becomes one harmless path component
-(``safe_component``), and nothing below DEST is followed if it is a symbolic link: an export
-never writes outside its destination.
+of at most 255 bytes (``safe_component``, ``fit_component``); the components of a folder are
+derived in one place (``folder_names``). DEST and every directory below it must be a real
+directory of the running user that group and others cannot write (``fs.check_private_dir``),
+so nothing below DEST is followed if it is a symbolic link and nobody else can swap a level:
+an export never writes outside its destination. Every file is written under a temporary name
+and renamed (``fs.AtomicFile``). A message whose blob is damaged or missing is left out and
+reported in ``ExportResult.failed``; the others are exported.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 
 
 class ExportError(ImapsyncError):
-    """An export cannot write where it should (a symbolic link or a file in the way)."""
+    """An export cannot write where it should: a symbolic link or a file in the way, a
+    directory of another user or writable by others, or the file system refuses."""
 
     exit_code = ExitCode.CONFIG
 

@@ -62,6 +62,7 @@ def test_apply_repair_refetches_flipped_truncated_and_deleted_blobs(bed: Bed) ->
     assert code == 12
     for name in (flipped, truncated, deleted, orphan.sha256):
         assert name in report
+    assert "run `apply --repair`" in report
 
     # Without --repair the index says everything is archived: nothing is fetched.
     code, result = bed.apply_json()
