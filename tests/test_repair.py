@@ -11,6 +11,7 @@ import pytest
 from imapsync_decl.store import BlobStore
 
 from bed import Bed, seed, sha
+from servers.dovecot import make_message
 
 
 def _blob(bed: Bed, sha256: str) -> Path:
@@ -152,3 +153,29 @@ def test_without_the_index_apply_replaces_damaged_blobs(bed: Bed) -> None:
     for uid in uids:
         assert store.get(sha(inbox[uid])) == inbox[uid]
     assert intact.stat().st_ino == before, "an intact blob is kept, not rewritten"
+
+
+@pytest.mark.dovecot
+def test_repair_after_a_uidvalidity_change_rewrites_the_repointed_blob(bed: Bed) -> None:
+    """The folder was recreated (new UIDVALIDITY): its messages are re-pointed, not stored
+    again, and a damaged blob among them is written anew all the same."""
+    user = bed.new_user()
+    bodies = [make_message(subject=f"r{i}", body=f"recreated {i}\n") for i in range(3)]
+    bed.server.create_folder(user, "Projekt")
+    for body in bodies:
+        bed.server.append(user, "Projekt", body)
+    bed.master_profile("p", [user])
+    assert bed.apply_json()[0] == 0
+    _flip(_blob(bed, sha(bodies[1])))
+    bed.server.delete_folder(user, "Projekt")
+    bed.server.create_folder(user, "Projekt")
+    for body in reversed(bodies):
+        bed.server.append(user, "Projekt", body)
+
+    code, result = bed.apply_json("--repair")
+    assert code == 0, result
+    assert result["repair"]["repaired"] == [sha(bodies[1])]
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "Projekt"]
+    assert folder["action"] == "rescan"
+    assert _verify(bed)[0] == 0
+    assert len(bed.placements()) == 3
