@@ -345,12 +345,11 @@ class _Export:
         return path
 
     def _make(self, path: Path, what: str) -> None:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(path, DIR_MODE)
-        except FileExistsError:
-            check_private_dir(path, what=what)
-        else:
-            os.chmod(path, DIR_MODE, follow_symlinks=False)
+            os.chmod(path, DIR_MODE)  # whatever the umask
+        # Made just now or found: checked either way (DEST's parent may be anyone's).
+        check_private_dir(path, what=what)
         self._checked.add(path)
 
 
