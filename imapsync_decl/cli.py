@@ -28,7 +28,7 @@ from imapsync_decl import __version__, log, userlist
 from imapsync_decl.config import Config, ListedUser, Mailbox, directory_users, load_config
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
 from imapsync_decl.executor import ApplyResult, Batching, Executor, StopRequested
-from imapsync_decl.export import export_eml
+from imapsync_decl.export import export_archive
 from imapsync_decl.plan import Plan, PlanFormatError
 from imapsync_decl.planner import make_plan, open_index_if_exists
 from imapsync_decl.progress import make_progress
@@ -40,7 +40,7 @@ from imapsync_decl.saved_plan import (
     restrict_to_saved,
 )
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
-from imapsync_decl.store import Archive, ArchiveLock, verify
+from imapsync_decl.store import Archive, ArchiveLock, remove_damaged_orphans, verify
 from imapsync_decl.store.fs import atomic_write, open_nofollow
 from imapsync_decl.userlist import load_with_index_users
 
@@ -486,6 +486,12 @@ def _read_plan(path: Path) -> Plan:
     default=None,
     help="Progress bars per mailbox and overall. Default: on when stderr is a terminal.",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First verify the archive (every blob re-hashed); fetch the messages of damaged or "
+    "missing blobs again and write them anew. Exit 12 if some cannot be repaired.",
+)
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def apply(
     config_dir: Path,
@@ -494,6 +500,7 @@ def apply(
     batch_messages: int,
     batch_bytes: int,
     progress: bool | None,
+    repair: bool,
     plan_file: Path | None,
 ) -> int:
     """Archive what is missing: plan afresh and apply, or apply a saved PLAN_FILE.
@@ -506,11 +513,18 @@ def apply(
     one that differs in anything but its UIDs from what the configuration and the
     servers give now. A folder whose UIDVALIDITY changed since the plan is left out
     (exit 11).
+
+    With --repair, the messages whose blob `archive verify` reports damaged or missing
+    are fetched again from the server (their SHA-256 must be the blob's name) and
+    replace the bad files; damaged orphan blobs are removed. A blob whose message is no
+    longer on the server (or not in the selected profiles) stays unrepaired: exit 12.
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
     if plan_file is not None and profile_names:
         raise UsageError("--profile does not go with a plan file: the plan says what is applied")
+    if plan_file is not None and repair:
+        raise UsageError("--repair does not go with a plan file: it plans afresh")
     saved = _read_plan(plan_file) if plan_file is not None else None
     show = progress if progress is not None else sys.stderr.isatty()
     _setup_logging(quiet_console=show)
@@ -525,6 +539,7 @@ def apply(
             stop=stop,
             batching=Batching(batch_messages, batch_bytes),
             show_progress=show,
+            repair=repair,
         )
     finally:
         for sig, handler in previous.items():
@@ -548,11 +563,14 @@ def run_apply(
     batching: Batching,
     show_progress: bool = False,
     run_id: str | None = None,
+    repair: bool = False,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
     The body of `apply`, also used by the daemon. None: a stop was requested before
     anything was archived. Raises ArchiveLocked when another command holds the lock.
+    ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
+    or missing blobs as not archived (apply --repair; not with a saved plan).
     """
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
@@ -579,6 +597,16 @@ def run_apply(
                 str(config_dir),
                 directory_users(archive.index.list_users(source="directory")),
             )
+        damage = None
+        if repair:
+            damage = verify(archive.blobs, archive.index)
+            remove_damaged_orphans(archive.blobs, damage)
+            structlog.get_logger(__name__).info(
+                "archive_verified",
+                checked=damage.checked,
+                to_repair=len(damage.to_repair),
+                damaged_orphans=len(damage.damaged_orphans),
+            )
         if saved is not None:
             # Again under the lock: another apply may have run meanwhile.
             fresh = not existed and archive.index.state_token() == "runs:0"
@@ -596,7 +624,11 @@ def run_apply(
                 the_plan = restrict_to_saved(saved, current)
         else:
             the_plan = make_plan(
-                config, profile_names, archive.index, directory_error=directory_error
+                config,
+                profile_names,
+                archive.index,
+                directory_error=directory_error,
+                repair=damage.to_repair if damage is not None else frozenset(),
             )
         if stop:
             return None
@@ -612,6 +644,7 @@ def run_apply(
                 stop=stop,
                 batching=batching,
                 progress=bars,
+                repair=damage,
             )
             result = executor.apply(the_plan)
             result.users = users_changes
@@ -799,8 +832,12 @@ def archive_export(
              D F P R S T (\\Draft \\Flagged $Forwarded \\Answered \\Seen \\Deleted)
 
     Folder levels are directories. Names that cannot be path components ('/',
-    NUL, '.', '..') are escaped as %XX; nothing below DEST is followed if it is a
-    symbolic link. An empty selection writes nothing.
+    NUL, '.', '..') are escaped as %XX; a name over 255 bytes is cut and ends with
+    %~ and 16 hex digits of its SHA-256. Every file is written under a temporary
+    name and renamed. DEST and the directories below it must be real directories of
+    the running user that group and others cannot write (exit 10 naming the path
+    otherwise). A message whose blob is damaged or missing is left out and listed on
+    stderr; the others are exported, then exit 12. An empty selection writes nothing.
 
     \b
     Examples:
@@ -808,12 +845,9 @@ def archive_export(
       imapsync-decl archive export --format mbox --user alice --folder INBOX out/
       imapsync-decl archive export --archive /srv/archive out/
     """
-    from imapsync_decl.export import export_maildir, export_mbox
-
-    exporters = {"eml": export_eml, "mbox": export_mbox, "maildir": export_maildir}
     with _existing_archive(config_dir, archive_path) as archive:
-        exported = exporters[export_format](archive, destination, user=user, folder=folder)
-    if not exported.messages:
+        exported = export_archive(archive, destination, export_format, user=user, folder=folder)
+    if not exported.messages and not exported.failed:
         selection = ", ".join(
             f"{name} {value!r}" for name, value in (("user", user), ("folder", folder)) if value
         )
@@ -827,6 +861,15 @@ def archive_export(
         f"exported {_plural(exported.messages, 'message')}{files} ({exported.bytes} bytes,"
         f" {export_format}) to {destination}"
     )
+    if exported.failed:
+        for failed in exported.failed:
+            click.echo(f"not exported: {failed}", err=True)
+        click.echo(
+            f"error: {_plural(len(exported.failed), 'message')} not exported: damaged or missing"
+            " blobs; run `archive verify`, then `apply --repair`",
+            err=True,
+        )
+        return ExitCode.INTEGRITY
     return ExitCode.OK
 
 
@@ -861,6 +904,10 @@ def archive_verify(config_dir: Path, archive_path: Path | None, output_format: s
             f"checked {_plural(report.checked, 'blob')}: {len(report.damaged)} damaged, "
             f"{len(report.missing)} missing, {len(report.orphans)} orphaned"
         )
+        if not report.ok:
+            click.echo(
+                "run `apply --repair` to fetch their messages again from the server", err=True
+            )
     return ExitCode.OK if report.ok else ExitCode.INTEGRITY
 
 

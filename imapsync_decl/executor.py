@@ -5,6 +5,10 @@ then the placements in one index transaction, and only when a whole folder is
 done its checkpoint. A crash at any point leaves at worst orphan blobs; running
 ``apply`` again skips every placement already recorded, so each message ends up
 archived exactly once. One mailbox's failure is recorded and the others go on.
+
+With ``repair`` (``apply --repair``: what ``verify`` found), placements whose blob is
+damaged or missing do not count as archived: their messages are fetched again, written
+over the bad files, and the run's result says which blobs are intact again and which not.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
 from imapsync_decl.planner import in_parallel, source_server
 from imapsync_decl.profile import Profile
 from imapsync_decl.progress import NoProgress, Progress
-from imapsync_decl.store import Archive, ArchivedMessage, BlobError
+from imapsync_decl.store import (
+    Archive,
+    ArchivedMessage,
+    BlobError,
+    RepairOutcome,
+    VerifyReport,
+    repair_outcome,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -193,6 +204,7 @@ class ApplyResult:
     errors: list[str] = field(default_factory=list)  # of whole profiles
     users: dict[str, Any] = field(default_factory=dict)  # directory sync: changes per directory
     interrupted_by: int | None = None
+    repair: RepairOutcome | None = None  # apply --repair: the blobs repaired and not
 
     @property
     def stale(self) -> bool:
@@ -208,6 +220,8 @@ class ApplyResult:
             )
         if self.stale:
             return ExitCode.STALE_PLAN
+        if self.repair is not None and self.repair.unrepaired:
+            return ExitCode.INTEGRITY
         if self.errors or any(m.failed for m in self.mailboxes):
             return ExitCode.PARTIAL
         return ExitCode.OK
@@ -218,6 +232,7 @@ class ApplyResult:
             ExitCode.OK: "ok",
             ExitCode.PARTIAL: "partial",
             ExitCode.STALE_PLAN: "stale",
+            ExitCode.INTEGRITY: "unrepaired",
             ExitCode.INTERRUPTED: "interrupted",
             ExitCode.TERMINATED: "interrupted",
         }.get(self.exit_code, "failed")
@@ -233,6 +248,7 @@ class ApplyResult:
             "warnings": self.warnings,
             "errors": self.errors,
             "users": self.users,
+            **({"repair": self.repair.to_json()} if self.repair is not None else {}),
             "totals": {
                 "mailboxes": len(self.mailboxes),
                 "failed_mailboxes": sum(1 for m in self.mailboxes if m.failed),
@@ -269,6 +285,7 @@ class Executor:
         stop: StopRequested | None = None,
         sleep: Callable[[float], None] = time.sleep,
         progress: Progress | None = None,
+        repair: VerifyReport | None = None,
     ) -> None:
         self.config = config
         self.archive = archive
@@ -278,6 +295,10 @@ class Executor:
         self.stop = stop if stop is not None else StopRequested()
         self.sleep = sleep
         self.progress: Progress = progress if progress is not None else NoProgress()
+        # apply --repair: what verify found, and the damaged or missing blobs not yet
+        # written again.
+        self.damage = repair
+        self.repair: set[str] = set(repair.to_repair) if repair is not None else set()
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -298,6 +319,10 @@ class Executor:
                 )
                 result.mailboxes.extend(m for m in done if m is not None)
         finally:
+            if self.damage is not None:
+                result.repair = repair_outcome(
+                    self.archive.blobs, self.damage.to_repair, self.damage.damaged_orphans
+                )
             result.interrupted_by = self.stop.signal
             if self.stop.signal is not None:
                 log.warning("stop_requested", signal=signal.Signals(self.stop.signal).name)
@@ -462,7 +487,7 @@ class Executor:
                 result.stale = True
                 log.warning("folder_stale", error=result.error)
                 return
-            done = index.archived_uids(folder_id, plan.uidvalidity)
+            done = self._archived_intact(folder_id, plan.uidvalidity)
             todo = [uid for uid in plan.uids if uid not in done]
             # A rescan re-points by content what is archived under any other UIDVALIDITY:
             # the previous checkpoint's, or (a first archive cut off before its checkpoint)
@@ -512,6 +537,13 @@ class Executor:
                 # Only now: every placement of this folder is committed.
                 self._delete(session, plan, result, folder_id)
             result.completed = True
+
+    def _archived_intact(self, folder_id: int, uidvalidity: int) -> set[int]:
+        """The UIDs archived already, less those whose blob is still to be repaired."""
+        if not self.repair:
+            return self.archive.index.archived_uids(folder_id, uidvalidity)
+        placements = self.archive.index.placements_of(folder_id, uidvalidity)
+        return {uid for uid, sha256 in placements.items() if sha256 not in self.repair}
 
     def _delete(
         self, session: ImapSession, plan: FolderPlan, result: FolderResult, folder_id: int
@@ -624,14 +656,22 @@ class Executor:
         moves: list[tuple[int, int, int]] = []
         to_store: list[FetchedMessage] = []
         to_store_hashes: list[str] = []
+        rewrite: list[tuple[bytes, str]] = []  # re-pointed, but the blob is to be repaired
         for message, sha in zip(batch, hashes, strict=True):
             if old_by_hash.get(sha):
                 moves.append((*old_by_hash[sha].pop(0), message.uid))
+                if sha in self.repair:
+                    rewrite.append((message.body, sha))
             else:
                 to_store.append(message)
                 to_store_hashes.append(sha)
-        # 1. blobs durable on disk (put_many skips content that is there already)
-        infos = blobs.put_many([m.body for m in to_store], to_store_hashes)
+        # 1. blobs durable on disk (put_many keeps intact content that is there already,
+        # and replaces a damaged file)
+        infos = blobs.put_many(
+            [*(m.body for m in to_store), *(body for body, _ in rewrite)],
+            [*to_store_hashes, *(sha for _, sha in rewrite)],
+        )[: len(to_store)]
+        self.repair.difference_update(hashes)
         entries = [
             ArchivedMessage(
                 uid=m.uid,

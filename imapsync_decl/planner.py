@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -63,10 +64,17 @@ def source_server(server: Server) -> str:
 
 
 def archived_folder(
-    index: Index | None, mailbox: Mailbox, server: str, path: str, uidvalidity: int
+    index: Index | None,
+    mailbox: Mailbox,
+    server: str,
+    path: str,
+    uidvalidity: int,
+    repair: AbstractSet[str] = frozenset(),
 ) -> ArchivedFolder:
     """What the index holds of this folder of this mailbox (its source: login and
-    server), never what another mailbox of the same archive folder holds."""
+    server), never what another mailbox of the same archive folder holds. ``repair``:
+    damaged or missing blobs; their placements count as not archived, so that the
+    messages are fetched again."""
     if index is None:
         return ArchivedFolder()
     folder_id = index.find_folder(
@@ -75,6 +83,12 @@ def archived_folder(
     if folder_id is None:
         return ArchivedFolder()
     checkpoint = index.checkpoint(folder_id)
+    archived_uids = frozenset(index.archived_uids(folder_id, uidvalidity))
+    to_repair: frozenset[int] = frozenset()
+    if repair:
+        placements = index.placements_of(folder_id, uidvalidity)
+        to_repair = frozenset(uid for uid, sha256 in placements.items() if sha256 in repair)
+        archived_uids -= to_repair
     return ArchivedFolder(
         checkpoint=(
             (checkpoint.uidvalidity, checkpoint.uidnext, checkpoint.message_count)
@@ -82,8 +96,9 @@ def archived_folder(
             else None
         ),
         condition=checkpoint.condition if checkpoint is not None else None,
-        archived_uids=frozenset(index.archived_uids(folder_id, uidvalidity)),
+        archived_uids=archived_uids,
         archived_other=index.count_placements(folder_id, exclude_uidvalidity=uidvalidity),
+        to_repair=to_repair,
     )
 
 
@@ -95,17 +110,20 @@ def plan_folder(
     rules: Filters,
     delete_rules: Delete,
     server: str,
+    repair: AbstractSet[str] = frozenset(),
 ) -> tuple[FolderFacts, ArchivedFolder]:
     on = filters.today()
     state = session.status(folder)
-    archived = archived_folder(index, mailbox, server, folder.path, state.uidvalidity)
+    archived = archived_folder(index, mailbox, server, folder.path, state.uidvalidity, repair)
     condition = filters.condition(rules, state, on)
     deleting = deletion.active(delete_rules)
     if not deleting and up_to_date(state, archived, condition):
         return FolderFacts(folder, state, condition=condition), archived
     examined = session.examine(folder)
     if examined.uidvalidity != state.uidvalidity:
-        archived = archived_folder(index, mailbox, server, folder.path, examined.uidvalidity)
+        archived = archived_folder(
+            index, mailbox, server, folder.path, examined.uidvalidity, repair
+        )
     # The condition of what the search sees: HIGHESTMODSEQ as EXAMINE reports it.
     condition = filters.condition(rules, examined, on)
     uids = session.search_uids(filters.search_criteria(rules, on))
@@ -138,7 +156,11 @@ def plan_folder(
 
 
 def plan_mailbox(
-    profile: Loaded[Profile], mailbox: Mailbox, index: Index | None, connect: Connect
+    profile: Loaded[Profile],
+    mailbox: Mailbox,
+    index: Index | None,
+    connect: Connect,
+    repair: AbstractSet[str] = frozenset(),
 ) -> MailboxPlan:
     server = profile.doc.server
     with structlog.contextvars.bound_contextvars(mailbox=mailbox.login):
@@ -166,6 +188,7 @@ def plan_mailbox(
                         profile.doc.filters,
                         profile.doc.delete,
                         source_server(server),
+                        repair,
                     )
                 except ImapError as exc:
                     if isinstance(exc, ConnectionLost):
@@ -201,9 +224,13 @@ def make_plan(
     connect: Connect = ImapSession.connect,
     directory_error: str | None = None,
     users_added: Sequence[str] = (),
+    repair: AbstractSet[str] = frozenset(),
 ) -> Plan:
     """Plan every mailbox of the selected profiles (all profiles by default), up to the
     profile's ``max_concurrent_jobs`` mailboxes at once.
+
+    ``repair``: blobs that are damaged or missing (``apply --repair``); the messages
+    they hold are planned as not archived, so that they are fetched again.
 
     ``directory_error``: the directories could not be read, so the profiles that
     synchronise with them are errors, with nothing planned. ``users_added``: users a
@@ -236,7 +263,7 @@ def make_plan(
                 in_parallel(
                     item.doc.max_concurrent_jobs,
                     [
-                        functools.partial(plan_mailbox, item, mailbox, index, connect)
+                        functools.partial(plan_mailbox, item, mailbox, index, connect, repair)
                         for mailbox in config.mailboxes.get(item.doc.name, ())
                     ],
                 )

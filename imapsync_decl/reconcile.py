@@ -39,6 +39,7 @@ class ArchivedFolder:
     archived_uids: frozenset[int] = frozenset()  # placements under the server's UIDVALIDITY
     archived_other: int = 0  # placements under other UIDVALIDITY values
     condition: str | None = None  # the checkpoint's condition
+    to_repair: frozenset[int] = frozenset()  # UIDs whose blob is damaged or missing
 
 
 SEARCH_ALWAYS = "search-always"
@@ -55,6 +56,7 @@ def up_to_date(state: FolderState, archived: ArchivedFolder, condition: str | No
         archived.checkpoint == (state.uidvalidity, state.uidnext, state.exists)
         and archived.condition == condition
         and condition != SEARCH_ALWAYS
+        and not archived.to_repair
     )
 
 
@@ -118,7 +120,11 @@ def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan
         uids=missing,
         bytes=sum(facts.sizes.get(uid, 0) for uid in missing),
         already_archived=present,
-        note=_rescan_note(previous, state.uidvalidity) if rescan else None,
+        note=_rescan_note(previous, state.uidvalidity)
+        if rescan
+        else f"{repairs} message(s) fetched again: their blob is damaged or missing"
+        if (repairs := len(archived.to_repair.intersection(missing)))
+        else None,
     )
 
 

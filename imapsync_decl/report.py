@@ -117,6 +117,17 @@ def render_result(result: ApplyResult) -> str:
         f"Total: archived {totals['archived']}, already present {totals['already_present']}, "
         f"{_plural(totals['failed_mailboxes'], 'mailbox', 'mailboxes')} failed."
     )
+    if result.repair is not None:
+        repair = result.repair
+        lines.append(
+            f"Repair: {len(repair.repaired)} blob(s) repaired, {len(repair.unrepaired)} not"
+            f" repaired, {len(repair.removed_orphans)} damaged orphan(s) removed."
+        )
+        lines.extend(
+            f"  ! not repaired: blob {sha256} (its message was not fetched again: no longer on"
+            " the server, or not in the selected profiles)"
+            for sha256 in repair.unrepaired
+        )
     if result.interrupted_by is not None:
         lines.append("Interrupted: the last batch was committed; run `apply` again to go on.")
     return "\n".join(lines)

@@ -106,6 +106,10 @@ def entry(
     )
 
 
+def sha_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def make_folder(index: Index, user: str = "alice", path: str = "INBOX") -> int:
     user_id = index.ensure_user(user, f"{user}@example.com")
     mailbox = index.ensure_mailbox(user_id, f"{user}@example.com", user, "staff")
@@ -276,6 +280,66 @@ def test_valid_blob_under_the_wrong_name_is_damage(store: BlobStore) -> None:
         store.get(info.sha256)
     with pytest.raises(BlobDamaged):
         store.check(info.sha256)
+
+
+def _damage(path: Path, how: str, other: Path) -> None:
+    original = path.read_bytes()
+    if how == "flipped":
+        path.write_bytes(original[:40] + bytes([original[40] ^ 0xFF]) + original[41:])
+    elif how == "truncated":
+        path.write_bytes(original[: len(original) // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    elif how == "checksum":  # only zstd's frame checksum at the end is wrong
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    elif how == "other-content":
+        path.write_bytes(other.read_bytes())
+    elif how == "symlink":
+        path.unlink()
+        os.symlink(other, path)
+
+
+@pytest.mark.parametrize(
+    "how", ["flipped", "truncated", "emptied", "checksum", "other-content", "symlink"]
+)
+@pytest.mark.parametrize("many", [False, True])
+def test_put_over_a_damaged_file_rewrites_it(store: BlobStore, how: str, many: bool) -> None:
+    info = store.put(TEXT)
+    other = store.put(b"some other message")
+    path = store.path(info.sha256)
+    _damage(path, how, store.path(other.sha256))
+    with pytest.raises(BlobDamaged):
+        store.check(info.sha256)
+    if many:
+        infos = store.put_many(
+            [b"new one", TEXT, TEXT], [sha_of(b"new one"), info.sha256, info.sha256]
+        )
+        again = infos[1]
+    else:
+        again = store.put(TEXT)
+    assert again == info
+    assert store.get(info.sha256) == TEXT
+    assert store.check(info.sha256) == len(TEXT)
+    assert not path.is_symlink()
+    assert store.get(other.sha256) == b"some other message", "a symlink's target is untouched"
+    assert store.replaced == 1
+    assert temp_files(store.root) == []
+    # Intact now: the next put keeps the file.
+    before = path.stat()
+    store.put(TEXT)
+    assert path.stat().st_ino == before.st_ino
+    assert store.replaced == 1
+
+
+def test_a_wrong_hash_never_replaces_a_file(store: BlobStore) -> None:
+    info = store.put(TEXT)
+    path = store.path(info.sha256)
+    _damage(path, "truncated", path)
+    damaged = path.read_bytes()
+    with pytest.raises(ValueError, match="does not hash to"):
+        store.put_many([b"not the text"], [info.sha256])
+    assert path.read_bytes() == damaged
+    assert temp_files(store.root) == []
 
 
 @pytest.fixture(scope="module")

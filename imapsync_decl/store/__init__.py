@@ -36,7 +36,13 @@ from imapsync_decl.store.index import (
 )
 from imapsync_decl.store.journal import Journal
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
-from imapsync_decl.store.verify import VerifyReport, verify
+from imapsync_decl.store.verify import (
+    RepairOutcome,
+    VerifyReport,
+    remove_damaged_orphans,
+    repair_outcome,
+    verify,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -59,8 +65,11 @@ __all__ = [
     "PlacementConflict",
     "PlacementRow",
     "Recorded",
+    "RepairOutcome",
     "UserRecord",
     "VerifyReport",
     "check_hash",
+    "remove_damaged_orphans",
+    "repair_outcome",
     "verify",
 ]

@@ -3,11 +3,16 @@
 The blob names on disk and the SHA-256 names in the index are both read in
 sorted order and merged, so memory stays small however large the archive is;
 each blob is re-hashed by streaming decompression (memory bounded by a chunk).
+
+For ``apply --repair``: what ``verify`` finds is what needs repairing (the
+blobs the index names that are damaged or missing, fetched again from the
+server), damaged orphans are removed (nothing names them, so nothing can fetch
+them again), and afterwards each one is checked again (:func:`repair_outcome`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from imapsync_decl.store.blobs import BlobError, BlobStore
@@ -33,6 +38,57 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.damaged and not self.missing
+
+    @property
+    def to_repair(self) -> frozenset[str]:
+        """The blobs the index names that are damaged or missing."""
+        return frozenset(self.damaged).difference(self.orphans) | frozenset(self.missing)
+
+    @property
+    def damaged_orphans(self) -> tuple[str, ...]:
+        orphans = set(self.orphans)
+        return tuple(sha256 for sha256 in self.damaged if sha256 in orphans)
+
+
+@dataclass(frozen=True)
+class RepairOutcome:
+    """After ``apply --repair``: which of the blobs to repair are intact now, which are
+    not (their messages could not be fetched again), and which damaged orphans were
+    removed."""
+
+    repaired: tuple[str, ...]
+    unrepaired: tuple[str, ...]
+    removed_orphans: tuple[str, ...]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "repaired": list(self.repaired),
+            "unrepaired": list(self.unrepaired),
+            "removed_orphans": list(self.removed_orphans),
+        }
+
+
+def remove_damaged_orphans(blobs: BlobStore, report: VerifyReport) -> tuple[str, ...]:
+    """Delete the damaged blobs no index row names; return their names."""
+    for sha256 in report.damaged_orphans:
+        blobs.remove(sha256)
+    return report.damaged_orphans
+
+
+def repair_outcome(
+    blobs: BlobStore, to_repair: Iterable[str], removed_orphans: Sequence[str] = ()
+) -> RepairOutcome:
+    """Check each blob of ``to_repair`` again (re-hashed from disk)."""
+    repaired: list[str] = []
+    unrepaired: list[str] = []
+    for sha256 in sorted(to_repair):
+        try:
+            blobs.check(sha256)
+        except BlobError:
+            unrepaired.append(sha256)
+        else:
+            repaired.append(sha256)
+    return RepairOutcome(tuple(repaired), tuple(unrepaired), tuple(removed_orphans))
 
 
 def verify(
