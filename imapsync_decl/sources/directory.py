@@ -10,6 +10,7 @@ message names the directory and never a password.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ def read_directory(settings: DirectorySettings) -> DirectoryRead:
         password=password,
         auto_bind=ldap3.AUTO_BIND_NONE,
         read_only=True,
-        receive_timeout=directory.timeout,
+        # ldap3 packs the receive timeout as whole seconds (struct 'LL'): a float fails there.
+        receive_timeout=math.ceil(directory.timeout),
         raise_exceptions=False,
     )
     try:
