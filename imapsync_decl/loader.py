@@ -32,7 +32,6 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.profile import (
     DOCUMENT_KINDS,
-    EMAIL_PATTERN,
     ENV_NAME_PATTERN,
     NAME_PATTERN,
     TAG_MARK,
@@ -49,10 +48,8 @@ MAX_DEPTH = 100
 """How deeply collections may nest in a document (deeper ones are refused)."""
 
 PATTERN_MESSAGES = {
-    EMAIL_PATTERN: "not an e-mail address",
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     ENV_NAME_PATTERN: "not an environment variable name",
-    "^ldaps?://": "must start with ldap:// or ldaps://",
 }
 
 Loc = tuple[str | int, ...]

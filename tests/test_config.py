@@ -260,3 +260,29 @@ def test_duplicates_across_documents(tmp_path: Path) -> None:
 def test_default_archive_is_beside_the_config_dir(tmp_path: Path) -> None:
     config = load(write_config(tmp_path / "profiles.d", {"users.yaml": USERS}))
     assert config.archive_path == tmp_path / "archive"
+
+
+def test_host_names_are_checked_at_their_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imapsync_decl.cli import main
+
+    write_config(
+        tmp_path,
+        {
+            "p.yaml": master_profile(server="port: 993").replace(
+                "host: imap.example.com", "host: mail.example.test [x]"
+            ),
+            "u.yaml": """
+                kind: Users
+                directory:
+                  url: ldap://dir.example.test:99999
+                  base_dn: dc=example,dc=test
+            """,
+        },
+    )
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 10
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/p.yaml:4:9: server.host: not a host name or IP address" in err
+    assert f"{tmp_path}/u.yaml:3:8: directory.url: expected ldap://host[:port]" in err
+    assert "Traceback" not in err
