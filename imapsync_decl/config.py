@@ -18,9 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
+import structlog
+
 from imapsync_decl.errors import ExitCode, ImapsyncError, Problem, Severity
-from imapsync_decl.loader import Loaded, LoadResult, Loc, Origin, load_config_dir
+from imapsync_decl.loader import (
+    Loaded,
+    LoadResult,
+    Loc,
+    Origin,
+    load_config_dir,
+    validation_messages,
+)
 from imapsync_decl.profile import (
+    WIRE_SAFE,
+    WIRE_UNSAFE,
     CsvSource,
     EnvSecret,
     FileSecret,
@@ -36,11 +48,17 @@ from imapsync_decl.sources.csv import CsvResult, load_csv
 
 WARNING = Severity.WARNING
 
+log = structlog.get_logger(__name__)
+
 
 class SecretError(ImapsyncError):
     """A referenced password cannot be read (variable not set, file missing)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class UnsendableSecret(SecretError):
+    """A referenced password holds a line break or NUL, which no server can be sent."""
 
 
 SecretSource = Secret | EnvSecret | FileSecret
@@ -57,7 +75,11 @@ class Credentials:
     base_dir: Path  # a {file: ...} password resolves against this
 
     def resolve_password(self) -> Secret:
-        """The password itself: read from the environment or the file now."""
+        """The password itself: read from the environment or the file now.
+
+        Raises SecretError when it cannot be read, or when it holds a line break or NUL
+        (which no server could be sent); the message names where it is, never the value.
+        """
         ref = self.password
         if isinstance(ref, Secret):
             return ref
@@ -65,14 +87,23 @@ class Credentials:
             value = os.environ.get(ref.env)
             if value is None:
                 raise SecretError(f"environment variable {ref.env} is not set")
-            return Secret(value)
-        path = Path(ref.file).expanduser()
-        path = path if path.is_absolute() else self.base_dir / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretError(f"cannot read password file {path}: {exc}") from None
-        return Secret(text.removesuffix("\n").removesuffix("\r"))
+            where = f"environment variable {ref.env}"
+        else:
+            path = _secret_path(ref, self.base_dir)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SecretError(f"cannot read password file {path}: {exc}") from None
+            value = text.removesuffix("\n").removesuffix("\r")
+            where = f"password file {path}"
+        if WIRE_UNSAFE.search(value):
+            raise UnsendableSecret(f"the password in {where} {WIRE_SAFE.message}")
+        return Secret(value)
+
+
+def _secret_path(ref: FileSecret, base_dir: Path) -> Path:
+    path = Path(ref.file).expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 @dataclass(frozen=True)
@@ -208,15 +239,27 @@ class UserChoice:
 
 
 def directory_users(records: Sequence[Any]) -> list[ListedUser]:
-    """Users of the index (source directory) as members of the user list."""
+    """Users of the index (source directory) as members of the user list, validated like
+    the users of a Users document; a record the model refuses (kept by an older version)
+    is left out with a warning in the log."""
     listed = []
     for record in records:
-        user = User.model_construct(
-            name=record.name,
-            email=record.email,
-            aliases=list(record.aliases),
-            display_name=record.display_name,
-        )
+        try:
+            user = User.model_validate(
+                {
+                    "name": record.name,
+                    "email": record.email,
+                    "aliases": list(record.aliases),
+                    "display_name": record.display_name,
+                }
+            )
+        except pydantic.ValidationError as exc:
+            log.warning(
+                "directory_user_skipped",
+                user=repr(record.name),
+                problems=validation_messages(User, exc),
+            )
+            continue
         listed.append(ListedUser(user, "directory", record.status))
     return listed
 
@@ -452,6 +495,8 @@ def _check_secret(
             problems.append(
                 origin.problem(loc, f"environment variable {ref.env} is not set", WARNING)
             )
+        else:
+            _check_secret_value(ref, loc, origin, problems)
         return ref
     path = _resolve_path(ref.file, origin)
     try:
@@ -465,7 +510,20 @@ def _check_secret(
                 loc, f"password file {path} is readable by group/others; chmod 600 it", WARNING
             )
         )
+    _check_secret_value(ref, loc, origin, problems)
     return ref
+
+
+def _check_secret_value(
+    ref: EnvSecret | FileSecret, loc: Loc, origin: Origin, problems: list[Problem]
+) -> None:
+    """The referenced password as it will be read: an error if it cannot be sent."""
+    try:
+        Credentials("user_password", "", None, ref, origin.base_dir).resolve_password()
+    except UnsendableSecret as exc:
+        problems.append(origin.problem(loc, exc.message))
+    except SecretError:
+        pass  # unset or unreadable: warned about by the caller
 
 
 def _resolve(
@@ -642,12 +700,18 @@ def _identity(
         from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
 
         try:
-            return render_identity(
+            rendered = render_identity(
                 identity.template, TemplateUser(user.name, user.email, user.display_name)
             )
         except TemplateError as exc:
             problems.append(origin.problem(loc, str(exc)))
             return None
+        if WIRE_UNSAFE.search(rendered):
+            problems.append(
+                origin.problem(loc, f"the identity of user {user.name!r} {WIRE_SAFE.message}")
+            )
+            return None
+        return rendered
     if identity == "username":
         return user.name
     if user.email is None:

@@ -393,6 +393,26 @@ def _validate_document(
 
 def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Origin) -> Problem:
     loc: Loc = tuple(error["loc"])
+    message, at_key = _error_message(model, error)
+    return origin.problem(loc, message, at_key=at_key)
+
+
+def validation_messages(
+    model: type[pydantic.BaseModel], exc: pydantic.ValidationError
+) -> list[str]:
+    """``field: message`` for each error of validating ``model`` (as documents word them);
+    for values that come from elsewhere than a document, such as a directory entry."""
+    out = []
+    for error in exc.errors(include_url=False):
+        message, _ = _error_message(model, error)
+        where = field_path(tuple(error["loc"]))
+        out.append(f"{where}: {message}" if where else message)
+    return out
+
+
+def _error_message(model: type[pydantic.BaseModel], error: Any) -> tuple[str, bool]:
+    """The message for one pydantic error, and whether it belongs at the key."""
+    loc: Loc = tuple(error["loc"])
     kind = error["type"]
     message = str(error["msg"])
     if kind == "extra_forbidden":
@@ -404,9 +424,9 @@ def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Ori
             message += f"; did you mean {close[0]!r}?"
         elif allowed:
             message += f" (allowed: {', '.join(allowed)})"
-        return origin.problem(loc, message, at_key=True)
+        return message, True
     if kind == "missing":
-        return origin.problem(loc, "required field is missing")
+        return "required field is missing", False
     if kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern")
         message = PATTERN_MESSAGES.get(pattern, message)
@@ -414,7 +434,7 @@ def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Ori
         expected = error.get("ctx", {}).get("expected")
         if expected:
             message = f"expected one of {expected}, got {_short(error.get('input'))}"
-    return origin.problem(loc, message)
+    return message, False
 
 
 def _short(value: Any) -> str:

@@ -65,6 +65,8 @@ WIRE_SAFE = Rule(
 )
 """For every value that may reach the IMAP wire: logins, passwords, identities, e-mail
 addresses, folder patterns, host names."""
+WIRE_UNSAFE = re.compile(WIRE_SAFE.pattern)
+"""Finds what :data:`WIRE_SAFE` forbids, for values that come from elsewhere than a model."""
 
 
 def checked(*rules: Rule) -> tuple[Any, ...]:

@@ -286,3 +286,140 @@ def test_host_names_are_checked_at_their_place(
     assert f"{tmp_path}/p.yaml:4:9: server.host: not a host name or IP address" in err
     assert f"{tmp_path}/u.yaml:3:8: directory.url: expected ldap://host[:port]" in err
     assert "Traceback" not in err
+
+
+# --- values that reach the IMAP wire -------------------------------------------------------
+
+
+def test_a_csv_login_with_crlf_fails_validate_at_its_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imapsync_decl.cli import main
+    from imapsync_decl.profile import WIRE_SAFE
+
+    write_config(
+        tmp_path,
+        {
+            "c.yaml": "kind: Profile\nname: c\nserver: {host: h}\nsource: {csv: {file: rows.csv}}\n",
+            "rows.csv": 'login;password\n"alice\r\nZ9 DELETE INBOX";pw\nbob;"s3\x00cret"\n',
+        },
+    )
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 10
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/rows.csv:2: login: {WIRE_SAFE.message}" in err
+    assert f"{tmp_path}/rows.csv:4: password: {WIRE_SAFE.message}" in err
+    assert "s3" not in err
+
+
+@pytest.mark.parametrize(
+    ("document", "place"),
+    [
+        (
+            master_profile().replace("username: archiver", 'username: "arch\\r\\niver"'),
+            "7:15: source.master.username",
+        ),
+        (
+            master_profile('mechanism: login_separator\nseparator: "*\\n"'),
+            "10:16: source.master.separator",
+        ),
+        (
+            master_profile().replace("{env: TEST_MASTER_PW}", '"pw\\nZ9 LOGOUT"'),
+            "8:15: source.master.password",
+        ),
+        (
+            master_profile() + 'folders: {include: ["INBOX\\r\\nZ9 LOGOUT"]}\n',
+            "9:21: folders.include[0]",
+        ),
+        (
+            "kind: Profile\nname: one\nserver: {host: h}\n"
+            'source: {single: {username: alice, password: {env: P}, email: "a@x\\x00"}}\n',
+            "4:63: source.single.email",
+        ),
+    ],
+)
+def test_wire_values_in_documents_are_errors_at_their_place(
+    tmp_path: Path, document: str, place: str
+) -> None:
+    from imapsync_decl.profile import WIRE_SAFE
+
+    config = load(write_config(tmp_path, {"users.yaml": USERS, "p.yaml": document}))
+    assert not config.ok
+    found = [m for m in messages(config) if "warning" not in m]
+    assert found == [f"cfg/p.yaml:{place}: {WIRE_SAFE.message}"]
+
+
+def test_users_with_line_breaks_are_errors_at_their_place(tmp_path: Path) -> None:
+    users = """
+        kind: Users
+        users:
+          - {name: "alice\\r\\nZ9 LOGOUT", email: alice@example.com}
+          - {name: bob, email: "bob@example.com\\n"}
+          - {name: carol, email: "x y@@"}
+    """
+    config = load(write_config(tmp_path, {"users.yaml": users, "staff.yaml": master_profile()}))
+    assert [m for m in messages(config) if "warning" not in m] == [
+        "cfg/users.yaml:3:12: users[0].name: must not contain a line break (CR, LF) or NUL: "
+        "it could not be sent to a server as it is",
+        "cfg/users.yaml:4:24: users[1].email: must not contain a line break (CR, LF) or NUL: "
+        "it could not be sent to a server as it is",
+        "cfg/users.yaml:5:26: users[2].email: not an e-mail address",
+    ]
+
+
+def test_an_identity_template_that_renders_a_line_break_is_an_error(tmp_path: Path) -> None:
+    users = 'kind: Users\nusers:\n  - {name: dora, email: dora@example.com, display_name: "D\\nZ9 LOGOUT"}\n'
+    master = "identity: {template: '{{ user.display_name }}'}"
+    config = load(
+        write_config(tmp_path, {"users.yaml": users, "staff.yaml": master_profile(master)})
+    )
+    assert not config.ok
+    assert "cfg/staff.yaml:9:15: source.master.identity: the identity of user 'dora' must not " in (
+        "\n".join(messages(config))
+    )
+    assert config.mailboxes["staff"] == ()
+
+
+@pytest.mark.parametrize("kind", ["env", "file"])
+def test_a_referenced_password_with_a_line_break_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from imapsync_decl.profile import WIRE_SAFE
+
+    value = "secret\r\nZ9 LOGOUT"
+    monkeypatch.setenv("TEST_MASTER_PW", value)
+    (tmp_path / "pw.txt").write_text(value + "\n")
+    (tmp_path / "pw.txt").chmod(0o600)
+    reference = "{env: TEST_MASTER_PW}" if kind == "env" else "{file: pw.txt}"
+    profile = master_profile().replace("{env: TEST_MASTER_PW}", reference)
+    config = load(write_config(tmp_path, {"users.yaml": USERS, "staff.yaml": profile}))
+    where = (
+        "environment variable TEST_MASTER_PW"
+        if kind == "env"
+        else f"password file {tmp_path}/pw.txt"
+    )
+    assert messages(config) == [
+        f"cfg/staff.yaml:8:15: source.master.password: the password in {where} {WIRE_SAFE.message}"
+    ]
+    # And when it changes after validate: refused at resolution, never sent.
+    monkeypatch.setenv("TEST_MASTER_PW", "fine")
+    (tmp_path / "pw.txt").write_text("fine\n")
+    config = load(tmp_path)
+    assert config.ok, messages(config)
+    monkeypatch.setenv("TEST_MASTER_PW", value)
+    (tmp_path / "pw.txt").write_text(value + "\n")
+    with pytest.raises(SecretError) as refused:
+        config.mailboxes["staff"][0].credentials.resolve_password()
+    assert refused.value.exit_code == 10
+    assert "secret" not in str(refused.value)
+
+
+def test_directory_users_from_the_index_are_validated() -> None:
+    from imapsync_decl.config import directory_users
+    from imapsync_decl.store.index import UserRecord
+
+    records = [
+        UserRecord("ok", "ok@example.test", None),
+        UserRecord("bad\r\nZ9 LOGOUT", "bad@example.test", None),
+        UserRecord("worse", "x y@@", None),
+    ]
+    assert [u.user.name for u in directory_users(records)] == ["ok"]

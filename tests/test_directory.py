@@ -288,16 +288,16 @@ def sync_users(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], directory: dict[str, object]
 ) -> tuple[int, dict[str, dict[str, object]], str]:
     """Write one Users document with exactly ``directory``, run `users sync`, then return the
-    exit code, the directory users of `users list` by name, and what sync printed on stderr."""
+    exit code, the directory users of `users list` by name, and what sync printed."""
     from imapsync_decl.cli import main
 
     config_dir = tmp_path / "profiles.d"
     write_config(config_dir, {"dir.json": json.dumps({"kind": "Users", "directory": directory})})
     code = main(["users", "sync", "--format", "json", "--config-dir", str(config_dir)])
-    _out, err = capsys.readouterr()
+    out, err = capsys.readouterr()
     assert main(["users", "list", "--format", "json", "--config-dir", str(config_dir)]) == 0
     listed = {u["name"]: u for u in json.loads(capsys.readouterr().out)}
-    return code, {n: u for n, u in listed.items() if u["source"] == "directory"}, err
+    return code, {n: u for n, u in listed.items() if u["source"] == "directory"}, out + err
 
 
 def directory_options(slapd: SlapdServer, base_dn: str, **extra: object) -> dict[str, object]:
@@ -471,3 +471,19 @@ def test_page_size_sets_the_entries_per_page(
     assert sorted(users) == uids
     # 7 entries, 3 per page: three paged searches.
     assert slapd.read_log().count(f'SRCH base="{base}"') - before == 3
+
+
+def test_entries_the_user_model_refuses_are_skipped_with_a_warning_naming_the_dn(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("good", cn="good", mail="good@example.test", ou=ou)
+    spaced = slapd.add_user("spaced", cn="spaced", mail="x y@@", ou=ou)
+    crlf = slapd.add_user("crlf", cn="crlf\r\nZ9 DELETE INBOX", mail="crlf@example.test", ou=ou)
+    options = directory_options(slapd, base, attributes={"username": "cn"})
+    code, users, err = sync_users(tmp_path, capsys, options)
+    assert code == 0, err
+    assert list(users) == ["good"]
+    assert f"{spaced}: skipped: email: not an e-mail address" in err
+    assert f"{crlf}: skipped: name: must not contain a line break" in err
+    assert slapd.reader_password not in err
