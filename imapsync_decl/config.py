@@ -27,6 +27,7 @@ from imapsync_decl.loader import (
     LoadResult,
     Loc,
     Origin,
+    field_path,
     load_config_dir,
     validation_messages,
 )
@@ -107,6 +108,22 @@ def _secret_path(ref: FileSecret, base_dir: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where a mailbox comes from: a CSV row (path:line), or a document's field."""
+
+    path: str
+    line: int | None = None
+    col: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return str(Problem(self.path, self.line, self.col, None, "")).removesuffix(": ")
+
+    def problem(self, message: str, severity: Severity = Severity.ERROR) -> Problem:
+        return Problem(self.path, self.line, self.col, self.field, message, severity)
+
+
+@dataclass(frozen=True)
 class Mailbox:
     """One mailbox on the server that a profile archives."""
 
@@ -117,6 +134,8 @@ class Mailbox:
     email: str | None
     archive_folder: str  # the mailbox's folder in the archive tree: e-mail address, else login
     credentials: Credentials = field(repr=False, compare=False)
+    server: str = field(default="", compare=False)  # host:port of the profile's server
+    place: Place = field(default=Place(""), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -304,6 +323,7 @@ def load_config(
             mailboxes[item.doc.name] = tuple(_resolve(item, listed, problems))
     for csv_file, origin in loaded.orphan_csv_files:
         _load_csv_rows(csv_file, origin, problems)
+    problems += shared_archive_folders([m for found in mailboxes.values() for m in found])
     document_count = len(loaded.profiles) + len(loaded.users) + len(loaded.archives)
     return Config(
         config_dir=config_dir,
@@ -552,13 +572,19 @@ def _resolve_single(
             credentials=Credentials(
                 "user_password", single.username, None, password, origin.base_dir
             ),
+            server=_server_key(item.doc),
+            place=_document_place(origin, ("source", "single")),
         )
     ]
 
 
+def _csv_display(file: str, origin: Origin) -> str:
+    return file if Path(file).is_absolute() else _join_display(origin, file)
+
+
 def _load_csv_rows(file: str, origin: Origin, problems: list[Problem]) -> CsvResult | None:
     path = _resolve_path(file, origin)
-    display = file if Path(file).is_absolute() else _join_display(origin, file)
+    display = _csv_display(file, origin)
     result = load_csv(path, display)
     problems.extend(result.problems)
     if not result.ok:
@@ -584,9 +610,67 @@ def _resolve_csv(item: Loaded[Profile], csv: CsvSource, problems: list[Problem])
             credentials=Credentials(
                 "user_password", row.login, None, row.password, origin.base_dir
             ),
+            server=_server_key(item.doc),
+            place=Place(_csv_display(csv.file, origin), row.line),
         )
         for row in result.accounts
     ]
+
+
+def _server_key(profile: Profile) -> str:
+    """The profile's server as mailboxes are told apart: host (case and a trailing dot do
+    not matter) and port."""
+    host = profile.server.host.rstrip(".").casefold()
+    return (
+        f"[{host}]:{profile.server.effective_port}"
+        if ":" in host
+        else f"{host}:{profile.server.effective_port}"
+    )
+
+
+def _document_place(origin: Origin, loc: Loc) -> Place:
+    line, col = origin.position(loc)
+    return Place(origin.display, line, col, field_path(loc))
+
+
+def shared_archive_folders(mailboxes: Sequence[Mailbox]) -> list[Problem]:
+    """Mailboxes that land in the same archive folder (same archive user, same archive
+    folder name), across all profiles and rows.
+
+    The same server and login twice is the same mailbox twice: an error. Otherwise (another
+    server, or another login) the index keeps the two apart, but they share one folder name
+    in the archive tree: a warning. Each problem is at the later mailbox and names the first.
+    """
+    first: dict[tuple[str, str], Mailbox] = {}
+    problems: list[Problem] = []
+    for mailbox in mailboxes:
+        key = (mailbox.archive_user, mailbox.archive_folder)
+        seen = first.setdefault(key, mailbox)
+        if seen is mailbox:
+            continue
+        lands = (
+            f"mailbox {mailbox.login} lands in the archive folder {mailbox.archive_folder} of "
+            f"user {mailbox.archive_user}, as {seen.place}"
+        )
+        same_login = seen.login.casefold() == mailbox.login.casefold()
+        if seen.server == mailbox.server and same_login:
+            problems.append(
+                mailbox.place.problem(
+                    f"{lands} does, with the same server and login: it is the same mailbox "
+                    "twice; remove one"
+                )
+            )
+            continue
+        differ = "login" if seen.server == mailbox.server else "server"
+        problems.append(
+            mailbox.place.problem(
+                f"{lands} ({seen.login} on {seen.server}) does; their {differ} differs, so "
+                "the archive keeps them apart, but both show as this one folder; give one "
+                "another e-mail address or archive user",
+                WARNING,
+            )
+        )
+    return problems
 
 
 def _join_display(origin: Origin, relative: str) -> str:
@@ -677,6 +761,8 @@ def _resolve_master(
             email=user.email,
             archive_folder=user.email or user.name,
             credentials=credentials,
+            server=_server_key(item.doc),
+            place=_document_place(origin, base),
         )
         choices.append(UserChoice(item.doc.name, listed, mailbox))
     quiet = master.sync_directory or any(p.is_error and p.path == origin.display for p in problems)

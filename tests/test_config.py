@@ -423,3 +423,101 @@ def test_directory_users_from_the_index_are_validated() -> None:
         UserRecord("worse", "x y@@", None),
     ]
     assert [u.user.name for u in directory_users(records)] == ["ok"]
+
+
+# --- mailboxes that land in the same archive folder ------------------------------------------
+
+
+def csv_profile(name: str, csv: str, host: str = "imap.example.test") -> str:
+    return (
+        f"kind: Profile\nname: {name}\nserver: {{host: {host}}}\nsource: {{csv: {{file: {csv}}}}}\n"
+    )
+
+
+def test_two_rows_for_one_mailbox_with_different_logins_are_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imapsync_decl.cli import main
+
+    write_config(
+        tmp_path,
+        {
+            "c.yaml": csv_profile("c", "rows.csv"),
+            "rows.csv": "login;password;email;archive_user\n"
+            "user0001;pw;user0001@example.test;user0001\n"
+            "other;pw;other@example.test;other\n"
+            "user0001@example.test;pw;user0001@example.test;user0001\n",
+        },
+    )
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path}/rows.csv:4: warning: mailbox user0001@example.test lands in the archive "
+        f"folder user0001@example.test of user user0001, as {tmp_path}/rows.csv:2 "
+        "(user0001 on imap.example.test:993) does; their login differs" in err
+    )
+
+
+def test_the_same_mailbox_twice_is_an_error_in_validate_plan_and_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imapsync_decl.cli import main
+
+    write_config(
+        tmp_path,
+        {
+            "a.yaml": csv_profile("a", "a.csv"),
+            "a.csv": "login;password;email\nalice;pw;alice@example.test\n",
+            # Another profile, the same server (host case and a trailing dot do not matter).
+            "b.yaml": csv_profile("b", "b.csv", host="IMAP.example.test."),
+            "b.csv": "login;password;email\nbob;pw;\nALICE;pw2;alice@example.test\n",
+        },
+    )
+    expected = (
+        f"{tmp_path}/b.csv:3: mailbox ALICE lands in the archive folder alice@example.test of "
+        f"user ALICE, as {tmp_path}/a.csv:2 does"
+    )
+    # Archive users are names: alice and ALICE are two users, so no clash yet.
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 0
+    assert expected not in capsys.readouterr().err
+    (tmp_path / "b.csv").write_text(
+        "login;password;email;archive_user\nbob;pw;;\nALICE;pw2;alice@example.test;alice\n"
+    )
+    expected = expected.replace("user ALICE", "user alice")
+    for command in (["validate"], ["plan"], ["apply"]):
+        assert main([*command, "--config-dir", str(tmp_path)]) == 10, command
+        err = capsys.readouterr().err
+        assert f"{expected}, with the same server and login: it is the same mailbox twice" in err
+        assert "Traceback" not in err
+    assert not (tmp_path.parent / "archive").exists()
+
+
+def test_shared_archive_folders_across_sources(tmp_path: Path) -> None:
+    from imapsync_decl.config import shared_archive_folders
+
+    users = "kind: Users\nusers:\n  - {name: bob, email: bob@example.com}\n"
+    single = (
+        "kind: Profile\nname: one\nserver: {host: imap.example.com, port: 993}\n"
+        "source: {single: {username: BOB@example.com, password: {env: P}, email: bob@example.com,"
+        " archive_user: bob}}\n"
+    )
+    write_config(
+        tmp_path, {"users.yaml": users, "staff.yaml": master_profile(), "one.yaml": single}
+    )
+    config = load(tmp_path)
+    found = [str(p) for p in config.problems if "lands in" in p.message]
+    assert found == [
+        "cfg/staff.yaml:7:5: source.master: mailbox bob@example.com lands in the archive folder "
+        "bob@example.com of user bob, as cfg/one.yaml:4:18 does, with the same server and login: "
+        "it is the same mailbox twice; remove one"
+    ]
+    # Another server: kept apart, a warning.
+    (tmp_path / "one.yaml").write_text(single.replace("port: 993", "port: 10993"))
+    config = load(tmp_path)
+    (warning,) = [p for p in config.problems if "lands in" in p.message]
+    assert not warning.is_error
+    assert "their server differs" in warning.message
+    # The function itself, over the resolved mailboxes.
+    mailboxes = [m for found in config.mailboxes.values() for m in found]
+    assert shared_archive_folders(mailboxes) == [warning]
+    assert shared_archive_folders(mailboxes[:1]) == []
