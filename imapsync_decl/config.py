@@ -117,7 +117,7 @@ class Place:
     field: str | None = None
 
     def __str__(self) -> str:
-        return str(Problem(self.path, self.line, self.col, None, "")).removesuffix(": ")
+        return ":".join(str(part) for part in (self.path, self.line, self.col) if part is not None)
 
     def problem(self, message: str, severity: Severity = Severity.ERROR) -> Problem:
         return Problem(self.path, self.line, self.col, self.field, message, severity)

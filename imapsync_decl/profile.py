@@ -8,7 +8,10 @@ and a test checks that both agree on a catalogue of good and bad documents).
 
 Cross-field rules are written twice, once as a model validator and once as a
 JSON Schema fragment (``json_schema_extra``), so editors and ``validate`` reject
-the same documents. Settings whose behaviour is not built yet are declared with
+the same documents. Checks of single strings that a plain ``pattern`` cannot
+say (host names, LDAP URLs, no line breaks in what reaches the IMAP server) are
+:class:`Rule` lists, turned into both a validator and schema keywords by
+:func:`checked`. Settings whose behaviour is not built yet are declared with
 :func:`_not_yet`: the schema pins them to their default and ``validate`` says
 "not supported yet" instead of silently ignoring them.
 """
@@ -123,7 +126,9 @@ _TOO_LONG = "host name longer than 253 characters"
 HOST_RULES: tuple[Rule, ...] = (
     WIRE_SAFE,
     Rule(
-        r"^\[[0-9A-Fa-f:.]*\]$", "an IPv6 address goes without brackets here: ::1, not [::1]", True
+        r"^\[[0-9A-Fa-f:.]*\]$",
+        "an IPv6 address goes without brackets here: ::1, not [::1]",
+        forbidden=True,
     ),
     Rule(
         rf"^(?:{_NAME}|{_IPV6})$",
