@@ -257,10 +257,11 @@ class UserChoice:
         }
 
 
-def directory_users(records: Sequence[Any]) -> list[ListedUser]:
+def directory_users(records: Sequence[Any], skipped: list[str] | None = None) -> list[ListedUser]:
     """Users of the index (source directory) as members of the user list, validated like
-    the users of a Users document; a record the model refuses (kept by an older version)
-    is left out with a warning in the log."""
+    the users of a Users document. A record the model refuses (kept by an older version;
+    the next `users sync` marks it gone) is left out and described in ``skipped``, or
+    logged as a warning without it."""
     listed = []
     for record in records:
         try:
@@ -273,11 +274,11 @@ def directory_users(records: Sequence[Any]) -> list[ListedUser]:
                 }
             )
         except pydantic.ValidationError as exc:
-            log.warning(
-                "directory_user_skipped",
-                user=repr(record.name),
-                problems=validation_messages(User, exc),
-            )
+            reasons = validation_messages(User, exc)
+            if skipped is None:
+                log.warning("directory_user_skipped", user=repr(record.name), problems=reasons)
+            else:
+                skipped.append(f"directory user {record.name!r} left out: {'; '.join(reasons)}")
             continue
         listed.append(ListedUser(user, "directory", record.status))
     return listed

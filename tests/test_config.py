@@ -521,3 +521,43 @@ def test_shared_archive_folders_across_sources(tmp_path: Path) -> None:
     mailboxes = [m for found in config.mailboxes.values() for m in found]
     assert shared_archive_folders(mailboxes) == [warning]
     assert shared_archive_folders(mailboxes[:1]) == []
+
+
+def test_invalid_directory_users_in_the_index_are_warnings_of_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records an older version kept: left out, named at the index, JSON output intact."""
+    import json
+
+    from imapsync_decl.cli import main
+    from imapsync_decl.store import Archive
+    from imapsync_decl.store.index import UserRecord
+
+    config_dir = write_config(
+        tmp_path / "profiles.d",
+        {
+            "u.yaml": "kind: Users\ndirectory: {url: 'ldaps://dir.example.test', base_dn: 'dc=x'}\n",
+            "staff.yaml": master_profile(),
+        },
+    )
+    with Archive.open(tmp_path / "archive") as archive:
+        archive.index.sync_directory_users(
+            "ldaps://dir.example.test/dc=x",
+            [
+                UserRecord("ann", "ann@example.test", None),
+                UserRecord("bad\r\nZ9 LOGOUT", "bad@example.test", None),
+            ],
+        )
+    assert main(["validate", "--format", "json", "--config-dir", str(config_dir)]) == 0
+    out, err = capsys.readouterr()
+    body = json.loads(out)
+    index = str(tmp_path / "archive" / "index.sqlite")
+    assert [(w["path"], w["message"]) for w in body["warnings"] if w["path"] == index] == [
+        (
+            index,
+            "directory user 'bad\\r\\nZ9 LOGOUT' left out: name: must not contain a line break "
+            "(CR, LF) or NUL: it could not be sent to a server as it is",
+        )
+    ]
+    assert body["profiles"][0]["mailboxes"] == 1  # ann
+    assert f"{index}: warning: directory user 'bad\\r\\nZ9 LOGOUT' left out" in err
