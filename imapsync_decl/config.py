@@ -18,9 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
+import structlog
+
 from imapsync_decl.errors import ExitCode, ImapsyncError, Problem, Severity
-from imapsync_decl.loader import Loaded, LoadResult, Loc, Origin, load_config_dir
+from imapsync_decl.loader import (
+    Loaded,
+    LoadResult,
+    Loc,
+    Origin,
+    field_path,
+    load_config_dir,
+    validation_messages,
+)
 from imapsync_decl.profile import (
+    WIRE_SAFE,
+    WIRE_UNSAFE,
     CsvSource,
     EnvSecret,
     FileSecret,
@@ -36,11 +49,17 @@ from imapsync_decl.sources.csv import CsvResult, load_csv
 
 WARNING = Severity.WARNING
 
+log = structlog.get_logger(__name__)
+
 
 class SecretError(ImapsyncError):
     """A referenced password cannot be read (variable not set, file missing)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class UnsendableSecret(SecretError):
+    """A referenced password holds a line break or NUL, which no server can be sent."""
 
 
 SecretSource = Secret | EnvSecret | FileSecret
@@ -57,7 +76,11 @@ class Credentials:
     base_dir: Path  # a {file: ...} password resolves against this
 
     def resolve_password(self) -> Secret:
-        """The password itself: read from the environment or the file now."""
+        """The password itself: read from the environment or the file now.
+
+        Raises SecretError when it cannot be read, or when it holds a line break or NUL
+        (which no server could be sent); the message names where it is, never the value.
+        """
         ref = self.password
         if isinstance(ref, Secret):
             return ref
@@ -65,14 +88,39 @@ class Credentials:
             value = os.environ.get(ref.env)
             if value is None:
                 raise SecretError(f"environment variable {ref.env} is not set")
-            return Secret(value)
-        path = Path(ref.file).expanduser()
-        path = path if path.is_absolute() else self.base_dir / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretError(f"cannot read password file {path}: {exc}") from None
-        return Secret(text.removesuffix("\n").removesuffix("\r"))
+            where = f"environment variable {ref.env}"
+        else:
+            path = _secret_path(ref, self.base_dir)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SecretError(f"cannot read password file {path}: {exc}") from None
+            value = text.removesuffix("\n").removesuffix("\r")
+            where = f"password file {path}"
+        if WIRE_UNSAFE.search(value):
+            raise UnsendableSecret(f"the password in {where} {WIRE_SAFE.message}")
+        return Secret(value)
+
+
+def _secret_path(ref: FileSecret, base_dir: Path) -> Path:
+    path = Path(ref.file).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a mailbox comes from: a CSV row (path:line), or a document's field."""
+
+    path: str
+    line: int | None = None
+    col: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return ":".join(str(part) for part in (self.path, self.line, self.col) if part is not None)
+
+    def problem(self, message: str, severity: Severity = Severity.ERROR) -> Problem:
+        return Problem(self.path, self.line, self.col, self.field, message, severity)
 
 
 @dataclass(frozen=True)
@@ -86,6 +134,8 @@ class Mailbox:
     email: str | None
     archive_folder: str  # the mailbox's folder in the archive tree: e-mail address, else login
     credentials: Credentials = field(repr=False, compare=False)
+    server: str = field(default="", compare=False)  # host:port of the profile's server
+    place: Place = field(default=Place(""), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,16 +257,29 @@ class UserChoice:
         }
 
 
-def directory_users(records: Sequence[Any]) -> list[ListedUser]:
-    """Users of the index (source directory) as members of the user list."""
+def directory_users(records: Sequence[Any], skipped: list[str] | None = None) -> list[ListedUser]:
+    """Users of the index (source directory) as members of the user list, validated like
+    the users of a Users document. A record the model refuses (kept by an older version;
+    the next `users sync` marks it gone) is left out and described in ``skipped``, or
+    logged as a warning without it."""
     listed = []
     for record in records:
-        user = User.model_construct(
-            name=record.name,
-            email=record.email,
-            aliases=list(record.aliases),
-            display_name=record.display_name,
-        )
+        try:
+            user = User.model_validate(
+                {
+                    "name": record.name,
+                    "email": record.email,
+                    "aliases": list(record.aliases),
+                    "display_name": record.display_name,
+                }
+            )
+        except pydantic.ValidationError as exc:
+            reasons = validation_messages(User, exc)
+            if skipped is None:
+                log.warning("directory_user_skipped", user=repr(record.name), problems=reasons)
+            else:
+                skipped.append(f"directory user {record.name!r} left out: {'; '.join(reasons)}")
+            continue
         listed.append(ListedUser(user, "directory", record.status))
     return listed
 
@@ -261,6 +324,7 @@ def load_config(
             mailboxes[item.doc.name] = tuple(_resolve(item, listed, problems))
     for csv_file, origin in loaded.orphan_csv_files:
         _load_csv_rows(csv_file, origin, problems)
+    problems += shared_archive_folders([m for found in mailboxes.values() for m in found])
     document_count = len(loaded.profiles) + len(loaded.users) + len(loaded.archives)
     return Config(
         config_dir=config_dir,
@@ -452,6 +516,8 @@ def _check_secret(
             problems.append(
                 origin.problem(loc, f"environment variable {ref.env} is not set", WARNING)
             )
+        else:
+            _check_secret_value(ref, loc, origin, problems)
         return ref
     path = _resolve_path(ref.file, origin)
     try:
@@ -465,7 +531,20 @@ def _check_secret(
                 loc, f"password file {path} is readable by group/others; chmod 600 it", WARNING
             )
         )
+    _check_secret_value(ref, loc, origin, problems)
     return ref
+
+
+def _check_secret_value(
+    ref: EnvSecret | FileSecret, loc: Loc, origin: Origin, problems: list[Problem]
+) -> None:
+    """The referenced password as it will be read: an error if it cannot be sent."""
+    try:
+        Credentials("user_password", "", None, ref, origin.base_dir).resolve_password()
+    except UnsendableSecret as exc:
+        problems.append(origin.problem(loc, exc.message))
+    except SecretError:
+        pass  # unset or unreadable: warned about by the caller
 
 
 def _resolve(
@@ -494,13 +573,19 @@ def _resolve_single(
             credentials=Credentials(
                 "user_password", single.username, None, password, origin.base_dir
             ),
+            server=_server_key(item.doc),
+            place=_document_place(origin, ("source", "single")),
         )
     ]
 
 
+def _csv_display(file: str, origin: Origin) -> str:
+    return file if Path(file).is_absolute() else _join_display(origin, file)
+
+
 def _load_csv_rows(file: str, origin: Origin, problems: list[Problem]) -> CsvResult | None:
     path = _resolve_path(file, origin)
-    display = file if Path(file).is_absolute() else _join_display(origin, file)
+    display = _csv_display(file, origin)
     result = load_csv(path, display)
     problems.extend(result.problems)
     if not result.ok:
@@ -526,9 +611,67 @@ def _resolve_csv(item: Loaded[Profile], csv: CsvSource, problems: list[Problem])
             credentials=Credentials(
                 "user_password", row.login, None, row.password, origin.base_dir
             ),
+            server=_server_key(item.doc),
+            place=Place(_csv_display(csv.file, origin), row.line),
         )
         for row in result.accounts
     ]
+
+
+def _server_key(profile: Profile) -> str:
+    """The profile's server as mailboxes are told apart: host (case and a trailing dot do
+    not matter) and port."""
+    host = profile.server.host.rstrip(".").casefold()
+    return (
+        f"[{host}]:{profile.server.effective_port}"
+        if ":" in host
+        else f"{host}:{profile.server.effective_port}"
+    )
+
+
+def _document_place(origin: Origin, loc: Loc) -> Place:
+    line, col = origin.position(loc)
+    return Place(origin.display, line, col, field_path(loc))
+
+
+def shared_archive_folders(mailboxes: Sequence[Mailbox]) -> list[Problem]:
+    """Mailboxes that land in the same archive folder (same archive user, same archive
+    folder name), across all profiles and rows.
+
+    The same server and login twice is the same mailbox twice: an error. Otherwise (another
+    server, or another login) the index keeps the two apart, but they share one folder name
+    in the archive tree: a warning. Each problem is at the later mailbox and names the first.
+    """
+    first: dict[tuple[str, str], Mailbox] = {}
+    problems: list[Problem] = []
+    for mailbox in mailboxes:
+        key = (mailbox.archive_user, mailbox.archive_folder)
+        seen = first.setdefault(key, mailbox)
+        if seen is mailbox:
+            continue
+        lands = (
+            f"mailbox {mailbox.login} lands in the archive folder {mailbox.archive_folder} of "
+            f"user {mailbox.archive_user}, as {seen.place}"
+        )
+        same_login = seen.login.casefold() == mailbox.login.casefold()
+        if seen.server == mailbox.server and same_login:
+            problems.append(
+                mailbox.place.problem(
+                    f"{lands} does, with the same server and login: it is the same mailbox "
+                    "twice; remove one"
+                )
+            )
+            continue
+        differ = "login" if seen.server == mailbox.server else "server"
+        problems.append(
+            mailbox.place.problem(
+                f"{lands} ({seen.login} on {seen.server}) does; their {differ} differs, so "
+                "the archive keeps them apart, but both show as this one folder; give one "
+                "another e-mail address or archive user",
+                WARNING,
+            )
+        )
+    return problems
 
 
 def _join_display(origin: Origin, relative: str) -> str:
@@ -619,6 +762,8 @@ def _resolve_master(
             email=user.email,
             archive_folder=user.email or user.name,
             credentials=credentials,
+            server=_server_key(item.doc),
+            place=_document_place(origin, base),
         )
         choices.append(UserChoice(item.doc.name, listed, mailbox))
     quiet = master.sync_directory or any(p.is_error and p.path == origin.display for p in problems)
@@ -642,12 +787,18 @@ def _identity(
         from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
 
         try:
-            return render_identity(
+            rendered = render_identity(
                 identity.template, TemplateUser(user.name, user.email, user.display_name)
             )
         except TemplateError as exc:
             problems.append(origin.problem(loc, str(exc)))
             return None
+        if WIRE_UNSAFE.search(rendered):
+            problems.append(
+                origin.problem(loc, f"the identity of user {user.name!r} {WIRE_SAFE.message}")
+            )
+            return None
+        return rendered
     if identity == "username":
         return user.name
     if user.email is None:

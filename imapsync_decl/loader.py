@@ -4,6 +4,10 @@ YAML and JSON are parsed with ruamel.yaml, which keeps the line and column of
 every key and item; pydantic's error locations are mapped back onto them, so a
 problem reads ``profiles.d/staff.yaml:14:7: server.port: ...``. Nothing here
 raises on bad input: every problem of every file is collected and returned.
+
+YAML aliases are bounded (:class:`_BoundedComposer`): a document whose aliases
+would expand it by more than :data:`MAX_ALIAS_NODES` nodes (a "billion laughs"
+document), or an alias inside its own anchor, is refused at the alias.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from typing import Any, Generic, TypeVar
 import pydantic
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.profile import (
     DOCUMENT_KINDS,
-    EMAIL_PATTERN,
     ENV_NAME_PATTERN,
     NAME_PATTERN,
     TAG_MARK,
@@ -36,11 +42,14 @@ from imapsync_decl.profile import (
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
 
+MAX_ALIAS_NODES = 10_000
+"""How many nodes the aliases of one document may add to it, all together."""
+MAX_DEPTH = 100
+"""How deeply collections may nest in a document (deeper ones are refused)."""
+
 PATTERN_MESSAGES = {
-    EMAIL_PATTERN: "not an e-mail address",
     NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
     ENV_NAME_PATTERN: "not an environment variable name",
-    "^ldaps?://": "must start with ldap:// or ldaps://",
 }
 
 Loc = tuple[str | int, ...]
@@ -206,10 +215,27 @@ def _read_documents(
         except json.JSONDecodeError as exc:
             problems.append(Problem(display, exc.lineno, exc.colno, None, f"JSON: {exc.msg}"))
             return
+        except RecursionError:
+            problems.append(Problem(display, None, None, None, "JSON: nested too deeply"))
+            return
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Composer = _BoundedComposer
+    yaml.max_depth = MAX_DEPTH
     try:
         nodes = list(yaml.load_all(text))
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        problems.append(
+            Problem(
+                display,
+                mark.line + 1 if mark is not None else None,
+                mark.column + 1 if mark is not None else None,
+                None,
+                f"YAML: collections nested more than {MAX_DEPTH} levels deep",
+            )
+        )
+        return
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line: int | None = mark.line + 1 if mark is not None else None
@@ -228,6 +254,62 @@ def _read_documents(
         start = _node_start(node)
         plain = _plain(node, (), values, keys)
         yield plain, Origin(path, display, index, start, values, keys)
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, with a bound on what aliases add to a document.
+
+    Composing stays linear: an alias yields the anchor's node itself. The expansion
+    happens later, when the document becomes plain values, so the bound is checked
+    here, at each alias, on the size of the node it repeats.
+    """
+
+    def compose_document(self) -> Any:
+        self._added = 0
+        self._open: list[str] = []  # anchors of the collections being composed
+        self._sizes: dict[int, int] = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            if event.anchor in self._open:
+                raise ComposerError(
+                    None, None, f"alias *{event.anchor} is inside its own anchor", event.start_mark
+                )
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                self._added += self._size(node)
+                if self._added > MAX_ALIAS_NODES:
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"aliases expand this document by more than {MAX_ALIAS_NODES} values "
+                        f"(at *{event.anchor}); write the values out or use fewer aliases",
+                        event.start_mark,
+                    )
+            return super().compose_node(parent, index)
+        anchor = getattr(event, "anchor", None)
+        if anchor is None or not isinstance(event, MappingStartEvent | SequenceStartEvent):
+            return super().compose_node(parent, index)
+        self._open.append(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open.pop()
+
+    def _size(self, node: Node) -> int:
+        """The number of values ``node`` stands for, with its aliases expanded."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        size = 1
+        if isinstance(node, SequenceNode):
+            size += sum(self._size(item) for item in node.value)
+        elif isinstance(node, MappingNode):
+            size += sum(self._size(key) + self._size(value) for key, value in node.value)
+        self._sizes[id(node)] = size
+        return size
 
 
 def _node_start(node: Any) -> Position:
@@ -311,6 +393,26 @@ def _validate_document(
 
 def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Origin) -> Problem:
     loc: Loc = tuple(error["loc"])
+    message, at_key = _error_message(model, error)
+    return origin.problem(loc, message, at_key=at_key)
+
+
+def validation_messages(
+    model: type[pydantic.BaseModel], exc: pydantic.ValidationError
+) -> list[str]:
+    """``field: message`` for each error of validating ``model`` (as documents word them);
+    for values that come from elsewhere than a document, such as a directory entry."""
+    out = []
+    for error in exc.errors(include_url=False):
+        message, _ = _error_message(model, error)
+        where = field_path(tuple(error["loc"]))
+        out.append(f"{where}: {message}" if where else message)
+    return out
+
+
+def _error_message(model: type[pydantic.BaseModel], error: Any) -> tuple[str, bool]:
+    """The message for one pydantic error, and whether it belongs at the key."""
+    loc: Loc = tuple(error["loc"])
     kind = error["type"]
     message = str(error["msg"])
     if kind == "extra_forbidden":
@@ -322,9 +424,9 @@ def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Ori
             message += f"; did you mean {close[0]!r}?"
         elif allowed:
             message += f" (allowed: {', '.join(allowed)})"
-        return origin.problem(loc, message, at_key=True)
+        return message, True
     if kind == "missing":
-        return origin.problem(loc, "required field is missing")
+        return "required field is missing", False
     if kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern")
         message = PATTERN_MESSAGES.get(pattern, message)
@@ -332,7 +434,7 @@ def _problem_from_error(model: type[pydantic.BaseModel], error: Any, origin: Ori
         expected = error.get("ctx", {}).get("expected")
         if expected:
             message = f"expected one of {expected}, got {_short(error.get('input'))}"
-    return origin.problem(loc, message)
+    return message, False
 
 
 def _short(value: Any) -> str:

@@ -8,13 +8,18 @@ and a test checks that both agree on a catalogue of good and bad documents).
 
 Cross-field rules are written twice, once as a model validator and once as a
 JSON Schema fragment (``json_schema_extra``), so editors and ``validate`` reject
-the same documents. Settings whose behaviour is not built yet are declared with
+the same documents. Checks of single strings that a plain ``pattern`` cannot
+say (host names, LDAP URLs, no line breaks in what reaches the IMAP server) are
+:class:`Rule` lists, turned into both a validator and schema keywords by
+:func:`checked`. Settings whose behaviour is not built yet are declared with
 :func:`_not_yet`: the schema pins them to their default and ``validate`` says
 "not supported yet" instead of silently ignoring them.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -39,6 +44,117 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Everything up to the LAST '@' is the local part, which may itself hold '@' when quoted.
 EMAIL_PATTERN = r"^[^\s]+@[^\s@]+$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+# --- checks shared by models and schemas --------------------------------------------------
+# Written as plain regular expressions (no look-around), so that the models and the JSON
+# Schemas check exactly the same: each Rule is a pattern that must match somewhere in the
+# value (JSON Schema's "pattern"), or must match nowhere in it ("not": {"pattern"}), with
+# the message shown when it fails. Values that are checked for "$" never hold a line feed
+# (every rule list starts with the WIRE_SAFE one), so "$" means the same in every dialect.
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    message: str
+    forbidden: bool = False  # True: the value must contain no match
+
+
+WIRE_SAFE = Rule(
+    r"[\r\n\x00]",
+    "must not contain a line break (CR, LF) or NUL: it could not be sent to a server as it is",
+    forbidden=True,
+)
+"""For every value that may reach the IMAP wire: logins, passwords, identities, e-mail
+addresses, folder patterns, host names."""
+WIRE_UNSAFE = re.compile(WIRE_SAFE.pattern)
+"""Finds what :data:`WIRE_SAFE` forbids, for values that come from elsewhere than a model."""
+
+
+def checked(*rules: Rule) -> tuple[Any, ...]:
+    """Annotated metadata: a validator and the matching JSON Schema for ``rules``."""
+    compiled = [(re.compile(rule.pattern), rule) for rule in rules]
+
+    def check(value: str) -> str:
+        for pattern, rule in compiled:
+            if (pattern.search(value) is None) != rule.forbidden:
+                raise PydanticCustomError("checked", rule.message)
+        return value
+
+    schema = [
+        {"not": {"pattern": rule.pattern}} if rule.forbidden else {"pattern": rule.pattern}
+        for rule in rules
+    ]
+    extra: dict[str, Any] = schema[0] if len(schema) == 1 else {"allOf": schema}
+    return (AfterValidator(check), Field(json_schema_extra=extra))
+
+
+WireStr: TypeAlias = Annotated[str, *checked(WIRE_SAFE)]
+"""A string that may reach the IMAP wire: no CR, LF or NUL."""
+
+Email: TypeAlias = Annotated[str, *checked(WIRE_SAFE, Rule(EMAIL_PATTERN, "not an e-mail address"))]
+"""An e-mail address: everything up to the last '@' is the local part."""
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = (  # RFC 3986, section 3.2.2
+    "(?:"
+    + "|".join(
+        (
+            rf"(?:{_H16}:){{6}}{_LS32}",
+            rf"::(?:{_H16}:){{5}}{_LS32}",
+            rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+            rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+            rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+            rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+        )
+    )
+    + ")"
+)
+_NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_NUMERIC = "not a valid IPv4 address (the last label of a host name is not all digits)"
+_TOO_LONG = "host name longer than 253 characters"
+
+HOST_RULES: tuple[Rule, ...] = (
+    WIRE_SAFE,
+    Rule(
+        r"^\[[0-9A-Fa-f:.]*\]$",
+        "an IPv6 address goes without brackets here: ::1, not [::1]",
+        forbidden=True,
+    ),
+    Rule(
+        rf"^(?:{_NAME}|{_IPV6})$",
+        "not a host name or IP address: a host name is labels of letters, digits and '-' "
+        "(at most 63 characters each, not starting or ending with '-') joined by '.'",
+    ),
+    # The last label has a letter, or the whole is an IPv4 or IPv6 address (RFC 1123 2.1).
+    Rule(rf"[A-Za-z][A-Za-z0-9-]*\.?$|:|^{_IPV4}$", _NUMERIC),
+    Rule(r"^(?:.{1,253}|.{253}\.)$", _TOO_LONG),
+)
+"""A host: an RFC 1123 name (a trailing dot allowed), an IPv4 or a bare IPv6 address."""
+
+LDAP_URL_RULES: tuple[Rule, ...] = (
+    WIRE_SAFE,
+    Rule(r"^ldaps?://", "must start with ldap:// or ldaps://"),
+    Rule(
+        rf"^ldaps?://(?:{_NAME}|\[{_IPV6}\])(?::{_PORT})?/?$",
+        "expected ldap://host[:port] or ldaps://host[:port] (an IPv6 address in [ ]), "
+        "with a port from 1 to 65535 and nothing after the host but '/'",
+    ),
+    Rule(
+        rf"^ldaps?://(?:\[|{_IPV4}(?::|/|$)|[^/]*[A-Za-z][A-Za-z0-9-]*\.?(?::[0-9]+)?/?$)", _NUMERIC
+    ),
+    Rule(r"^ldaps?://(?:\[|[^:/]{1,253}(?::|/|$)|[^:/]{253}\.(?::|/|$))", _TOO_LONG),
+)
+"""An LDAP URL: scheme, a host as in :data:`HOST_RULES` (IPv6 in brackets), a port."""
 
 
 class StrictModel(BaseModel):
@@ -108,7 +224,7 @@ def _secret_tag(value: Any) -> str | None:
 
 
 SecretRef: TypeAlias = Annotated[
-    Annotated[str, Tag("secret:inline"), Field(min_length=1)]
+    Annotated[str, Field(min_length=1), *checked(WIRE_SAFE), Tag("secret:inline")]
     | Annotated[EnvSecret, Tag("secret:env")]
     | Annotated[FileSecret, Tag("secret:file")],
     Discriminator(
@@ -154,7 +270,10 @@ class Server(StrictModel):
 
     model_config = ConfigDict(json_schema_extra=_SERVER_RULES)
 
-    host: str = Field(min_length=1, description="Host name or IP address of the IMAP server.")
+    host: Annotated[str, *checked(*HOST_RULES)] = Field(
+        description="Host name (RFC 1123, a trailing dot allowed), IPv4 or IPv6 address of the "
+        "IMAP server (an IPv6 address without brackets).",
+    )
     port: int | None = Field(
         default=None,
         ge=1,
@@ -302,7 +421,9 @@ class MasterSource(StrictModel):
 
     model_config = ConfigDict(json_schema_extra=_MASTER_RULES)
 
-    username: str = Field(min_length=1, description="Login name of the master (privileged) user.")
+    username: WireStr = Field(
+        min_length=1, description="Login name of the master (privileged) user."
+    )
     password: SecretRef = Field(description=SECRET_DESCRIPTION)
     identity: Identity = Field(
         default="email",
@@ -316,7 +437,7 @@ class MasterSource(StrictModel):
         "(RFC 4616; Dovecot, Cyrus, Stalwart); login_separator: log in as "
         "'<identity><separator><username>' (Dovecot master users).",
     )
-    separator: str = Field(
+    separator: WireStr = Field(
         default="*",
         min_length=1,
         description="Separator for mechanism login_separator (Dovecot's "
@@ -354,14 +475,13 @@ class CsvSource(StrictModel):
 class SingleSource(StrictModel):
     """One mailbox with its own credentials."""
 
-    username: str = Field(min_length=1, description="IMAP login name of the mailbox.")
+    username: WireStr = Field(min_length=1, description="IMAP login name of the mailbox.")
     password: SecretRef = Field(description=SECRET_DESCRIPTION)
-    email: str | None = Field(
+    email: Email | None = Field(
         default=None,
-        pattern=EMAIL_PATTERN,
         description="E-mail address; names the mailbox's folder in the archive tree.",
     )
-    archive_user: str | None = Field(
+    archive_user: WireStr | None = Field(
         default=None,
         min_length=1,
         description="Archive user that receives the mailbox; default: the login name.",
@@ -416,13 +536,13 @@ class Source(StrictModel):
 class Folders(StrictModel):
     """Which folders of each mailbox are archived."""
 
-    include: list[Annotated[str, Field(min_length=1)]] = Field(
+    include: list[Annotated[WireStr, Field(min_length=1)]] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
         description="Glob patterns on the decoded folder path ('/' between levels): '*' within one "
         "level, '**' across levels.",
     )
-    exclude: list[Annotated[str, Field(min_length=1)]] = Field(
+    exclude: list[Annotated[WireStr, Field(min_length=1)]] = Field(
         default_factory=list, description="Glob patterns of folders not to archive."
     )
     include_subfolders: bool = Field(
@@ -541,11 +661,9 @@ class Profile(StrictModel):
 class User(StrictModel):
     """One archive user."""
 
-    name: str = Field(min_length=1, description="User name in the archive (unique).")
-    email: str | None = Field(
-        default=None, pattern=EMAIL_PATTERN, description="Primary e-mail address."
-    )
-    aliases: list[Annotated[str, Field(pattern=EMAIL_PATTERN)]] = Field(
+    name: WireStr = Field(min_length=1, description="User name in the archive (unique).")
+    email: Email | None = Field(default=None, description="Primary e-mail address.")
+    aliases: list[Email] = Field(
         default_factory=list,
         description="Further e-mail addresses of the user; users.names may name a user by any "
         "of them.",
@@ -626,9 +744,9 @@ class Directory(StrictModel):
         description="Sets the defaults of filter and attributes: openldap (inetOrgPerson) or "
         "active_directory (disabled accounts are skipped).",
     )
-    url: str = Field(
-        pattern=r"^ldaps?://[^/\s]+/?$",
-        description="ldap://host[:port] or ldaps://host[:port] (LDAP over TLS).",
+    url: Annotated[str, *checked(*LDAP_URL_RULES)] = Field(
+        description="ldap://host[:port] or ldaps://host[:port] (LDAP over TLS); an IPv6 "
+        "address in brackets: ldap://[2001:db8::1]:389.",
     )
     starttls: bool = Field(
         default=False, description="Upgrade ldap:// with StartTLS (never falls back)."

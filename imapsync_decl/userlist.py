@@ -8,6 +8,7 @@ never removed). ``read`` only reads, for ``plan``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import structlog
 
 from imapsync_decl.config import Config, ListedUser, directory_users, load_config
-from imapsync_decl.errors import ImapsyncError
+from imapsync_decl.errors import ImapsyncError, Problem, Severity
 from imapsync_decl.sources.directory import (
     DirectoryError,
     DirectorySettings,
@@ -74,21 +75,29 @@ def read_all(config: Config) -> DirectoryResult:
     return result
 
 
-def index_users(archive: Path) -> list[ListedUser]:
-    """The directory users the index keeps (none when there is no archive yet)."""
+def index_users(archive: Path, skipped: list[str] | None = None) -> list[ListedUser]:
+    """The directory users the index keeps (none when there is no archive yet); see
+    :func:`directory_users` for ``skipped``."""
     path = archive / "index.sqlite"
     if not path.exists():
         return []
     with Index.open(path) as index:
-        return directory_users(index.list_users(source="directory"))
+        return directory_users(index.list_users(source="directory"), skipped)
 
 
 def load_with_index_users(config_dir: Path, display: str) -> Config:
-    """The configuration with the user list completed by the index's directory users."""
+    """The configuration with the user list completed by the index's directory users.
+
+    Index records that are no valid users are warnings of the configuration, at the index.
+    """
     config = load_config(config_dir, display)
     if not config.ok or not config.directories:
         return config
-    return load_config(config_dir, display, index_users(config.archive_path))
+    skipped: list[str] = []
+    config = load_config(config_dir, display, index_users(config.archive_path, skipped))
+    index = str(config.archive_path / "index.sqlite")
+    warnings = [Problem(index, None, None, None, text, Severity.WARNING) for text in skipped]
+    return dataclasses.replace(config, problems=(*config.problems, *warnings))
 
 
 def sync(config: Config, index: Index) -> tuple[dict[str, dict[str, list[str]]], DirectoryResult]:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imapsync_decl.errors import Problem, Severity
+from imapsync_decl.profile import WIRE_SAFE
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.csv import (
     HEADER_SYNONYMS,
@@ -104,13 +105,12 @@ def test_the_other_quote_character_is_plain_data_inside_quotes() -> None:
 
 
 def test_separator_and_newline_inside_quotes_are_data() -> None:
-    text = 'login,password,email\nalice,"a,b\nc\r\nd",x@y\nbob,pw,\n'
+    # Line breaks are data, though not in the columns that reach the server (see below).
+    text = 'login,password,note\nalice,"a,b","x\nc\r\nd"\nbob,pw,\n'
     result = parse(text)
     assert result.ok
-    assert rows(result) == [
-        (2, "alice", "a,b\nc\r\nd", "x@y", None),
-        (5, "bob", "pw", None, None),
-    ]
+    assert rows(result) == [(2, "alice", "a,b", None, None), (5, "bob", "pw", None, None)]
+    assert split_records(text, ",")[1].fields == ("alice", "a,b", "x\nc\r\nd")
 
 
 def test_quote_inside_an_unquoted_field_is_data() -> None:
@@ -326,9 +326,9 @@ def test_fold_header() -> None:
 
 
 def test_fields_are_not_trimmed() -> None:
-    result = parse("login ; password ;email\n alice ;  pw  ; a@x \n")
+    result = parse("login ; password ;archive user\n alice ;  pw  ; Alice \n")
     assert result.ok
-    assert rows(result) == [(2, " alice ", "  pw  ", " a@x ", None)]
+    assert rows(result) == [(2, " alice ", "  pw  ", None, " Alice ")]
 
 
 def test_empty_optional_fields_are_none() -> None:
@@ -358,6 +358,7 @@ def test_each_row_error_with_its_line() -> None:
     result = parse(text)
     assert result.separator == ";"
     assert errors(result) == [
+        (2, WIRE_SAFE.message),  # the password's line breaks
         (5, "expected 3 fields, found 2"),
         (6, "expected 3 fields, found 4"),
         (7, 'column "login" is empty'),
@@ -376,12 +377,10 @@ def test_each_row_error_with_its_line() -> None:
             "inside it)",
         ),
     ]
-    assert rows(result) == [
-        (2, "multi", "line\npass\nword", "m@x", None),
-        (12, "erin", "pw", "e@x", None),
-    ]
-    assert all(p.col is None and p.field is None and p.path == PATH for p in result.problems)
-    assert str(result.problems[0]) == "staff.csv:5: expected 3 fields, found 2"
+    assert rows(result) == [(12, "erin", "pw", "e@x", None)]
+    assert all(p.col is None and p.path == PATH for p in result.problems)
+    assert [p.field for p in result.problems] == ["password"] + [None] * 7
+    assert str(result.problems[1]) == "staff.csv:5: expected 3 fields, found 2"
 
 
 def test_empty_login_and_password_both_reported() -> None:
@@ -557,9 +556,11 @@ def test_split_records_reads_back_what_format_csv_writes(
     assert [r.line for r in parsed] == expected_lines
 
 
-nonempty = st.text(min_size=1)
+wire_safe = st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\r\n\x00"))
+nonempty = wire_safe.filter(bool)
+emails = st.one_of(st.just(""), st.from_regex(r"\A[a-z0-9.'\"@]{1,10}@[a-z0-9.-]{1,10}\Z"))
 accounts = st.lists(
-    st.tuples(nonempty, nonempty, st.text(), st.text()),
+    st.tuples(nonempty, nonempty, emails, wire_safe),
     max_size=6,
     unique_by=lambda row: row[0].casefold(),
 )
@@ -633,3 +634,33 @@ def test_parse_csv_never_raises_on_csv_like_text(header: str, body: str) -> None
 )
 def test_detect_separator(header: str, expected: str | None) -> None:
     assert detect_separator(header) == expected
+
+
+# --------------------------------------------------------------------------- what reaches IMAP
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ('"alice\r\nZ9 DELETE INBOX";pw;;', "login"),
+        ('"alice\nx";pw;;', "login"),
+        ("alice;pw\x00x;;", "password"),
+        ('alice;"pw\r";;', "password"),
+        ('alice;pw;"a@x\r\nZ9 LOGOUT";', "email"),
+        ('alice;pw;;"Alice\nB"', "archive_user"),
+    ],
+)
+def test_line_breaks_and_nul_in_values_that_reach_imap_are_errors(row: str, field: str) -> None:
+    result = parse("login;password;email;archive_user\n" + row + "\nbob;pw;;\n")
+    (problem,) = [p for p in result.problems if p.is_error]
+    assert str(problem) == f"staff.csv:2: {field}: {WIRE_SAFE.message}"
+    assert "pw" not in problem.message
+    assert [r[1:] for r in rows(result)] == [("bob", "pw", None, None)]
+
+
+@pytest.mark.parametrize("email", ["x y@@", "alice", "a@b@", " a@x ", "a@"])
+def test_an_email_that_is_none_is_an_error(email: str) -> None:
+    result = parse(f"login;password;email\nalice;pw;{email}\nbob;pw;b@x\n")
+    assert errors(result) == [(2, "not an e-mail address")]
+    assert [p.field for p in result.problems] == ["email"]
+    assert rows(result) == [(3, "bob", "pw", "b@x", None)]

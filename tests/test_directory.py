@@ -279,3 +279,211 @@ def test_active_directory_defaults_and_helpers() -> None:
         "uid",
         "(objectClass=inetOrgPerson)",
     )
+
+
+# --- every Directory option, set explicitly, through `users sync` ---------------------------
+
+
+def sync_users(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], directory: dict[str, object]
+) -> tuple[int, dict[str, dict[str, object]], str]:
+    """Write one Users document with exactly ``directory``, run `users sync`, then return the
+    exit code, the directory users of `users list` by name, and what sync printed."""
+    from imapsync_decl.cli import main
+
+    config_dir = tmp_path / "profiles.d"
+    write_config(config_dir, {"dir.json": json.dumps({"kind": "Users", "directory": directory})})
+    code = main(["users", "sync", "--format", "json", "--config-dir", str(config_dir)])
+    out, err = capsys.readouterr()
+    assert main(["users", "list", "--format", "json", "--config-dir", str(config_dir)]) == 0
+    listed = {u["name"]: u for u in json.loads(capsys.readouterr().out)}
+    return code, {n: u for n, u in listed.items() if u["source"] == "directory"}, out + err
+
+
+def directory_options(slapd: SlapdServer, base_dn: str, **extra: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "url": slapd.url,
+        "starttls": True,
+        "ca_file": str(slapd.ca_file),
+        "bind_dn": slapd.reader_dn,
+        "password": {"env": "LDAP_PW"},
+        "base_dn": base_dn,
+    }
+    body.update(extra)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.mark.parametrize("timeout", [30, 2.5, 3600])
+def test_an_explicit_timeout_syncs(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: float
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("tina", mail="tina@example.test", ou=ou)
+    code, users, err = sync_users(tmp_path, capsys, directory_options(slapd, base, timeout=timeout))
+    assert code == 0, err
+    assert list(users) == ["tina"]
+
+
+def test_the_timeout_ends_a_wait_for_a_silent_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that accepts the connection and never answers: the bind gives up after
+    ``timeout`` seconds with an error naming the directory (no time is asserted)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        directory = {"url": url, "base_dn": "dc=example,dc=test", "timeout": 1}
+        code, users, err = sync_users(tmp_path, capsys, directory)
+    assert code == 3
+    assert url in err
+    assert users == {}
+
+
+def test_type_sets_the_default_filter_and_attributes(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("olga", mail="olga@example.test", cn="Olga Cn", display_name="Olga Dn", ou=ou)
+    code, users, err = sync_users(tmp_path, capsys, directory_options(slapd, base, type="openldap"))
+    assert code == 0, err
+    assert users["olga"]["display_name"] == "Olga Cn"  # openldap: cn
+    # active_directory: displayName (sAMAccountName does not exist in this slapd, so the
+    # user name comes from uid and the AD filter is replaced).
+    options = directory_options(
+        slapd,
+        base,
+        type="active_directory",
+        filter="(objectClass=inetOrgPerson)",
+        attributes={"username": "uid"},
+    )
+    code, users, err = sync_users(tmp_path / "ad", capsys, options)
+    assert code == 0, err
+    assert users["olga"]["display_name"] == "Olga Dn"
+    assert users["olga"]["aliases"] == []  # proxyAddresses: none here
+
+
+def test_url_starttls_and_ca_file(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("uma", mail="uma@example.test", ou=ou)
+    assert slapd.ldaps_url is not None
+    cases: list[tuple[dict[str, object], int]] = [
+        ({"url": slapd.url, "starttls": False, "ca_file": None}, 0),  # plain LDAP
+        ({"url": slapd.url, "starttls": True}, 0),
+        # StartTLS really happens: without the CA file the certificate is not trusted.
+        ({"url": slapd.url, "starttls": True, "ca_file": None}, 3),
+        ({"url": slapd.ldaps_url, "starttls": False}, 0),
+        ({"url": slapd.ldaps_url + "/", "starttls": False, "ca_file": None}, 3),
+    ]
+    for number, (extra, expected) in enumerate(cases):
+        options = directory_options(slapd, base, **extra)
+        if extra.get("ca_file", "") is None:
+            options.pop("ca_file", None)
+        code, users, err = sync_users(tmp_path / str(number), capsys, options)
+        assert code == expected, (extra, err)
+        assert list(users) == (["uma"] if expected == 0 else []), extra
+
+
+def test_bind_dn_and_password(
+    slapd: SlapdServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("vera", mail="vera@example.test", ou=ou)
+    secret = tmp_path / "ldap.pw"
+    secret.write_text(slapd.reader_password + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    code, users, err = sync_users(
+        tmp_path / "file", capsys, directory_options(slapd, base, password={"file": str(secret)})
+    )
+    assert (code, list(users)) == (0, ["vera"]), err
+    monkeypatch.setenv("LDAP_PW", "not-the-reader-password")
+    code, users, err = sync_users(tmp_path / "wrong", capsys, directory_options(slapd, base))
+    assert code == 3
+    assert "bind as cn=reader" in err
+    assert "not-the-reader-password" not in err
+    # Anonymous (neither bind_dn nor password): the bind is accepted, but this directory
+    # shows anonymous nothing, so the search fails.
+    options = directory_options(slapd, base, bind_dn=None, password=None)
+    code, users, err = sync_users(tmp_path / "anon", capsys, options)
+    assert code == 3
+    assert "search failed: noSuchObject" in err
+    assert users == {}
+
+
+def test_base_dn_and_filter(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    _other, other_base = new_ou(slapd)
+    slapd.add_user("wim", mail="wim@example.test", ou=ou)
+    slapd.add_user("wanda", mail="wanda@example.test", disabled=True, ou=ou)
+    slapd.add_user("xeno", mail="xeno@example.test", ou=_other)
+    code, users, err = sync_users(tmp_path / "a", capsys, directory_options(slapd, base))
+    assert (code, sorted(users)) == (0, ["wanda", "wim"]), err
+    options = directory_options(slapd, base, filter=ACTIVE_USER_FILTER)
+    code, users, err = sync_users(tmp_path / "b", capsys, options)
+    assert (code, sorted(users)) == (0, ["wim"]), err
+    code, users, err = sync_users(tmp_path / "c", capsys, directory_options(slapd, other_base))
+    assert (code, sorted(users)) == (0, ["xeno"]), err
+
+
+def test_attributes_map_each_user_field(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user(
+        "yuri",
+        cn="yuri.cn",
+        given_name="Yuri Given",
+        mail=["yuri@example.test", "y.alias@example.test"],
+        extra={"description": "yuri.desc@example.test"},
+        ou=ou,
+    )
+    attributes = {
+        "username": "cn",
+        "email": "description",
+        "display_name": "givenName",
+        "aliases": "mail",
+    }
+    options = directory_options(slapd, base, attributes=attributes)
+    code, users, err = sync_users(tmp_path, capsys, options)
+    assert code == 0, err
+    assert users["yuri.cn"]["email"] == "yuri.desc@example.test"
+    assert users["yuri.cn"]["display_name"] == "Yuri Given"
+    assert users["yuri.cn"]["aliases"] == ["yuri@example.test", "y.alias@example.test"]
+
+
+def test_page_size_sets_the_entries_per_page(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    uids = slapd.add_many(7, prefix="pg", ou=ou)
+    before = slapd.read_log().count(f'SRCH base="{base}"')
+    code, users, err = sync_users(tmp_path, capsys, directory_options(slapd, base, page_size=3))
+    assert code == 0, err
+    assert sorted(users) == uids
+    # 7 entries, 3 per page: three paged searches.
+    assert slapd.read_log().count(f'SRCH base="{base}"') - before == 3
+
+
+def test_entries_the_user_model_refuses_are_skipped_with_a_warning_naming_the_dn(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ou, base = new_ou(slapd)
+    slapd.add_user("good", cn="good", mail="good@example.test", ou=ou)
+    spaced = slapd.add_user("spaced", cn="spaced", mail="x y@@", ou=ou)
+    crlf = slapd.add_user("crlf", cn="crlf\r\nZ9 DELETE INBOX", mail="crlf@example.test", ou=ou)
+    options = directory_options(slapd, base, attributes={"username": "cn"})
+    code, users, err = sync_users(tmp_path, capsys, options)
+    assert code == 0, err
+    assert list(users) == ["good"]
+    assert f"{spaced}: skipped: email: not an e-mail address" in err
+    assert f"{crlf}: skipped: name: must not contain a line break" in err
+    assert slapd.reader_password not in err

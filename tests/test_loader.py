@@ -200,3 +200,82 @@ def test_any_structure_gives_problems_never_an_exception(
     for problem in result.problems:
         assert problem.path == "cfg/x.json"
         assert problem.line is not None
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """Each level is ten aliases of the one before: 10**levels values once expanded."""
+    lines = [
+        "kind: Profile",
+        "name: laughs",
+        "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    lines.append(f"description: *l{levels}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_the_alias(tmp_path: Path) -> None:
+    write_config(tmp_path, {"bomb.yaml": billion_laughs(), "ok.yaml": "kind: Archive\npath: a\n"})
+    result = load_config_dir(tmp_path, "cfg")
+    # 10 + 100 + 1000 values are fine; the alias that would pass 10000 is refused.
+    assert [str(p) for p in result.problems] == [
+        "cfg/bomb.yaml:6:45: YAML: aliases expand this document by more than 10000 values "
+        "(at *l2); write the values out or use fewer aliases"
+    ]
+    assert [item.doc.path for item in result.archives] == ["a"]  # other files still load
+
+
+def test_validate_exits_10_on_an_alias_bomb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imapsync_decl.cli import main
+
+    write_config(tmp_path, {"bomb.yaml": billion_laughs()})
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 10
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/bomb.yaml:6:45: YAML: aliases expand this document" in err
+    assert "Traceback" not in err
+
+
+def test_moderate_aliases_still_work(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        {
+            "u.yaml": """
+                kind: Users
+                users:
+                  - {name: a, email: a@example.test, aliases: &shared [x@example.test, y@example.test]}
+                  - {name: b, email: b@example.test, aliases: *shared}
+            """
+        },
+    )
+    result = load_config_dir(tmp_path, "cfg")
+    assert result.problems == ()
+    (users,) = result.users
+    assert [u.aliases for u in users.doc.users] == [["x@example.test", "y@example.test"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "kind: Archive\npath: &a [x, *a]\n",
+            "cfg/r.yaml:2:14: YAML: alias *a is inside its own anchor",
+        ),
+        (
+            "kind: Archive\npath: " + "[" * 200 + "]" * 200 + "\n",
+            "cfg/r.yaml:2:106: YAML: collections nested more than 100 levels deep",
+        ),
+    ],
+)
+def test_recursive_and_deeply_nested_documents_are_errors(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    write_config(tmp_path, {"r.yaml": text})
+    assert problems(tmp_path) == [expected]
+
+
+def test_deeply_nested_json_is_an_error(tmp_path: Path) -> None:
+    write_config(tmp_path, {"deep.json": '{"kind": "Archive", "path": ' + "[" * 100000})
+    assert problems(tmp_path) == ["cfg/deep.json: JSON: nested too deeply"]

@@ -31,7 +31,8 @@ def profile(name: str, schedule: str | None) -> str:
     line = f"schedule: {json.dumps(schedule)}\n" if schedule is not None else ""
     return (
         f"kind: Profile\nname: {name}\nserver: {{host: 127.0.0.1, port: 1}}\n"
-        "source: {single: {username: u, password: {env: SCHEDULE_TEST_PW}}}\n" + line
+        # One mailbox per profile: the same mailbox in two profiles is a configuration error.
+        f"source: {{single: {{username: u-{name}, password: {{env: SCHEDULE_TEST_PW}}}}}}\n" + line
     )
 
 

@@ -86,8 +86,60 @@ class Leaf:
 Spec = dict[str, "Leaf | Spec"]
 
 SECRET = Leaf(
-    ("pw", {"env": "IMAP_PW"}, {"file": "pw.txt"}),
-    ("", {"env": "1BAD"}, {"file": ""}, {"env": "A", "file": "b"}, {"other": 1}, 5, None),
+    ("pw", 'p w;"x', {"env": "IMAP_PW"}, {"file": "pw.txt"}),
+    (
+        "",
+        "pw\r\nZ9 LOGOUT",
+        "pw\n",
+        "p\x00w",
+        {"env": "1BAD"},
+        {"file": ""},
+        {"env": "A", "file": "b"},
+        {"other": 1},
+        5,
+        None,
+    ),
+)
+# Wire-bound strings: no CR, LF or NUL, wherever they are.
+NOT_WIRE_SAFE = ("a\r\nZ9 DELETE INBOX", "a\n", "a\r", "a\x00b")
+HOSTS = Leaf(
+    (
+        "imap.example.com",
+        "mail.example.test.",
+        "h",
+        "xn--bcher-kva.example",
+        "a1-b.c2",
+        "127.0.0.1",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:192.0.2.1",
+        "a" * 63 + ".test",
+        ".".join(["a" * 62] * 4) + "a",  # 253 characters
+        ".".join(["a" * 62] * 4) + "a.",  # and a trailing dot
+    ),
+    (
+        "",
+        "mail.example.test [x]",
+        "mail example",
+        "[::1]",
+        "-a.example",
+        "a-.example",
+        "a..b",
+        ".a",
+        "a" * 64 + ".test",
+        ".".join(["a" * 62] * 4) + "ab",  # 254 characters
+        "256.1.1.1",
+        "1.2.3",
+        "123",
+        "2001:db8::1::2",
+        "fe80::1%eth0",
+        "h_1.example",
+        "imap.example.com\n",
+        "imap.example.com\r\nZ9 LOGOUT",
+        "h\x00",
+        5,
+        None,
+    ),
 )
 SPECS: dict[str, Spec] = {
     "Profile": {
@@ -95,7 +147,7 @@ SPECS: dict[str, Spec] = {
         "name": Leaf(("staff", "a.b-c_d", "x" * 64), ("", "with space", "-x", "x" * 65, 5)),
         "description": Leaf(("text", None), (5,)),
         "server": {
-            "host": Leaf(("imap.example.com",), ("", 5, None)),
+            "host": HOSTS,
             "port": Leaf((143, 993, 1, 65535, None), (0, 70000, "993", True)),
             "security": Leaf(("plain", "starttls", "tls"), ("ssl", None)),
             "accept_all_certificates": Leaf((True, False), ("yes", None)),
@@ -105,14 +157,14 @@ SPECS: dict[str, Spec] = {
         },
         "source": {
             "master": {
-                "username": Leaf(("archiver",), ("", 3)),
+                "username": Leaf(("archiver", "arch iver"), ("", 3, *NOT_WIRE_SAFE)),
                 "password": SECRET,
                 "identity": Leaf(
                     ("email", "email_local_part", "username", {"template": "{{ user.name }}"}),
                     ("uid", {"template": ""}, {"tmpl": "x"}, None),
                 ),
                 "mechanism": Leaf(("sasl_plain", "login_separator"), ("cram",)),
-                "separator": Leaf(("*", "%"), ("",)),
+                "separator": Leaf(("*", "%"), ("", "\n")),
                 "users": {
                     "select": Leaf(("all", "all_except", "only"), ("some",)),
                     "names": Leaf(([], ["alice"], ["alice", "bob@example.com"]), ([""], "alice")),
@@ -121,16 +173,21 @@ SPECS: dict[str, Spec] = {
             },
             "csv": {"file": Leaf(("m.csv",), ("", None)), "sep": Leaf((), (";",))},
             "single": {
-                "username": Leaf(("alice",), ("",)),
+                "username": Leaf(("alice",), ("", *NOT_WIRE_SAFE)),
                 "password": SECRET,
-                "email": Leaf(("alice@example.com", '"a@b"@example.com', None), ("alice",)),
-                "archive_user": Leaf(("alice", None), ("",)),
+                "email": Leaf(
+                    ("alice@example.com", '"a@b"@example.com', None),
+                    ("alice", "x y@@", "a@b\n", "a@b\x00", "a\r\n@b"),
+                ),
+                "archive_user": Leaf(("alice", None), ("", "a\nb")),
             },
             "ldap": Leaf((), ({},)),
         },
         "folders": {
-            "include": Leaf((["*"], ["INBOX", "Projects/**"]), ([], [""], "INBOX")),
-            "exclude": Leaf(([], ["Trash"]), ([3],)),
+            "include": Leaf(
+                (["*"], ["INBOX", "Projects/**"]), ([], [""], "INBOX", ["INBOX\r\nZ9 LOGOUT"])
+            ),
+            "exclude": Leaf(([], ["Trash"]), ([3], ["Trash\x00"])),
             "include_subfolders": Leaf((True, False), (1,)),
             "default_exclusions": Leaf((True, False), (None,)),
         },
@@ -164,6 +221,9 @@ SPECS: dict[str, Spec] = {
                 [{"name": ""}],
                 [{"email": "a@b.c"}],
                 [{"name": "a", "aliases": ["no-at"]}],
+                [{"name": "a\r\nZ9 LOGOUT"}],
+                [{"name": "a", "email": "a@b\n"}],
+                [{"name": "a", "aliases": ["b@c\x00"]}],
                 [{"name": "a", "alias": []}],
                 "alice",
                 None,
@@ -172,8 +232,30 @@ SPECS: dict[str, Spec] = {
         "directory": {
             "type": Leaf(("openldap", "active_directory"), ("ad", None)),
             "url": Leaf(
-                ("ldap://127.0.0.1:389", "ldaps://dir.example.test/"),
-                ("http://x", "", "ldap://host/path", None),
+                (
+                    "ldap://127.0.0.1:389",
+                    "ldaps://dir.example.test/",
+                    "ldap://dir.example.test.:636",
+                    "ldap://[::1]:389",
+                    "ldaps://[2001:db8::1]/",
+                    "ldap://h:65535",
+                ),
+                (
+                    "http://x",
+                    "",
+                    "ldap://host/path",
+                    "ldap://dir.example.test [x]",
+                    "ldap://::1",
+                    "ldap://[::1",
+                    "ldap://h:0",
+                    "ldap://h:65536",
+                    "ldap://h:",
+                    "ldap://256.0.0.1",
+                    "ldap://-h",
+                    "ldap://h\n",
+                    "ldap://" + "a" * 64,
+                    None,
+                ),
             ),
             "starttls": Leaf((True, False), ("yes",)),
             "ca_file": Leaf(("ca.pem", None), ("",)),
@@ -293,3 +375,61 @@ def test_not_yet_refuses_a_setting_and_pins_its_schema() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"not supported yet \(levels\)"):
         Probe.model_validate({"level": 3})
     assert Probe.model_json_schema()["properties"]["level"]["const"] is None
+
+
+def _profile_with_host(host: Any) -> dict[str, Any]:
+    return {
+        "kind": "Profile",
+        "name": "p",
+        "server": {"host": host},
+        "source": {"csv": {"file": "m.csv"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "valid"), [(h, True) for h in HOSTS.valid] + [(h, False) for h in HOSTS.invalid]
+)
+def test_host_names_model_and_schema(host: Any, valid: bool) -> None:
+    doc = _profile_with_host(host)
+    assert model_accepts(doc) is valid
+    assert schema_accepts(doc) is valid
+
+
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [(u, True) for u in SPECS["Users"]["directory"]["url"].valid]  # type: ignore[index,union-attr]
+    + [(u, False) for u in SPECS["Users"]["directory"]["url"].invalid],  # type: ignore[index,union-attr]
+)
+def test_directory_urls_model_and_schema(url: Any, valid: bool) -> None:
+    doc = {"kind": "Users", "directory": {"url": url, "base_dn": "dc=x"}}
+    assert model_accepts(doc) is valid
+    assert schema_accepts(doc) is valid
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_every_ip_address_is_a_host(address: Any) -> None:
+    for text in {str(address), address.exploded}:
+        assert model_accepts(_profile_with_host(text)), text
+        assert schema_accepts(_profile_with_host(text)), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789abcdefABCDEF:.", max_size=45))
+def test_ip_like_text_is_a_host_exactly_when_it_is_an_address_or_a_name(text: str) -> None:
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(text)
+        is_address = True
+    except ValueError:
+        is_address = False
+    label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    is_name = (
+        re.fullmatch(rf"{label}(?:\.{label})*\.?", text) is not None
+        and re.search(r"[A-Za-z]", text.rstrip(".").rpartition(".")[2]) is not None
+    )
+    doc = _profile_with_host(text)
+    assert model_accepts(doc) is (is_address or is_name), text
+    assert schema_accepts(doc) is (is_address or is_name), text

@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Final
 
 from imapsync_decl.errors import Problem, Severity
+from imapsync_decl.profile import EMAIL_PATTERN, WIRE_SAFE, WIRE_UNSAFE
 from imapsync_decl.secrets import Secret
 
 SEPARATORS: Final = (";", ",", "|", "\t")
@@ -104,6 +105,7 @@ Matching folds both sides with :func:`fold_header` (so ``E-Mail``, ``email`` and
 """
 
 _BOM: Final = b"\xef\xbb\xbf"
+_EMAIL: Final = re.compile(EMAIL_PATTERN)
 _FOLD_DROP: Final = str.maketrans("", "", " -_")
 
 
@@ -392,6 +394,14 @@ def parse_csv(data: bytes, path: str) -> CsvResult:
             if values.get(key) == "":
                 report(record.line, f'column "{key}" is empty')
                 row_ok = False
+        for key, value in values.items():
+            if WIRE_UNSAFE.search(value):
+                problems.append(Problem(path, record.line, None, key, WIRE_SAFE.message))
+                row_ok = False
+        email = values.get("email", "")
+        if email and not WIRE_UNSAFE.search(email) and not _EMAIL.search(email):
+            problems.append(Problem(path, record.line, None, "email", "not an e-mail address"))
+            row_ok = False
         login = values.get("login", "")
         if login:
             folded = login.casefold()

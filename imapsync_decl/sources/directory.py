@@ -1,8 +1,10 @@
 """Read the users of an LDAP / Active Directory service (read-only, with ldap3).
 
 One bind, one paged subtree search; every entry becomes a :class:`UserRecord`
-(source ``directory``). Entries without a user name are skipped with a
-warning; Active Directory accounts marked disabled are skipped. Problems
+(source ``directory``), validated with the same model as a user of a Users
+document. Entries without a user name, or whose values that model refuses (an
+e-mail address that is none, a line break in a name), are skipped with a
+warning naming their DN; Active Directory accounts marked disabled are skipped. Problems
 reaching or binding to the directory raise :class:`DirectoryError`, whose
 message names the directory and never a password.
 """
@@ -10,6 +12,7 @@ message names the directory and never a password.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pydantic
+
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.profile import Directory, EnvSecret, FileSecret
+from imapsync_decl.loader import validation_messages
+from imapsync_decl.profile import Directory, EnvSecret, FileSecret, User
 from imapsync_decl.secrets import Secret
 from imapsync_decl.store.index import UserRecord
 
@@ -97,7 +103,8 @@ def read_directory(settings: DirectorySettings) -> DirectoryRead:
         password=password,
         auto_bind=ldap3.AUTO_BIND_NONE,
         read_only=True,
-        receive_timeout=directory.timeout,
+        # ldap3 packs the receive timeout as whole seconds (struct 'LL'): a float fails there.
+        receive_timeout=math.ceil(directory.timeout),
         raise_exceptions=False,
     )
     try:
@@ -167,11 +174,18 @@ def _search(connection: Any, settings: DirectorySettings) -> DirectoryRead:
         email = _first(attributes.get(str(names["email"])))
         display = _first(attributes.get(str(names["display_name"])))
         aliases = _aliases(attributes.get(aliases_attribute), email) if aliases_attribute else ()
+        try:
+            user = User.model_validate(
+                {"name": name, "email": email, "display_name": display, "aliases": list(aliases)}
+            )
+        except pydantic.ValidationError as exc:
+            warnings.append(f"{dn}: skipped: {'; '.join(validation_messages(User, exc))}")
+            continue
         users[name] = UserRecord(
-            name=name,
-            email=email or None,
-            display_name=display or None,
-            aliases=aliases,
+            name=user.name,
+            email=user.email,
+            display_name=user.display_name,
+            aliases=tuple(user.aliases),
             source="directory",
             status="active",
             directory=settings.key,
