@@ -32,8 +32,9 @@ from imapsync_decl.planner import StalePlan, check_saved_plan, make_plan, open_i
 from imapsync_decl.progress import make_progress
 from imapsync_decl.report import render_plan, render_result
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
-from imapsync_decl.store import Archive, ArchiveLock, verify
-from imapsync_decl.store.fs import atomic_write
+from imapsync_decl.store import Archive, verify
+from imapsync_decl.store.archive import open_for_writing
+from imapsync_decl.store.fs import UnsafePath, atomic_write, check_output_path
 from imapsync_decl.userlist import load_with_index_users
 
 EXIT_CODES = """\b
@@ -136,8 +137,7 @@ def _setup_logging(quiet_console: bool = False) -> None:
     level = settings.get("log_level", "info")
     log_file = settings.get("log_file")
     if log_file is not None:
-        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (process-long)
-        log.configure("json", level, stream)
+        log.configure("json", level, log.open_log_file(log_file))
         return
     log_format = settings.get("log_format", "auto")
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
@@ -362,6 +362,8 @@ def plan_command(
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
+    if out_file is not None:
+        _check_output(out_file, "plan file")
     _setup_logging()
     config, directory_error, added = _read_directories(config_dir, config, profile_names)
     index = open_index_if_exists(config.archive_path)
@@ -373,10 +375,13 @@ def plan_command(
         if index is not None:
             index.close()
     if out_file is not None:
-        atomic_write(
-            out_file,
-            (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode(),
-        )
+        try:
+            atomic_write(
+                out_file,
+                (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode(),
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot write the plan file {out_file}: {exc.strerror}") from None
         structlog.get_logger(__name__).info("plan_written", path=str(out_file), plan_id=the_plan.id)
     if output_format == "json":
         _print_json(the_plan.to_json())
@@ -528,10 +533,7 @@ def run_apply(
         finally:
             if index is not None:
                 index.close()
-    with (
-        ArchiveLock(config.archive_path, "imapsync-decl apply"),
-        Archive.open(config.archive_path) as archive,
-    ):
+    with open_for_writing(config.archive_path, "imapsync-decl apply") as archive:
         users_changes: dict[str, Any] = {}
         directory_error: str | None = None
         if _needs_directory(config, profile_names) or (
@@ -715,7 +717,7 @@ def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
     root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
     if not (root / "index.sqlite").exists():
         raise UsageError(f"no archive at {root} (run `apply` first)")
-    return Archive.open(root)
+    return Archive.open(root, read_only=True)
 
 
 @archive_group.command("export", epilog=EXIT_CODES)
@@ -934,10 +936,7 @@ def users_sync(config_dir: Path, output_format: str) -> int:
     if not config.directories:
         raise UsageError("no Users document has a directory to synchronise with")
     _setup_logging()
-    with (
-        ArchiveLock(config.archive_path, "imapsync-decl users sync"),
-        Archive.open(config.archive_path) as archive,
-    ):
+    with open_for_writing(config.archive_path, "imapsync-decl users sync") as archive:
         changes, read = userlist.sync(config, archive.index)
     if output_format == "json":
         _print_json({"changes": changes, "warnings": read.warnings, "error": read.error})
@@ -1018,6 +1017,14 @@ def _valid_config(config_dir: Path) -> Config:
         raise ConfigError(config.problems)
     _print_problems(config.warnings)
     return config
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Refuse an output path of the command line before any work (exit 10, naming it)."""
+    try:
+        check_output_path(path)
+    except UnsafePath as exc:
+        raise UsageError(f"cannot write the {what} {exc}") from None
 
 
 def _print_problems(problems: Sequence[Problem]) -> None:

@@ -33,6 +33,7 @@ from imapsync_decl.profile import (
 )
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.csv import CsvResult, load_csv
+from imapsync_decl.store.archive import archive_path_problem
 
 WARNING = Severity.WARNING
 
@@ -360,7 +361,10 @@ def _merge_users(loaded: LoadResult, problems: list[Problem]) -> list[tuple[User
 
 def _archive_path(config_dir: Path, loaded: LoadResult, problems: list[Problem]) -> Path:
     if not loaded.archives:
-        return Path(os.path.normpath(config_dir.absolute())).parent / "archive"
+        default = Path(os.path.normpath(config_dir.absolute())).parent / "archive"
+        if (message := archive_path_problem(default)) is not None:
+            problems.append(Problem(str(config_dir), None, None, None, message))
+        return default
     first = loaded.archives[0]
     for extra in loaded.archives[1:]:
         problems.append(
@@ -370,9 +374,12 @@ def _archive_path(config_dir: Path, loaded: LoadResult, problems: list[Problem])
             )
         )
     path = Path(first.doc.path).expanduser()
-    return Path(
+    root = Path(
         os.path.normpath(path if path.is_absolute() else first.origin.base_dir.absolute() / path)
     )
+    if (message := archive_path_problem(root)) is not None:
+        problems.append(first.origin.problem(("path",), message))
+    return root
 
 
 def _check_profile_names(profiles: Sequence[Loaded[Profile]], problems: list[Problem]) -> None:

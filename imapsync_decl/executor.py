@@ -37,6 +37,7 @@ from imapsync_decl.planner import in_parallel
 from imapsync_decl.profile import Profile
 from imapsync_decl.progress import NoProgress, Progress
 from imapsync_decl.store import Archive, ArchivedMessage, BlobError
+from imapsync_decl.store.fs import unwritable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -276,6 +277,7 @@ class Executor:
         self.stop = stop if stop is not None else StopRequested()
         self.sleep = sleep
         self.progress: Progress = progress if progress is not None else NoProgress()
+        self._unwritable = False  # the archive's disk took no more writes: start no mailbox
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -304,7 +306,7 @@ class Executor:
         return result
 
     def _mailbox(self, plan: MailboxPlan) -> MailboxResult | None:
-        if self.stop:
+        if self.stop or self._unwritable:
             return None  # not started: the next apply does it
         result = MailboxResult(plan.profile, plan.login, plan.archive_user, plan.archive_folder)
         result.excluded = len(plan.excluded)
@@ -319,6 +321,9 @@ class Executor:
                 result.error = str(exc)
                 log.warning("mailbox_failed", error=str(exc))
             except Exception as exc:  # the per-mailbox job boundary: the others go on
+                if unwritable_reason(exc) is not None:
+                    self._unwritable = True
+                    raise  # a full or read-only disk is not this mailbox's fault: stop the run
                 result.error = f"unexpected error: {exc!r}"
                 log.error("mailbox_failed", error=result.error, exc_info=True)
             else:

@@ -289,4 +289,4 @@ def check_saved_plan(
 def open_index_if_exists(archive: Path) -> Index | None:
     """The archive's index for reading, or None when the archive does not exist yet."""
     path = archive / "index.sqlite"
-    return Index.open(path) if path.exists() else None
+    return Index.open(path, read_only=True) if path.exists() else None
