@@ -26,6 +26,7 @@ from imapsync_decl.store.fs import (
     FILE_MODE,
     UnsafePath,
     check_output_path,
+    check_private_file,
     check_regular,
     open_nofollow,
 )
@@ -55,17 +56,21 @@ def open_log_file(path: Path) -> TextIO:
     """
     try:
         check_output_path(path)
-        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        check_private_file(path, what="log file")
+        # O_NONBLOCK: a FIFO put there in the meantime must not hang the open.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+        fd = open_nofollow(path, flags, FILE_MODE)
     except UnsafePath as exc:
         raise UsageError(f"cannot use the log file {exc}") from None
     except OSError as exc:
-        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        reason = "the log file is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
         raise UsageError(f"cannot use the log file {path}: {reason}") from None
     try:
         check_regular(path, os.fstat(fd), what="log file")
     except UnsafePath as exc:
         os.close(fd)
         raise UsageError(f"cannot use the log file {exc}") from None
+    os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
 

@@ -483,3 +483,64 @@ def test_apply_on_a_full_disk_then_again_on_a_still_full_disk(
     code, result = bed.apply_json()
     assert code == 0, result
     assert result["totals"]["archived"] == 5
+
+
+# -- 11: the log file ------------------------------------------------------------------
+
+
+def test_the_log_file_is_created_0600_and_appended_to(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    log_file = config.parent / "logs.jsonl"
+    old = os.umask(0)
+    try:
+        code, _, err = run(capsys, "--log-file", str(log_file), "plan", "--config-dir", str(config))
+    finally:
+        os.umask(old)
+    assert code == 3, err  # the server imap.example.com is not there: a plan error
+    assert mode(log_file) == 0o600
+    first = log_file.read_text()
+    assert first.endswith("\n")
+    assert "secret-master" not in first
+    run(capsys, "--log-file", str(log_file), "plan", "--config-dir", str(config))
+    assert log_file.read_text().startswith(first)  # appended, never truncated
+    assert len(log_file.read_text()) > len(first)
+
+
+def _log_symlink(path: Path) -> str:
+    path.symlink_to(path.parent / "precious")
+    return "the log file is a symbolic link"
+
+
+def _log_group_writable(path: Path) -> str:
+    path.write_text("")
+    os.chmod(path, 0o664)
+    return "the log file is writable by group or others (mode 664)"
+
+
+def _log_foreign(path: Path) -> str:
+    path.write_text("")
+    os.chown(path, NOBODY, NOBODY)
+    return f"the log file belongs to uid {NOBODY}, not to the running user"
+
+
+def _log_fifo(path: Path) -> str:
+    os.mkfifo(path, 0o600)
+    return "the log file is not a regular file"
+
+
+@pytest.mark.parametrize("prepare", [_log_symlink, _log_group_writable, _log_foreign, _log_fifo])
+def test_an_unsafe_log_file_is_refused(
+    capsys: pytest.CaptureFixture[str], config: Path, prepare: object
+) -> None:
+    if prepare is _log_foreign and os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    precious = config.parent / "precious"
+    precious.write_text("root's own file\n")
+    log_file = config.parent / "logs.jsonl"
+    reason = prepare(log_file)  # type: ignore[operator]
+    code, _, err = run(capsys, "--log-file", str(log_file), "plan", "--config-dir", str(config))
+    assert code == 10, err
+    assert f"cannot use the log file {log_file}: {reason}" in err
+    assert "Traceback" not in err
+    assert precious.read_text() == "root's own file\n"
