@@ -14,7 +14,7 @@ import signal
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -101,7 +101,8 @@ def format_option(func: F) -> F:
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     envvar="IMAPSYNC_DECL_LOG_FILE",
-    help="Append the logs (JSON lines) to this file instead of stderr.",
+    help="Append the logs (JSON lines) to this file instead of stderr (created 0600; a "
+    "symbolic link, or a file of another user or writable by others, is refused).",
 )
 @click.option(
     "--log-level",
@@ -640,16 +641,20 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
     per profile, imapsync-decl-NAME.service (Type=oneshot) and imapsync-decl-NAME.timer
     (OnCalendar= converted from the cron expression, exactly: two OnCalendar= lines
     when both day fields are restricted, since cron then runs on either;
-    Persistent=true). --cron prints one crontab line per profile. Use this or
-    `imapsync-decl daemon`, not both. A profile without schedule is left out
-    (named with --profile: exit 10).
+    Persistent=true). The service is sandboxed (UMask=0077, NoNewPrivileges,
+    PrivateTmp, ProtectSystem=strict with ReadWritePaths= the archive and the log
+    file's directory) and gets {credential: NAME} passwords by LoadCredential= and
+    {env: NAME} ones from an EnvironmentFile= (mode 0600), never Environment=.
+    --cron prints one crontab line per profile. Use this or `imapsync-decl daemon`,
+    not both. A profile without schedule is left out (named with --profile: exit 10).
 
     \b
     Examples:
       imapsync-decl schedule export --systemd
       imapsync-decl schedule export --cron --profile staff >> mycrontab
     """
-    from imapsync_decl.cron import crontab_line, parse, systemd_units
+    from imapsync_decl.cron import ServiceSecrets, crontab_line, parse, systemd_units
+    from imapsync_decl.profile import CredentialSecret, EnvSecret, secret_references
 
     if target is None:
         raise UsageError("give --systemd or --cron")
@@ -662,10 +667,27 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
         which = f"profile {profile_name!r} has" if profile_name else "no profile has"
         raise UsageError(f"{which} no schedule" if profile_name else f"{which} a schedule")
     directory = Path(os.path.normpath(config_dir.absolute()))
+    log_file = click.get_current_context().find_root().obj.get("log_file")
+    log_options: list[str] = []
+    read_write = [config.archive_path]
+    if log_file is not None:
+        log_file = Path(os.path.normpath(Path(log_file).absolute()))
+        log_options = ["--log-file", str(log_file)]
+        read_write.append(log_file.parent)
     for doc in scheduled:
         assert doc.schedule is not None
+        references = secret_references(doc)
+        if config.needs_directory(doc.name):
+            references += [r for item in config.directories for r in secret_references(item.doc)]
+        secrets = ServiceSecrets(
+            credentials=_unique(
+                r.credential for r in references if isinstance(r, CredentialSecret)
+            ),
+            environment=_unique(r.env for r in references if isinstance(r, EnvSecret)),
+        )
         command = [
             *_own_command(),
+            *log_options,
             "apply",
             "--config-dir",
             str(directory),
@@ -677,11 +699,16 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
             click.echo(crontab_line(schedule_, command, directory.parent))
             continue
         for file_name, text in systemd_units(
-            doc.name, schedule_, command, directory.parent
+            doc.name, schedule_, command, directory.parent, read_write=read_write, secrets=secrets
         ).items():
             click.echo(f"# --- {file_name}")
             click.echo(text)
     return ExitCode.OK
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    """``values`` without repeats, in their first order."""
+    return list(dict.fromkeys(values))
 
 
 def _own_command() -> list[str]:

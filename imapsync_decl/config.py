@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from imapsync_decl.errors import ExitCode, ImapsyncError, Problem, Severity
+from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.loader import Loaded, LoadResult, Loc, Origin, load_config_dir
 from imapsync_decl.profile import (
+    CredentialSecret,
     CsvSource,
     EnvSecret,
     FileSecret,
@@ -31,20 +32,15 @@ from imapsync_decl.profile import (
     User,
     Users,
 )
-from imapsync_decl.secrets import Secret
+from imapsync_decl.secrets import Secret, read_credential
+from imapsync_decl.secrets import SecretError as SecretError
 from imapsync_decl.sources.csv import CsvResult, load_csv
 from imapsync_decl.store.archive import archive_path_problem
 
 WARNING = Severity.WARNING
 
 
-class SecretError(ImapsyncError):
-    """A referenced password cannot be read (variable not set, file missing)."""
-
-    exit_code = ExitCode.CONFIG
-
-
-SecretSource = Secret | EnvSecret | FileSecret
+SecretSource = Secret | EnvSecret | FileSecret | CredentialSecret
 
 
 @dataclass(frozen=True)
@@ -67,6 +63,8 @@ class Credentials:
             if value is None:
                 raise SecretError(f"environment variable {ref.env} is not set")
             return Secret(value)
+        if isinstance(ref, CredentialSecret):
+            return read_credential(ref.credential)
         path = Path(ref.file).expanduser()
         path = path if path.is_absolute() else self.base_dir / path
         try:
@@ -442,7 +440,10 @@ def _resolve_path(value: str, origin: Origin) -> Path:
 
 
 def _check_secret(
-    ref: str | EnvSecret | FileSecret, loc: Loc, origin: Origin, problems: list[Problem]
+    ref: str | EnvSecret | FileSecret | CredentialSecret,
+    loc: Loc,
+    origin: Origin,
+    problems: list[Problem],
 ) -> SecretSource:
     if isinstance(ref, str):
         problems.append(
@@ -460,6 +461,8 @@ def _check_secret(
                 origin.problem(loc, f"environment variable {ref.env} is not set", WARNING)
             )
         return ref
+    if isinstance(ref, CredentialSecret):
+        return ref  # only there when systemd runs the service: nothing to check here
     path = _resolve_path(ref.file, origin)
     try:
         mode = path.stat().st_mode

@@ -544,3 +544,135 @@ def test_an_unsafe_log_file_is_refused(
     assert f"cannot use the log file {log_file}: {reason}" in err
     assert "Traceback" not in err
     assert precious.read_text() == "root's own file\n"
+
+
+# -- 11: systemd units and credentials ---------------------------------------------
+
+
+def _units(out: str) -> dict[str, str]:
+    units: dict[str, str] = {}
+    name = ""
+    for line in out.splitlines(keepends=True):
+        if line.startswith("# --- "):
+            name = line.removeprefix("# --- ").strip()
+            units[name] = ""
+        elif name:
+            units[name] += line
+    return units
+
+
+def test_the_systemd_service_is_sandboxed_and_takes_passwords_from_credentials(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config_dir = write_config(
+        tmp_path / "etc" / "profiles.d",
+        {
+            "users.yaml": USERS,
+            "staff.yaml": master_profile(name="staff").replace(
+                "{env: TEST_MASTER_PW}", "{credential: imap-master}"
+            )
+            + 'schedule: "0 2 * * *"\n',
+            "one.yaml": "kind: Profile\nname: one\nschedule: '@daily'\n"
+            "server: {host: imap.example.com}\n"
+            "source: {single: {username: u, password: {env: ONE_PW}}}\n",
+            "archive.yaml": "kind: Archive\npath: /srv/mail archive\n",
+        },
+    )
+    log_file = tmp_path / "log" / "imapsync-decl.jsonl"
+    code, out, err = run(
+        capsys,
+        "--log-file",
+        str(log_file),
+        "schedule",
+        "export",
+        "--systemd",
+        "--config-dir",
+        str(config_dir),
+    )
+    assert code == 0, err
+    units = _units(out)
+    staff, one = units["imapsync-decl-staff.service"], units["imapsync-decl-one.service"]
+    for service in (staff, one):
+        for line in ("UMask=0077", "NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectSystem=strict"):
+            assert f"\n{line}\n" in service
+        assert f'\nReadWritePaths="/srv/mail archive" {log_file.parent}\n' in service
+        assert f" --log-file {log_file} apply " in service
+        assert "\nEnvironment=" not in service
+    assert "\nLoadCredential=imap-master:/etc/imapsync-decl/credentials/imap-master\n" in staff
+    assert "EnvironmentFile" not in staff
+    assert "\nEnvironmentFile=/etc/imapsync-decl/imapsync-decl-one.env\n" in one
+    assert "# Sets ONE_PW (NAME=value lines); keep it root-owned, mode 0600." in one
+    assert "LoadCredential" not in one
+    if shutil.which("systemd-analyze") is None:
+        return  # the unit text above is all that can be checked here
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *(str(tmp_path / name) for name in units)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_credential_is_read_from_the_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imapsync_decl.secrets import SecretError, read_credential
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(SecretError, match=r"credential imap-master: \$CREDENTIALS_DIRECTORY is"):
+        read_credential("imap-master")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(SecretError, match="credential imap-master is not in") as missing:
+        read_credential("imap-master")
+    assert str(tmp_path) in str(missing.value)
+    (tmp_path / "imap-master").write_text("s3cret value\n")
+    assert read_credential("imap-master").reveal() == "s3cret value"
+    (tmp_path / "linked").symlink_to(tmp_path / "imap-master")
+    with pytest.raises(SecretError, match="a symbolic link") as linked:
+        read_credential("linked")
+    assert "s3cret" not in str(linked.value)
+
+
+def test_validate_accepts_a_credential_and_refuses_a_bad_name(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    staff = config / "staff.yaml"
+    staff.write_text(
+        staff.read_text().replace("{env: TEST_MASTER_PW}", "{credential: imap-master}")
+    )
+    code, _, err = run(capsys, "validate", "--config-dir", str(config))
+    assert code == 0, err
+    staff.write_text(staff.read_text().replace("imap-master", "../etc/shadow"))
+    code, _, err = run(capsys, "validate", "--config-dir", str(config))
+    assert code == 10
+    assert "source.master.password.credential: String should match pattern" in err
+
+
+@pytest.mark.dovecot
+def test_apply_logs_in_with_a_credential(
+    bed: Bed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 3)
+    bed.master_profile("p", [user])
+    profile = bed.config_dir / "p.yaml"
+    profile.write_text(
+        profile.read_text().replace("{env: BED_MASTER_PASSWORD}", "{credential: master}")
+    )
+    monkeypatch.delenv("BED_MASTER_PASSWORD")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    code, result = bed.apply_json()
+    assert code == 3
+    (failed,) = result["mailboxes"]
+    assert "credential master: $CREDENTIALS_DIRECTORY is not set" in failed["error"]
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "master").write_text(bed.server.master_password + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 3
