@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from imapsync_decl.errors import ArchiveNotWritable, ExitCode
-from imapsync_decl.store import Archive, ArchiveLock, Index
+from imapsync_decl.store import Archive, ArchiveLock, BlobDamaged, Index
 from imapsync_decl.store import lock as lock_module
 
 from bed import Bed, seed
@@ -242,7 +242,8 @@ def test_a_read_only_bind_mount_reads_and_apply_exits_14(config: Path, shared_pl
     (config_dir / "archive.yaml").write_text(f"kind: Archive\npath: {mounted}\n")
     script = (
         'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || exit 99\n'
-        'shift 2; for c in "archive stats" "archive verify" runs "users list" apply; do\n'
+        'shift 2; for c in "archive stats" "archive verify" runs "users list" plan apply \\\n'
+        '    "archive export $OUT"; do\n'
         '  "$@" $c --config-dir "$CONFIG"; echo "exit=$c=$?"\n'
         "done\n"
     )
@@ -262,7 +263,12 @@ def test_a_read_only_bind_mount_reads_and_apply_exits_14(config: Path, shared_pl
             "-m",
             "imapsync_decl",
         ],
-        env={**os.environ, "CONFIG": str(config_dir), "PYTHONPATH": str(ROOT)},
+        env={
+            **os.environ,
+            "CONFIG": str(config_dir),
+            "OUT": str(shared_place / "out"),
+            "PYTHONPATH": str(ROOT),
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -277,7 +283,9 @@ def test_a_read_only_bind_mount_reads_and_apply_exits_14(config: Path, shared_pl
         "archive verify": "0",
         "runs": "0",
         "users list": "0",
+        "plan": "3",  # the archive is read; the server imap.example.com is not there
         "apply": "14",
+        f"archive export {shared_place / 'out'}": "0",
     }, done.stdout + done.stderr
     assert f"the archive cannot be written: {mounted}/lock: the file system is read-only" in (
         done.stderr
@@ -676,3 +684,19 @@ def test_apply_logs_in_with_a_credential(
     code, result = bed.apply_json()
     assert code == 0, result
     assert result["totals"]["archived"] == 3
+
+
+def test_a_blob_that_is_a_symlink_is_damage_and_never_followed(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    with Archive.open(root) as archive:
+        info = archive.blobs.put(b"Subject: x\r\n\r\nbody\r\n")
+        blob = archive.blobs.path(info.sha256)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copy(blob, elsewhere)  # a valid blob, but outside the archive
+    blob.unlink()
+    blob.symlink_to(elsewhere)
+    with Archive.open(root, read_only=True) as archive:
+        with pytest.raises(BlobDamaged, match="is a symbolic link"):
+            archive.blobs.get(info.sha256)
+        with pytest.raises(BlobDamaged, match="is a symbolic link"):
+            archive.blobs.check(info.sha256)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import re
@@ -30,12 +31,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.store.fs import fsync_dir
+from imapsync_decl.store.fs import fsync_dir, open_nofollow
 
 COMPRESSION_LEVEL = 1  # as small as 3 on mail (text and base64), and twice as fast
 READ_CHUNK = 256 * 1024
@@ -234,10 +235,8 @@ class BlobStore:
     def get(self, sha256: str) -> bytes:
         """The raw message bytes of a blob, checked against its name."""
         path = self.path(sha256)
-        try:
-            stored = path.read_bytes()
-        except FileNotFoundError:
-            raise BlobMissing(sha256, f"blob {sha256} is missing ({path})") from None
+        with _open_blob(sha256, path) as file:
+            stored = file.read()
         try:
             data = zstandard.ZstdDecompressor().decompress(stored)
         except zstandard.ZstdError as exc:
@@ -257,14 +256,12 @@ class BlobStore:
         size = 0
         try:
             with (
-                path.open("rb") as stored,
+                _open_blob(sha256, path) as stored,
                 zstandard.ZstdDecompressor().stream_reader(stored) as reader,
             ):
                 while chunk := reader.read(READ_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
-        except FileNotFoundError:
-            raise BlobMissing(sha256, f"blob {sha256} is missing ({path})") from None
         except zstandard.ZstdError as exc:
             raise BlobDamaged(sha256, f"blob {sha256} does not decompress: {exc}") from exc
         if digest.hexdigest() != sha256:
@@ -410,3 +407,15 @@ def _syncfs(path: Path) -> None:
             raise OSError(errno, f"syncfs failed: {os.strerror(errno)}", str(path))
     finally:
         os.close(fd)
+
+
+def _open_blob(sha256: str, path: Path) -> BinaryIO:
+    """A blob file opened for reading, never through a symbolic link."""
+    try:
+        return os.fdopen(open_nofollow(path), "rb")
+    except FileNotFoundError:
+        raise BlobMissing(sha256, f"blob {sha256} is missing ({path})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BlobDamaged(sha256, f"blob {sha256} is a symbolic link ({path})") from None
+        raise
