@@ -700,3 +700,38 @@ def test_a_blob_that_is_a_symlink_is_damage_and_never_followed(tmp_path: Path) -
             archive.blobs.get(info.sha256)
         with pytest.raises(BlobDamaged, match="is a symbolic link"):
             archive.blobs.check(info.sha256)
+
+
+@needs_root
+def test_apply_where_the_user_may_not_create_the_archive_exits_14(
+    config: Path, shared_place: Path
+) -> None:
+    """For real, as uid 65534: the archive's parent belongs to root (mode 755)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv(1)")
+    config_dir = shared_place / "profiles.d"
+    shutil.copytree(config, config_dir)
+    for path in [config_dir, *config_dir.iterdir()]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--reuid",
+            str(NOBODY),
+            "--regid",
+            str(NOBODY),
+            "--clear-groups",
+            *_command("apply", "--config-dir", str(config_dir)),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 14, done.stderr
+    assert f"{shared_place / 'archive'}" in done.stderr
+    assert f"the archive cannot be written: {shared_place / 'archive'}: Permission denied" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert not (shared_place / "archive").exists()

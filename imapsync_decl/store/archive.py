@@ -125,9 +125,15 @@ def archive_path_problem(root: Path) -> str | None:
 @contextmanager
 def writing(root: Path) -> Iterator[None]:
     """Writes to the archive at ``root`` inside: a full disk or a read-only file system
-    (OSError or SQLite's report of it) becomes ArchiveNotWritable naming the archive."""
+    (OSError or SQLite's report of it), or a permission refused, becomes
+    ArchiveNotWritable naming the archive (or the file)."""
     try:
         yield
+    except PermissionError as exc:
+        where = exc.filename or root
+        raise ArchiveNotWritable(
+            f"the archive cannot be written: {where}: permission denied"
+        ) from None
     except Exception as exc:
         reason = unwritable_reason(exc)
         if reason is None:

@@ -144,7 +144,8 @@ def lock_error(path: Path, exc: OSError) -> ImapsyncError:
         reason = "the lock file is a symbolic link"
     else:
         reason = unwritable_reason(exc) or exc.strerror or str(exc)
-    return ArchiveNotWritable(f"the archive cannot be written: {path}: {reason}")
+    where = exc.filename or path  # the archive directory, when it cannot be made
+    return ArchiveNotWritable(f"the archive cannot be written: {where}: {reason}")
 
 
 def _read_holder(fd: int) -> dict[str, Any] | None:
