@@ -735,3 +735,21 @@ def test_apply_where_the_user_may_not_create_the_archive_exits_14(
     )
     assert "Traceback" not in done.stderr
     assert not (shared_place / "archive").exists()
+
+
+@needs_root
+def test_validate_and_mailboxes_read_the_directory_users_of_another_owners_archive(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    (config / "users.yaml").write_text(
+        "kind: Users\nusers: []\ndirectory:\n  url: ldap://127.0.0.1:9\n"
+        "  base_dn: 'dc=example,dc=test'\n"
+    )
+    root = config.parent / "archive"
+    make_archive(root)
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    for args in (["validate"], ["mailboxes"], ["users", "list"]):
+        code, _, err = run(capsys, *args, "--config-dir", str(config))
+        assert code == 0, (args, err)
+    assert sorted(p.name for p in root.iterdir()) == ["blobs", "index.sqlite"]
