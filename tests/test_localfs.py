@@ -753,3 +753,18 @@ def test_validate_and_mailboxes_read_the_directory_users_of_another_owners_archi
         code, _, err = run(capsys, *args, "--config-dir", str(config))
         assert code == 0, (args, err)
     assert sorted(p.name for p in root.iterdir()) == ["blobs", "index.sqlite"]
+
+
+def test_users_sync_refuses_a_shared_archive_before_reading_the_directory(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    (config / "users.yaml").write_text(
+        "kind: Users\nusers: []\ndirectory:\n  url: ldap://127.0.0.1:9\n"
+        "  base_dn: 'dc=example,dc=test'\n"
+    )
+    root = config.parent / "archive"
+    reason = _world_writable_root(root)
+    code, _, err = run(capsys, "users", "sync", "--config-dir", str(config))
+    assert code == 14, err
+    assert f"the archive cannot be written: {root}: {reason}" in err
+    assert list(root.iterdir()) == []
