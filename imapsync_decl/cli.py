@@ -16,7 +16,7 @@ import stat
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -41,7 +41,8 @@ from imapsync_decl.saved_plan import (
 )
 from imapsync_decl.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.store import Archive, ArchiveLock, remove_damaged_orphans, verify
-from imapsync_decl.store.fs import atomic_write, open_nofollow
+from imapsync_decl.store.archive import open_for_writing
+from imapsync_decl.store.fs import UnsafePath, atomic_write, check_output_path, open_nofollow
 from imapsync_decl.userlist import load_with_index_users
 
 EXIT_CODES = """\b
@@ -108,7 +109,8 @@ def format_option(func: F) -> F:
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     envvar="IMAPSYNC_DECL_LOG_FILE",
-    help="Append the logs (JSON lines) to this file instead of stderr.",
+    help="Append the logs (JSON lines) to this file instead of stderr (created 0600; a "
+    "symbolic link, or a file of another user or writable by others, is refused).",
 )
 @click.option(
     "--log-level",
@@ -144,8 +146,7 @@ def _setup_logging(quiet_console: bool = False) -> None:
     level = settings.get("log_level", "info")
     log_file = settings.get("log_file")
     if log_file is not None:
-        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (process-long)
-        log.configure("json", level, stream)
+        log.configure("json", level, log.open_log_file(log_file))
         return
     log_format = settings.get("log_format", "auto")
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
@@ -370,6 +371,8 @@ def plan_command(
     """
     config = _valid_config(config_dir)
     _check_profiles(config, profile_names)
+    if out_file is not None:
+        _check_output(out_file, "plan file")
     _setup_logging()
     config, directory_error, added = _read_directories(config_dir, config, profile_names)
     index = open_index_if_exists(config.archive_path)
@@ -388,7 +391,10 @@ def plan_command(
                 f"({MAX_PLAN_BYTES >> 20} MiB): save plans for fewer profiles at a time "
                 "(--profile)"
             )
-        atomic_write(out_file, saved)
+        try:
+            atomic_write(out_file, saved)
+        except OSError as exc:
+            raise UsageError(f"cannot write the plan file {out_file}: {exc.strerror}") from None
         structlog.get_logger(__name__).info("plan_written", path=str(out_file), plan_id=the_plan.id)
     if output_format == "json":
         _print_json(the_plan.to_json())
@@ -581,10 +587,7 @@ def run_apply(
         finally:
             if index is not None:
                 index.close()
-    with (
-        ArchiveLock(config.archive_path, "imapsync-decl apply"),
-        Archive.open(config.archive_path) as archive,
-    ):
+    with open_for_writing(config.archive_path, "imapsync-decl apply") as archive:
         users_changes: dict[str, Any] = {}
         directory_error: str | None = None
         if _needs_directory(config, profile_names) or (
@@ -716,16 +719,20 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
     per profile, imapsync-decl-NAME.service (Type=oneshot) and imapsync-decl-NAME.timer
     (OnCalendar= converted from the cron expression, exactly: two OnCalendar= lines
     when both day fields are restricted, since cron then runs on either;
-    Persistent=true). --cron prints one crontab line per profile. Use this or
-    `imapsync-decl daemon`, not both. A profile without schedule is left out
-    (named with --profile: exit 10).
+    Persistent=true). The service is sandboxed (UMask=0077, NoNewPrivileges,
+    PrivateTmp, ProtectSystem=strict with ReadWritePaths= the archive and the log
+    file's directory) and gets {credential: NAME} passwords by LoadCredential= and
+    {env: NAME} ones from an EnvironmentFile= (mode 0600), never Environment=.
+    --cron prints one crontab line per profile. Use this or `imapsync-decl daemon`,
+    not both. A profile without schedule is left out (named with --profile: exit 10).
 
     \b
     Examples:
       imapsync-decl schedule export --systemd
       imapsync-decl schedule export --cron --profile staff >> mycrontab
     """
-    from imapsync_decl.cron import crontab_line, parse, systemd_units
+    from imapsync_decl.cron import ServiceSecrets, crontab_line, parse, systemd_units
+    from imapsync_decl.profile import CredentialSecret, EnvSecret, secret_references
 
     if target is None:
         raise UsageError("give --systemd or --cron")
@@ -738,10 +745,27 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
         which = f"profile {profile_name!r} has" if profile_name else "no profile has"
         raise UsageError(f"{which} no schedule" if profile_name else f"{which} a schedule")
     directory = Path(os.path.normpath(config_dir.absolute()))
+    log_file = click.get_current_context().find_root().obj.get("log_file")
+    log_options: list[str] = []
+    read_write = [config.archive_path]
+    if log_file is not None:
+        log_file = Path(os.path.normpath(Path(log_file).absolute()))
+        log_options = ["--log-file", str(log_file)]
+        read_write.append(log_file.parent)
     for doc in scheduled:
         assert doc.schedule is not None
+        references = secret_references(doc)
+        if config.needs_directory(doc.name):
+            references += [r for item in config.directories for r in secret_references(item.doc)]
+        secrets = ServiceSecrets(
+            credentials=_unique(
+                r.credential for r in references if isinstance(r, CredentialSecret)
+            ),
+            environment=_unique(r.env for r in references if isinstance(r, EnvSecret)),
+        )
         command = [
             *_own_command(),
+            *log_options,
             "apply",
             "--config-dir",
             str(directory),
@@ -753,11 +777,16 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
             click.echo(crontab_line(schedule_, command, directory.parent))
             continue
         for file_name, text in systemd_units(
-            doc.name, schedule_, command, directory.parent
+            doc.name, schedule_, command, directory.parent, read_write=read_write, secrets=secrets
         ).items():
             click.echo(f"# --- {file_name}")
             click.echo(text)
     return ExitCode.OK
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    """``values`` without repeats, in their first order."""
+    return list(dict.fromkeys(values))
 
 
 def _own_command() -> list[str]:
@@ -791,9 +820,11 @@ def archive_option(func: F) -> F:
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
     root = archive_path if archive_path is not None else _valid_config(config_dir).archive_path
-    if open_index_if_exists(root) is None:
+    index = open_index_if_exists(root)
+    if index is None:
         raise UsageError(f"no archive at {root} (run `apply` first)")
-    return Archive.open(root)
+    index.close()
+    return Archive.open(root, read_only=True)
 
 
 @archive_group.command("export", epilog=EXIT_CODES)
@@ -1092,10 +1123,7 @@ def users_sync(config_dir: Path, output_format: str) -> int:
     if not config.directories:
         raise UsageError("no Users document has a directory to synchronise with")
     _setup_logging()
-    with (
-        ArchiveLock(config.archive_path, "imapsync-decl users sync"),
-        Archive.open(config.archive_path) as archive,
-    ):
+    with open_for_writing(config.archive_path, "imapsync-decl users sync") as archive:
         changes, read = userlist.sync(config, archive.index)
     if output_format == "json":
         _print_json({"changes": changes, "warnings": read.warnings, "error": read.error})
@@ -1176,6 +1204,14 @@ def _valid_config(config_dir: Path) -> Config:
         raise ConfigError(config.problems)
     _print_problems(config.warnings)
     return config
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Refuse an output path of the command line before any work (exit 10, naming it)."""
+    try:
+        check_output_path(path)
+    except UnsafePath as exc:
+        raise UsageError(f"cannot write the {what} {exc}") from None
 
 
 def _print_problems(problems: Sequence[Problem]) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pydantic
 import structlog
 
-from imapsync_decl.errors import ExitCode, ImapsyncError, Problem, Severity
+from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.loader import (
     Loaded,
     LoadResult,
@@ -34,6 +34,7 @@ from imapsync_decl.loader import (
 from imapsync_decl.profile import (
     WIRE_SAFE,
     WIRE_UNSAFE,
+    CredentialSecret,
     CsvSource,
     EnvSecret,
     FileSecret,
@@ -44,25 +45,21 @@ from imapsync_decl.profile import (
     User,
     Users,
 )
-from imapsync_decl.secrets import Secret
+from imapsync_decl.secrets import Secret, read_credential
+from imapsync_decl.secrets import SecretError as SecretError
 from imapsync_decl.sources.csv import CsvResult, load_csv
+from imapsync_decl.store.archive import archive_path_problem
 
 WARNING = Severity.WARNING
 
 log = structlog.get_logger(__name__)
 
 
-class SecretError(ImapsyncError):
-    """A referenced password cannot be read (variable not set, file missing)."""
-
-    exit_code = ExitCode.CONFIG
-
-
 class UnsendableSecret(SecretError):
     """A referenced password holds a line break or NUL, which no server can be sent."""
 
 
-SecretSource = Secret | EnvSecret | FileSecret
+SecretSource = Secret | EnvSecret | FileSecret | CredentialSecret
 
 
 @dataclass(frozen=True)
@@ -89,6 +86,9 @@ class Credentials:
             if value is None:
                 raise SecretError(f"environment variable {ref.env} is not set")
             where = f"environment variable {ref.env}"
+        elif isinstance(ref, CredentialSecret):
+            value = read_credential(ref.credential).reveal()
+            where = f"credential {ref.credential}"
         else:
             path = _secret_path(ref, self.base_dir)
             try:
@@ -424,7 +424,10 @@ def _merge_users(loaded: LoadResult, problems: list[Problem]) -> list[tuple[User
 
 def _archive_path(config_dir: Path, loaded: LoadResult, problems: list[Problem]) -> Path:
     if not loaded.archives:
-        return Path(os.path.normpath(config_dir.absolute())).parent / "archive"
+        default = Path(os.path.normpath(config_dir.absolute())).parent / "archive"
+        if (message := archive_path_problem(default)) is not None:
+            problems.append(Problem(str(config_dir), None, None, None, message))
+        return default
     first = loaded.archives[0]
     for extra in loaded.archives[1:]:
         problems.append(
@@ -434,9 +437,12 @@ def _archive_path(config_dir: Path, loaded: LoadResult, problems: list[Problem])
             )
         )
     path = Path(first.doc.path).expanduser()
-    return Path(
+    root = Path(
         os.path.normpath(path if path.is_absolute() else first.origin.base_dir.absolute() / path)
     )
+    if (message := archive_path_problem(root)) is not None:
+        problems.append(first.origin.problem(("path",), message))
+    return root
 
 
 def _check_profile_names(profiles: Sequence[Loaded[Profile]], problems: list[Problem]) -> None:
@@ -499,7 +505,10 @@ def _resolve_path(value: str, origin: Origin) -> Path:
 
 
 def _check_secret(
-    ref: str | EnvSecret | FileSecret, loc: Loc, origin: Origin, problems: list[Problem]
+    ref: str | EnvSecret | FileSecret | CredentialSecret,
+    loc: Loc,
+    origin: Origin,
+    problems: list[Problem],
 ) -> SecretSource:
     if isinstance(ref, str):
         problems.append(
@@ -519,6 +528,8 @@ def _check_secret(
         else:
             _check_secret_value(ref, loc, origin, problems)
         return ref
+    if isinstance(ref, CredentialSecret):
+        return ref  # only there when systemd runs the service: nothing to check here
     path = _resolve_path(ref.file, origin)
     try:
         mode = path.stat().st_mode

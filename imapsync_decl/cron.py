@@ -276,24 +276,73 @@ def crontab_line(schedule: CronSchedule, command: Sequence[str], workdir: Path) 
     return f"{schedule.text.strip()} {shell.replace('%', chr(92) + '%')}"  # % ends a cron command
 
 
+CREDENTIAL_STORE = Path("/etc/imapsync-decl/credentials")
+ENVIRONMENT_FILES = Path("/etc/imapsync-decl")
+
+
+@dataclass(frozen=True)
+class ServiceSecrets:
+    """What a service must give the command it runs: systemd credentials (for
+    ``{credential: NAME}``) and environment variables (for ``{env: NAME}``)."""
+
+    credentials: Sequence[str] = ()
+    environment: Sequence[str] = ()
+
+
 def systemd_units(
-    name: str, schedule: CronSchedule, command: Sequence[str], workdir: Path
+    name: str,
+    schedule: CronSchedule,
+    command: Sequence[str],
+    workdir: Path,
+    *,
+    read_write: Sequence[Path] = (),
+    secrets: ServiceSecrets = ServiceSecrets(),
 ) -> dict[str, str]:
     """A service unit that runs ``command`` once and a timer unit that starts it on the
-    schedule, by file name."""
+    schedule, by file name.
+
+    The service is sandboxed: files it creates are private (``UMask=0077``), it cannot
+    gain privileges, has its own /tmp, and sees the whole file system read-only except
+    ``read_write`` (the archive, the log file's directory). Passwords come from
+    ``LoadCredential=`` (readable by the service only) or from an ``EnvironmentFile=``
+    of mode 0600, never from ``Environment=`` lines, which any local user can read
+    through ``systemctl show``.
+    """
     unit = f"imapsync-decl-{name}"
-    service = (
-        "[Unit]\n"
-        f"Description=imapsync-decl: archive the mailboxes of profile {name}\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n"
-        "\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        f"WorkingDirectory={_systemd_quote(str(workdir))}\n"
-        f"ExecStart={' '.join(_systemd_quote(arg) for arg in command)}\n"
-        "# Passwords given as {env: NAME}: add Environment= or EnvironmentFile= lines here.\n"
-    )
+    lines = [
+        "[Unit]",
+        f"Description=imapsync-decl: archive the mailboxes of profile {name}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"WorkingDirectory={_systemd_quote(str(workdir))}",
+        f"ExecStart={' '.join(_systemd_quote(arg) for arg in command)}",
+        "UMask=0077",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectSystem=strict",
+    ]
+    if read_write:
+        lines.append("# These must exist before the first run (the archive: mkdir -m 700).")
+        lines.append(f"ReadWritePaths={' '.join(_systemd_quote(str(p)) for p in read_write)}")
+    if secrets.credentials:
+        lines.append(
+            f"# Credentials: one file per password in {CREDENTIAL_STORE}, root-owned, mode 0600."
+        )
+        lines += [
+            f"LoadCredential={credential}:{_systemd_quote(str(CREDENTIAL_STORE / credential))}"
+            for credential in secrets.credentials
+        ]
+    if secrets.environment:
+        env_file = ENVIRONMENT_FILES / f"{unit}.env"
+        lines += [
+            f"# Sets {', '.join(secrets.environment)} (NAME=value lines); keep it root-owned,"
+            " mode 0600. Not Environment=: systemctl show prints that to every user.",
+            f"EnvironmentFile={_systemd_quote(str(env_file))}",
+        ]
+    service = "\n".join(lines) + "\n"
     calendar_lines = "".join(f"OnCalendar={value}\n" for value in to_oncalendar(schedule))
     timer = (
         "[Unit]\n"

@@ -48,6 +48,7 @@ from imapsync_decl.store import (
     VerifyReport,
     repair_outcome,
 )
+from imapsync_decl.store.fs import unwritable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -299,6 +300,7 @@ class Executor:
         # written again.
         self.damage = repair
         self.repair: set[str] = set(repair.to_repair) if repair is not None else set()
+        self._unwritable = False  # the archive's disk took no more writes: start no mailbox
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -331,7 +333,7 @@ class Executor:
         return result
 
     def _mailbox(self, plan: MailboxPlan) -> MailboxResult | None:
-        if self.stop:
+        if self.stop or self._unwritable:
             return None  # not started: the next apply does it
         result = MailboxResult(plan.profile, plan.login, plan.archive_user, plan.archive_folder)
         result.excluded = len(plan.excluded)
@@ -346,6 +348,9 @@ class Executor:
                 result.error = str(exc)
                 log.warning("mailbox_failed", error=str(exc))
             except Exception as exc:  # the per-mailbox job boundary: the others go on
+                if unwritable_reason(exc) is not None:
+                    self._unwritable = True
+                    raise  # a full or read-only disk is not this mailbox's fault: stop the run
                 result.error = f"unexpected error: {exc!r}"
                 log.error("mailbox_failed", error=result.error, exc_info=True)
             else:

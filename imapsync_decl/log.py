@@ -3,16 +3,33 @@
 Events are snake_case past tense (``folder_archived``); context is bound once
 with ``structlog.contextvars.bound_contextvars(run_id=..., profile=..., mailbox=...)``
 and appears on every line logged inside.
+
+A log file (``--log-file``) is opened by :func:`open_log_file`: append-only, created
+0600, never through a symbolic link, and only if it is a regular file of the running
+user that group and others cannot write.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from imapsync_decl.errors import UsageError
+from imapsync_decl.store.fs import (
+    FILE_MODE,
+    UnsafePath,
+    check_output_path,
+    check_private_file,
+    check_regular,
+    open_nofollow,
+)
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -28,6 +45,33 @@ def redact_secrets(
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED
     return event_dict
+
+
+def open_log_file(path: Path) -> TextIO:
+    """``path`` opened for appending log lines (line-buffered), created 0600 if new.
+
+    Refused (UsageError, exit 10, naming the path) when its directory is missing, when
+    it is a symbolic link, not a regular file, another user's, or writable by group or
+    others.
+    """
+    try:
+        check_output_path(path)
+        check_private_file(path, what="log file")
+        # O_NONBLOCK: a FIFO put there in the meantime must not hang the open.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+        fd = open_nofollow(path, flags, FILE_MODE)
+    except UnsafePath as exc:
+        raise UsageError(f"cannot use the log file {exc}") from None
+    except OSError as exc:
+        reason = "the log file is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise UsageError(f"cannot use the log file {path}: {reason}") from None
+    try:
+        check_regular(path, os.fstat(fd), what="log file")
+    except UnsafePath as exc:
+        os.close(fd)
+        raise UsageError(f"cannot use the log file {exc}") from None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
 
 class _CurrentStderr:

@@ -299,4 +299,4 @@ def open_index_if_exists(archive: Path) -> Index | None:
     path = archive / "index.sqlite"
     if not path.exists() and not Journal(default_journal_dir(path)).exists():
         return None
-    return Index.open(path)
+    return Index.open(path, read_only=True)

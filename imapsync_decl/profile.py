@@ -208,6 +208,20 @@ class FileSecret(StrictModel):
     )
 
 
+CREDENTIAL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,254}$"
+
+
+class CredentialSecret(StrictModel):
+    """A secret read from a systemd credential (``LoadCredential=NAME:PATH`` in the
+    service): the file ``$CREDENTIALS_DIRECTORY/NAME``, without a trailing newline."""
+
+    credential: str = Field(
+        pattern=CREDENTIAL_NAME_PATTERN,
+        description="Name of the systemd credential holding the secret (LoadCredential=NAME:PATH "
+        "in the service; read from $CREDENTIALS_DIRECTORY/NAME).",
+    )
+
+
 def _secret_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "secret:inline"
@@ -215,29 +229,56 @@ def _secret_tag(value: Any) -> str | None:
         return "secret:env"
     if isinstance(value, FileSecret):
         return "secret:file"
+    if isinstance(value, CredentialSecret):
+        return "secret:credential"
     if isinstance(value, dict):
         if "env" in value:
             return "secret:env"
         if "file" in value:
             return "secret:file"
+        if "credential" in value:
+            return "secret:credential"
     return None
 
 
 SecretRef: TypeAlias = Annotated[
     Annotated[str, Field(min_length=1), *checked(WIRE_SAFE), Tag("secret:inline")]
     | Annotated[EnvSecret, Tag("secret:env")]
-    | Annotated[FileSecret, Tag("secret:file")],
+    | Annotated[FileSecret, Tag("secret:file")]
+    | Annotated[CredentialSecret, Tag("secret:credential")],
     Discriminator(
         _secret_tag,
         custom_error_type="secret_ref",
-        custom_error_message="expected a password string, {env: NAME} or {file: PATH}",
+        custom_error_message="expected a password string, {env: NAME}, {file: PATH} or"
+        " {credential: NAME}",
     ),
 ]
 
 SECRET_DESCRIPTION = (
-    "A password: {env: NAME} (environment variable), {file: PATH} (file content), or an inline "
-    "string (warned about, since profiles are committed to git). Never logged or shown."
+    "A password: {env: NAME} (environment variable), {file: PATH} (file content), "
+    "{credential: NAME} (a systemd credential), or an inline string (warned about, since "
+    "profiles are committed to git). Never logged or shown."
 )
+
+SecretReference: TypeAlias = EnvSecret | FileSecret | CredentialSecret
+
+
+def secret_references(model: BaseModel) -> list[SecretReference]:
+    """Every secret reference in ``model`` and the models inside it, in field order (what a
+    service that runs it must provide)."""
+    found: list[SecretReference] = []
+    stack: list[Any] = [model]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, EnvSecret | FileSecret | CredentialSecret):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            stack.extend(reversed([getattr(value, name) for name in type(value).model_fields]))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+    return found
 
 
 # --- server ------------------------------------------------------------------------------

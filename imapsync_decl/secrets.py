@@ -1,10 +1,31 @@
-"""A secret value that never shows itself in repr, str, logs or JSON."""
+"""Secret values that never show themselves, and the systemd credentials they may come from.
+
+:class:`Secret` masks itself in repr, str, logs and JSON. :func:`read_credential`
+reads a ``{credential: NAME}`` password from ``$CREDENTIALS_DIRECTORY/NAME``, where
+systemd puts what a unit's ``LoadCredential=`` names (a private directory readable
+only by the service, unlike ``Environment=``, which any local user can read through
+``systemctl show``).
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
 from typing import Final
 
+from imapsync_decl.errors import ExitCode, ImapsyncError
+
 _MASK: Final = "********"
+CREDENTIALS_VARIABLE: Final = "CREDENTIALS_DIRECTORY"
+MAX_CREDENTIAL_BYTES: Final = 64 * 1024
+
+
+class SecretError(ImapsyncError):
+    """A referenced password cannot be read (variable not set, file missing). The message
+    names the reference, never the value."""
+
+    exit_code = ExitCode.CONFIG
 
 
 class Secret:
@@ -36,3 +57,39 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def read_credential(name: str) -> Secret:
+    """The systemd credential ``name``: the content of ``$CREDENTIALS_DIRECTORY/name``
+    without its trailing newline. SecretError (naming the credential) when the directory
+    is not set or the credential is not there."""
+    directory = os.environ.get(CREDENTIALS_VARIABLE)
+    if not directory:
+        raise SecretError(
+            f"credential {name}: ${CREDENTIALS_VARIABLE} is not set; run under systemd with"
+            f" LoadCredential={name}:PATH in the service"
+        )
+    path = Path(directory) / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SecretError(
+            f"credential {name} is not in ${CREDENTIALS_VARIABLE} ({directory}); add"
+            f" LoadCredential={name}:PATH to the service"
+        ) from None
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise SecretError(f"cannot read credential {name} from {path}: {reason}") from None
+    try:
+        data = os.read(fd, MAX_CREDENTIAL_BYTES + 1)
+    except OSError as exc:
+        raise SecretError(f"cannot read credential {name} from {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CREDENTIAL_BYTES:
+        raise SecretError(f"credential {name} is larger than {MAX_CREDENTIAL_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretError(f"credential {name} is not UTF-8 text") from None
+    return Secret(text.removesuffix("\n").removesuffix("\r"))

@@ -81,7 +81,7 @@ def index_users(archive: Path, skipped: list[str] | None = None) -> list[ListedU
     path = archive / "index.sqlite"
     if not path.exists():
         return []
-    with Index.open(path) as index:
+    with Index.open(path, read_only=True) as index:
         return directory_users(index.list_users(source="directory"), skipped)
 
 

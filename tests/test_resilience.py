@@ -126,28 +126,65 @@ def test_a_signal_finishes_the_batch_and_exits(
     assert_exactly_once(bed, users, MESSAGES // 4)
 
 
-@pytest.mark.parametrize("where", ["put_many", "record"])
-def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
-    big_bed: tuple[Bed, list[str]], monkeypatch: pytest.MonkeyPatch, where: str
-) -> None:
-    bed, users = big_bed
+def failing_after(
+    monkeypatch: pytest.MonkeyPatch, where: str, error: BaseException, at: int = 5
+) -> Any:
+    """Make BlobStore.put_many or Index.record raise ``error`` on its ``at``-th call;
+    returns the original, to put back."""
     target: Any = BlobStore if where == "put_many" else Index
     original = getattr(target, where)
     calls = {"n": 0}
 
     def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 5:
-            raise OSError(28, "No space left on device")
+        if calls["n"] == at:
+            raise error
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(target, where, failing)
+    return target, original
+
+
+@pytest.mark.parametrize("where", ["put_many", "record"])
+def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
+    big_bed: tuple[Bed, list[str]], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    bed, users = big_bed
+    target, original = failing_after(monkeypatch, where, OSError(5, "Input/output error"))
     code, result = bed.apply_json("--batch-messages", "10")
     assert code == 3
     failed = [m for m in result["mailboxes"] if m["error"]]
     assert len(failed) == 1
-    assert "No space left on device" in failed[0]["error"]
+    assert "Input/output error" in failed[0]["error"]
     assert result["totals"]["archived"] > 0  # the other mailbox went on
+    monkeypatch.setattr(target, where, original)
+    assert bed.apply_json()[0] == 0
+    assert_exactly_once(bed, users, MESSAGES // 4)
+
+
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [
+        ("put_many", OSError(28, "No space left on device")),
+        ("record", OSError(28, "No space left on device")),
+        ("record", sqlite3.OperationalError("database or disk is full")),
+    ],
+)
+def test_a_full_disk_stops_the_run_with_exit_14_and_the_next_apply_completes(
+    big_bed: tuple[Bed, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    error: BaseException,
+) -> None:
+    """A full disk is not one mailbox's fault: the run stops with 14, naming the archive."""
+    bed, users = big_bed
+    target, original = failing_after(monkeypatch, where, error)
+    code, _, err = bed.run("apply", "--batch-messages", "10")
+    assert code == 14, err
+    assert f"the archive {bed.archive} cannot be written: no space left on device" in err
+    assert "Traceback" not in err
+    code, _out, err = bed.run("archive", "stats")  # read-only commands still work
+    assert code == 0, err
     monkeypatch.setattr(target, where, original)
     assert bed.apply_json()[0] == 0
     assert_exactly_once(bed, users, MESSAGES // 4)

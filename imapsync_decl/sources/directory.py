@@ -24,7 +24,7 @@ import pydantic
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.loader import validation_messages
-from imapsync_decl.profile import Directory, EnvSecret, FileSecret, User
+from imapsync_decl.profile import CredentialSecret, Directory, EnvSecret, FileSecret, User
 from imapsync_decl.secrets import Secret
 from imapsync_decl.store.index import UserRecord
 
@@ -58,7 +58,9 @@ class DirectorySettings:
         return f"{self.directory.url.rstrip('/')}/{self.directory.base_dn}"
 
 
-def resolve_password(ref: str | EnvSecret | FileSecret | None, base_dir: Path) -> Secret | None:
+def resolve_password(
+    ref: str | EnvSecret | FileSecret | CredentialSecret | None, base_dir: Path
+) -> Secret | None:
     from imapsync_decl.config import Credentials
 
     if ref is None:

@@ -11,14 +11,20 @@ these helpers so that the same rules hold everywhere:
   one, never a mix;
 * a directory that receives private data must belong to the running user and must not
   be writable by group or others (:func:`check_private_dir`): a directory pre-created
-  by another local user is refused, not used.
+  by another local user is refused, not used; so is a file of ours in it that another
+  user could have replaced or can write (:func:`check_private_file`);
+* a failure that means the file system cannot take writes at all (full, read-only)
+  is recognised in one place (:func:`unwritable_reason`), so that callers stop the
+  whole run for it instead of blaming one mailbox.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import sqlite3
 import stat
 from pathlib import Path
 from types import TracebackType
@@ -151,6 +157,95 @@ def check_private_dir(path: Path, *, what: str = "directory") -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafePath(path, f"the {what} is not a directory")
     check_owner_and_mode(path, info, what=what)
+
+
+def check_private_file(path: Path, *, what: str = "file") -> bool:
+    """Refuse ``path`` if it exists and is not a regular file (a symlink, a directory, a
+    device) owned by the running user and not writable by group or others.
+
+    False when it does not exist (the caller creates it). Raises :class:`UnsafePath`."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    check_regular(path, info, what=what)
+    return True
+
+
+def check_regular(path: Path, info: os.stat_result, *, what: str) -> None:
+    """Refuse what ``info`` (an ``lstat`` or ``fstat``) describes unless it is a regular
+    file of ours that group and others cannot write."""
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePath(path, f"the {what} is a symbolic link")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePath(path, f"the {what} is not a regular file")
+    check_owner_and_mode(path, info, what=what)
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output file path given by the user before anything is done: its
+    directory must exist and be a directory, and it must not be a directory itself.
+    Raises :class:`UnsafePath`."""
+    parent = path.parent
+    if not parent.exists():
+        raise UnsafePath(path, f"the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UnsafePath(path, f"{parent} is not a directory")
+    if path.is_dir():
+        raise UnsafePath(path, "it is a directory")
+
+
+def make_private_dir(path: Path, *, what: str = "directory") -> None:
+    """Create ``path`` (and missing parents) mode 0700 whatever the umask, make the new
+    entry durable, then check it as :func:`check_private_dir` does."""
+    if not os.path.lexists(path):
+        missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
+        path.mkdir(parents=True, mode=DIR_MODE, exist_ok=True)
+        for created in missing:
+            with contextlib.suppress(OSError):
+                os.chmod(created, DIR_MODE, follow_symlinks=False)
+        fsync_dir(missing[-1].parent)
+    check_private_dir(path, what=what)
+
+
+def is_writable(path: Path) -> bool:
+    """Whether the running user may create or change files at ``path`` (a directory or a
+    file): False on a read-only mount, or where the permissions forbid it."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
+_NO_SPACE = "no space left on device"
+_READ_ONLY = "the file system is read-only"
+_UNWRITABLE_ERRNOS = {
+    errno.ENOSPC: _NO_SPACE,
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: _READ_ONLY,
+}
+
+
+def unwritable_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means the file system takes no more writes (full disk, exhausted
+    quota, read-only mount), or None when it is some other failure.
+
+    Recognises ``OSError`` by errno and SQLite's own reports of the same conditions.
+    """
+    if isinstance(exc, OSError):
+        return _UNWRITABLE_ERRNOS.get(exc.errno or 0)
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        text = str(exc).lower()
+        if code == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+            return _NO_SPACE
+        if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
+            return "the index is read-only"
+        if "readonly database" in text:
+            return "the index is read-only"
+    return None
 
 
 def check_owner_and_mode(path: Path, info: os.stat_result, *, what: str) -> None:

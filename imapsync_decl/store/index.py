@@ -55,6 +55,7 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -65,9 +66,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.errors import ArchiveNotWritable, ExitCode, ImapsyncError
 from imapsync_decl.message import MessageHeaders, parse_headers
 from imapsync_decl.store.blobs import BlobError, BlobInfo, BlobStore
+from imapsync_decl.store.fs import (
+    UnsafePath,
+    check_private_dir,
+    check_private_file,
+    create_exclusive,
+    is_writable,
+)
 from imapsync_decl.store.journal import JOURNAL_NAME, Journal
 
 DB_MODE = 0o600
@@ -324,13 +332,29 @@ class Index:
     # -- opening -----------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, journal_dir: Path | None = None, journaling: bool = True) -> Index:
+    def open(
+        cls,
+        path: Path,
+        *,
+        journal_dir: Path | None = None,
+        journaling: bool = True,
+        read_only: bool = False,
+    ) -> Index:
         """Open (creating and upgrading as needed) the index database at ``path``.
 
         Its journal is ``journal_dir`` (default: ``journal/`` beside ``index.sqlite``,
         else ``<name>.journal``). ``journaling=False`` (only for a rebuild from the
         journal) writes nothing to it. A damaged database, or an empty one beside a
         journal with records (the index was lost), is an ``IndexCorrupt``.
+
+        For writing (the default) the database and its ``-wal`` / ``-shm`` files must be
+        regular files of the running user that group and others cannot write
+        (ArchiveNotWritable otherwise); a new database is created 0600, never through a
+        symlink. ``read_only``: the database is only read, and may be another user's or
+        on a read-only file system; then it is opened by an SQLite read-only connection,
+        which creates no file (see ``_read_only_uri``). Our own writable index is opened
+        as for writing (a read-only connection would leave -wal / -shm files behind), but
+        writes no journal snapshot.
         """
         path = Path(path)
         if journal_dir is None:
@@ -338,6 +362,9 @@ class Index:
         journal = Journal(journal_dir) if journaling else None
         if journal is not None and journal.exists() and not _has_content(path):
             raise IndexCorrupt(path, "the index is missing or empty, but the journal is not")
+        if read_only and not _ours_and_writable(path):
+            return cls._open_read_only(path)
+        _check_index_files(path)
         _create_private(path)
         connection = sqlite3.connect(
             str(path),
@@ -350,9 +377,48 @@ class Index:
             with index._guarded():
                 _configure(connection)
                 index._migrate()
-                index._archive_id = index._ensure_archive_id()
-                if journal is not None:
+                known = index._one("SELECT value FROM meta WHERE key = 'archive_id'")
+                if read_only and known is not None:  # nothing written: a full disk still reads
+                    index._archive_id = str(known[0])
+                else:
+                    index._archive_id = index._ensure_archive_id()
+                if journal is not None and not read_only:
                     index._ensure_journal()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> Index:
+        """The index through a read-only SQLite connection; no migration, no writes."""
+        connection = sqlite3.connect(
+            _read_only_uri(path),
+            uri=True,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        index = cls(connection, path)
+        try:
+            with index._guarded():
+                connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000):d}")
+                version = index.schema_version
+                target = len(MIGRATIONS)
+                if version > target:
+                    raise IndexTooNew(
+                        f"the archive index {path} has schema version {version}, newer"
+                        f" than this version of imapsync-decl knows ({target}); upgrade it"
+                    )
+                if version < target:
+                    raise ArchiveNotWritable(
+                        f"the archive index {path} has schema version {version}, older than"
+                        f" this version of imapsync-decl ({target}), and cannot be upgraded"
+                        " here: it is read-only or not the running user's; run `apply` as its"
+                        " owner first"
+                    )
+                row = index._one("SELECT value FROM meta WHERE key = 'archive_id'")
+                index._archive_id = str(row[0]) if row is not None else ""
         except BaseException:
             index.close()
             raise
@@ -1473,10 +1539,47 @@ def _run_dict(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def _create_private(path: Path) -> None:
-    """Create the database file with mode 0600 (whatever the umask) if it does not exist."""
+def _check_index_files(path: Path) -> None:
+    """Refuse an index (or its -wal / -shm file) that is a symlink, not a regular file,
+    of another owner, or writable by group or others: ArchiveNotWritable (exit 14)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_MODE)
+        for suffix, what in (("", "index"), ("-wal", "index WAL"), ("-shm", "index WAL index")):
+            check_private_file(path.with_name(path.name + suffix), what=what)
+    except UnsafePath as exc:
+        raise ArchiveNotWritable(f"the archive cannot be written: {exc}") from None
+
+
+def _ours_and_writable(path: Path) -> bool:
+    """Whether the index and its directory are the running user's, private, and writable
+    (then reading it through a normal connection changes nothing another user sees)."""
+    try:
+        _check_index_files(path)
+        check_private_dir(path.parent, what="archive directory")
+    except (ArchiveNotWritable, UnsafePath):
+        return False
+    return is_writable(path.parent) and is_writable(path)
+
+
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens ``path`` (not ours, or not writable) read-only.
+
+    ``immutable=1`` (no locks, no -shm, no file created) when there is no ``-wal`` or
+    ``-shm`` file: nobody has the database open for writing (a writer keeps both while
+    it has it open). Otherwise ``mode=ro``, which uses the writer's -wal and -shm and
+    sees its commits (and a WAL left by a crash, which an immutable connection would
+    not see).
+    """
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+    if not any(os.path.lexists(f"{path}{suffix}") for suffix in ("-wal", "-shm")):
+        uri += "&immutable=1"
+    return uri
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 (whatever the umask) if it does not exist;
+    never through a symlink."""
+    try:
+        fd = create_exclusive(path, DB_MODE)
     except FileExistsError:
         return
     try:
