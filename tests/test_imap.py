@@ -318,7 +318,7 @@ def test_connect_and_login_with_each_security(dovecot: DovecotServer, security: 
         assert "CONDSTORE" in session.capabilities  # authenticated capabilities
         assert session.list_folders()[0].path == "INBOX"
         # The timeout holds for every command, after STARTTLS too.
-        assert session._imap.sock.gettimeout() == 10
+        assert session._imap.timeout == 10
         if security == "plain":
             assert session.tls_version is None
         else:
