@@ -474,3 +474,13 @@ def test_sigterm_during_a_steady_fetch_ends_apply_with_143(tmp_path: Path) -> No
             process.kill()
             process.wait()
     assert process.returncode == 143, err
+
+
+def test_should_stop_interrupts_a_silent_greeting() -> None:
+    stop = threading.Event()
+    with FakeImap(greeting=None) as fake:
+        threading.Timer(0.3, stop.set).start()
+        with pytest.raises(Interrupted, match="while connecting"):
+            ImapSession.connect(
+                fake.server(timeout=60), Path(), mailbox="m", should_stop=stop.is_set
+            )
