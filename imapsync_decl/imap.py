@@ -520,7 +520,11 @@ class _Connection(imaplib.IMAP4):
         _no_delay(sock)
         self.sock = sock
         if self._tls_context is not None:
-            self.sock = self._handshake(self._tls_context)
+            try:
+                self._handshake(self._tls_context)
+            except BaseException:
+                self.sock.close()
+                raise
 
     def _handshake(self, context: ssl.SSLContext) -> ssl.SSLSocket:
         """The TLS handshake on the current socket, within the timeout, stoppable."""
