@@ -426,7 +426,10 @@ class Executor:
         while True:
             try:
                 session = self.connect(
-                    profile.doc.server, profile.origin.base_dir, mailbox=plan.login
+                    profile.doc.server,
+                    profile.origin.base_dir,
+                    mailbox=plan.login,
+                    should_stop=self.stop.__bool__,  # a stop wakes a waiting read
                 )
                 try:
                     session.login(mailbox.credentials)
@@ -447,6 +450,8 @@ class Executor:
                     session.logout()
                 return
             except ConnectionLost as exc:
+                if self.stop:
+                    return  # stopped (Interrupted), or lost while stopping: the next apply resumes
                 attempt += 1
                 if attempt > RETRIES:
                     raise

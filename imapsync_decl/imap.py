@@ -18,11 +18,30 @@ password:
 * :class:`FolderGone`: EXAMINE or STATUS of a folder that no longer exists.
 * :class:`ConnectionLost`: the connection broke or timed out during a command;
   the session is unusable afterwards, and a retry on a new session may succeed.
-* :class:`ProtocolError`: anything else the server refused or answered wrongly.
+* :class:`Interrupted`: a stop (SIGINT/SIGTERM) was requested during a command.
+* :class:`ProtocolError`: anything else the server refused or answered wrongly
+  (:class:`MessageTooLarge`: a message larger than ``server.max_message_size``).
+* :class:`UnsafeValue`: a value holds CR, LF or NUL and was not sent at all.
 
-The session is built on ``imapclient`` (connection set-up, TLS, response parsing)
-and on the ``imaplib`` connection below it for the commands whose failures must
-be told apart precisely (LOGIN, AUTHENTICATE, LIST, FETCH of bodies).
+The wire is defended against the server and against what reaches it from the
+configuration (:class:`_Connection`, below imaplib's protocol engine):
+
+* Every argument of every command passes one choke point (``_Connection._command``):
+  CR, LF and NUL are refused before anything is sent; strings that are not ASCII go
+  as literals (non-synchronizing with LITERAL+ / LITERAL-).
+* Every size from the server is bounded: a response line (:data:`MAX_LINE`), the
+  data of all responses to one command (:data:`MAX_UNTAGGED`, plus the expected
+  message bodies of a FETCH), and each literal (the message's RFC822.SIZE plus a
+  margin, and ``server.max_message_size``). Nothing is allocated from an announced
+  size before the bytes arrive.
+* Every wait has a deadline: a read fails when ``server.timeout`` seconds pass without
+  progress (a complete line, or :data:`PROGRESS_BYTES` more), and a requested stop
+  (``should_stop``) is noticed within :data:`POLL_SECONDS`.
+* Nothing received before the TLS handshake of STARTTLS survives it, and every
+  command sees only the responses that arrived after it was sent.
+
+The protocol engine is ``imaplib``'s (tags, response parsing into untagged lists);
+``imapclient`` provides the response parsers and modified UTF-7.
 """
 
 from __future__ import annotations
@@ -33,6 +52,7 @@ import imaplib
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +60,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from imapclient import IMAPClient, imap_utf7
+import structlog
+from imapclient import imap_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
 from imapsync_decl.config import Credentials
@@ -53,10 +74,13 @@ __all__ = [
     "FolderGone",
     "ImapError",
     "ImapSession",
+    "Interrupted",
     "ListEntry",
     "LoginFailed",
+    "MessageTooLarge",
     "ProtocolError",
     "SessionStats",
+    "UnsafeValue",
     "batch_uids",
     "folder_path",
     "parse_list_response",
@@ -67,9 +91,35 @@ __all__ = [
 #: ``UID SEARCH ALL`` answer in a folder with a few hundred thousand messages).
 MAX_LINE = 64 * 1024 * 1024
 
+#: Response data accepted for one command (lines and literals, each counted with
+#: :data:`ITEM_COST` more for its bookkeeping), apart from the message bodies a FETCH
+#: expects: an endless stream of untagged responses fails the command here.
+MAX_UNTAGGED = 64 * 1024 * 1024
+
+#: What each response line or literal costs on top of its bytes in :data:`MAX_UNTAGGED`
+#: (Python objects and list slots), so that a flood of tiny lines is bounded too.
+ITEM_COST = 64
+
+#: A read makes progress with a complete line or with this many more bytes; a read
+#: without progress for ``server.timeout`` seconds fails (a trickle of single bytes
+#: cannot keep a command alive, a slow but moving FETCH can).
+PROGRESS_BYTES = 16 * 1024
+
+#: How often a blocked read looks at ``should_stop``.
+POLL_SECONDS = 0.5
+
+#: A message body may exceed its RFC822.SIZE (servers count line ends differently):
+#: by at most this much (plus the size itself, i.e. twice the size in all).
+SIZE_MARGIN = 64 * 1024
+
 #: UIDs per ``UID FETCH (RFC822.SIZE)`` command: keeps command lines short (RFC 7162
 #: asks clients to stay below about 8000 octets).
 SIZE_CHUNK = 500
+
+#: LITERAL- (RFC 7888, part of IMAP4rev2): non-synchronizing literals up to this size.
+LITERAL_MINUS_MAX = 4096
+
+log = structlog.get_logger(__name__)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -101,6 +151,20 @@ class ConnectionLost(ImapError):
 
 class ProtocolError(ImapError):
     """The server refused a command or answered something that cannot be understood."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A message is larger than ``server.max_message_size``; it is not fetched."""
+
+
+class Interrupted(ConnectionLost):
+    """A stop was requested (SIGINT/SIGTERM) while a command waited for the server; the
+    connection was closed without waiting for the answer."""
+
+
+class UnsafeValue(ImapError, ValueError):
+    """A value to be sent holds CR, LF or NUL (it would end the command early or inject
+    another one); nothing of the command was sent. The message never holds a secret."""
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -256,27 +320,36 @@ def _tokenize(segments: Sequence[tuple[bytes, bytes | None]]) -> list[_Token]:
     return root
 
 
-def _group_records(data: Sequence[Any]) -> list[list[tuple[bytes, bytes | None]]]:
-    """Group imaplib's untagged data into one list of (text, literal) segments per response.
+def _responses(data: Sequence[Any]) -> list[list[Any]]:
+    """Split imaplib's untagged data of one kind into the items of each response.
 
     imaplib stores a response with a literal as ``(text_up_to_literal, literal)``
     followed by the rest of the line as plain bytes, so a response ends at the
     first plain ``bytes`` item.
     """
-    records: list[list[tuple[bytes, bytes | None]]] = []
-    current: list[tuple[bytes, bytes | None]] = []
+    responses: list[list[Any]] = []
+    current: list[Any] = []
     for item in data:
         if item is None:
             continue
-        if isinstance(item, tuple):
-            current.append((bytes(item[0]), bytes(item[1])))
-        else:
-            current.append((bytes(item), None))
-            records.append(current)
+        current.append(item)
+        if not isinstance(item, tuple):
+            responses.append(current)
             current = []
     if current:
-        records.append(current)
-    return records
+        responses.append(current)
+    return responses
+
+
+def _group_records(data: Sequence[Any]) -> list[list[tuple[bytes, bytes | None]]]:
+    """One list of (text, literal) segments per response (see :func:`_responses`)."""
+    return [
+        [
+            (bytes(item[0]), bytes(item[1])) if isinstance(item, tuple) else (bytes(item), None)
+            for item in response
+        ]
+        for response in _responses(data)
+    ]
 
 
 def parse_list_response(data: Sequence[Any]) -> list[ListEntry]:
@@ -320,15 +393,333 @@ def _wire_bytes(folder: FolderInfo) -> bytes:
     return folder.wire_name.encode("utf-8", "surrogateescape")
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @dataclass(frozen=True)
 class _Namespace:
     prefix: str  # as on the wire (modified UTF-7)
     delimiter: str | None
     personal: bool
+
+
+# --- the connection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Str:
+    """A string argument of a command (a user name, password, folder name, pattern).
+
+    The connection sends it as a quoted string when it is ASCII, else as a literal of
+    its UTF-8 bytes (wire names keep undecodable bytes as surrogate escapes). ``what``
+    names it in errors; a ``secret`` is never shown.
+    """
+
+    value: str
+    what: str
+    secret: bool = False
+
+    def encoded(self) -> bytes:
+        return self.value.encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class _Literal:
+    data: bytes
+
+
+_UNSAFE = re.compile(rb"[\r\n\0]")
+_ATOM_SAFE = re.compile(rb"[\x20-\x7e]*")
+
+
+def _check(raw: bytes, what: str, shown: str | None) -> None:
+    """The one check of everything that reaches the wire: no CR, LF or NUL."""
+    if _UNSAFE.search(raw) is None:
+        return
+    value = f" {shown!r}" if shown is not None else ""
+    raise UnsafeValue(
+        f"the {what}{value} contains a line break or NUL character (CR, LF or NUL), which "
+        "cannot be sent to an IMAP server; nothing was sent"
+    )
+
+
+def _encode_argument(arg: Any) -> bytes | _Literal:
+    if isinstance(arg, _Str):
+        raw = arg.encoded()
+        _check(raw, arg.what, None if arg.secret else arg.value)
+        if raw.isascii():
+            return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return _Literal(raw)
+    if isinstance(arg, str):
+        raw = arg.encode("utf-8", "surrogateescape")
+        _check(raw, "command argument", arg)
+        if not _ATOM_SAFE.fullmatch(raw):
+            raise UnsafeValue(
+                f"the command argument {arg!r} is not printable ASCII; nothing was sent"
+            )
+        return raw
+    raise TypeError(f"not a command argument: {type(arg).__name__}")
+
+
+class _NoProgress(TimeoutError):
+    """A read made no progress within the timeout."""
+
+
+class _Stopped(Exception):
+    """``should_stop`` said yes while a read waited."""
+
+
+class _Oversized(Exception):
+    """The server sent (or announced) more than a limit allows; the stream is abandoned."""
+
+
+class _Tampered(Exception):
+    """Data arrived where none may (after the STARTTLS answer, before the handshake)."""
+
+
+class _Connection(imaplib.IMAP4):
+    """imaplib's protocol engine on a socket read under limits and deadlines.
+
+    imaplib parses responses and keeps tags; this class owns the bytes: it reads the
+    socket itself (its own buffer, no ``makefile``), so that every read has an idle
+    deadline and looks at ``should_stop``, no line or literal exceeds its limit, and
+    nothing is allocated from an announced size. ``_command`` is the one choke point
+    through which every argument reaches the wire.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        tls: ssl.SSLContext | None,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.timeout = timeout
+        self._tls_context = tls
+        self._should_stop = should_stop
+        self._buffer = bytearray()
+        self._sock_timeout: float | None = None
+        self._used = 0
+        self._budget = MAX_UNTAGGED
+        self._literal_limit = MAX_UNTAGGED
+        self._limit_reason = ""
+        self._pending_limits: tuple[int, int, str] | None = None
+        super().__init__(host, port, timeout)
+
+    def _mesg(self, s: str, secs: float | None = None) -> None:
+        """imaplib's protocol debugging stays off: nothing of the conversation is kept."""
+
+    def _log(self, line: str) -> None:
+        """See :meth:`_mesg`."""
+
+    # --- the socket -------------------------------------------------------------------
+
+    def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
+        self.host, self.port = host, port
+        self._reset_budget()
+        sock = socket.create_connection((host, port), timeout=self.timeout)
+        _no_delay(sock)
+        self.sock = sock
+        if self._tls_context is not None:
+            try:
+                self._handshake(self._tls_context)
+            except BaseException:
+                self.sock.close()
+                raise
+
+    def _handshake(self, context: ssl.SSLContext) -> ssl.SSLSocket:
+        """The TLS handshake on the current socket, within the timeout, stoppable."""
+        tls = context.wrap_socket(
+            self.sock, server_hostname=self.host or None, do_handshake_on_connect=False
+        )
+        self.sock = tls
+        self._sock_timeout = None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self._settimeout(self._wait_slice(deadline))
+            try:
+                tls.do_handshake()
+            except TimeoutError:
+                continue
+            return tls
+
+    def _settimeout(self, seconds: float) -> None:
+        if seconds != self._sock_timeout:
+            self.sock.settimeout(seconds)
+            self._sock_timeout = seconds
+
+    def _wait_slice(self, deadline: float) -> float:
+        """How long the next blocking call may wait; raises when stopped or past the deadline."""
+        if self._should_stop():
+            raise _Stopped("a stop was requested")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _NoProgress(f"no progress within {self.timeout:g} s")
+        return min(POLL_SECONDS, remaining)
+
+    def _receive(self, deadline: float) -> bytes:
+        while True:
+            self._settimeout(self._wait_slice(deadline))
+            try:
+                data = self.sock.recv(256 * 1024)
+            except TimeoutError:
+                continue
+            if not data:
+                raise imaplib.IMAP4.abort("the server closed the connection")
+            return data
+
+    def send(self, data: Any) -> None:
+        self._settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    # --- reading under limits -------------------------------------------------------
+
+    def _reset_budget(self) -> None:
+        self._used = 0
+        self._budget = MAX_UNTAGGED
+        self._literal_limit = MAX_UNTAGGED
+        self._limit_reason = ""
+
+    def expect_bodies(self, literal_limit: int, extra: int, reason: str) -> None:
+        """For the next command only: literals up to ``literal_limit`` bytes, and ``extra``
+        bytes of responses on top of :data:`MAX_UNTAGGED` (``reason`` explains the limit)."""
+        self._pending_limits = (literal_limit, extra, reason)
+
+    def _spend(self, size: int) -> None:
+        self._used += size + ITEM_COST
+        if self._used > self._budget:
+            raise _Oversized(
+                f"the server sent more than {self._budget} bytes of responses to one command"
+            )
+
+    def readline(self) -> bytes:
+        buffer = self._buffer
+        scanned = 0
+        progress = 0
+        deadline = time.monotonic() + self.timeout
+        while True:
+            end = buffer.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                self._spend(len(line))
+                return line
+            scanned = len(buffer)
+            if scanned > MAX_LINE:
+                raise _Oversized(f"the server sent a response line longer than {MAX_LINE} bytes")
+            buffer += self._receive(deadline)
+            if len(buffer) - progress >= PROGRESS_BYTES:
+                progress = len(buffer)
+                deadline = time.monotonic() + self.timeout
+
+    def read(self, size: int) -> bytes:
+        if size > self._literal_limit:
+            reason = f" ({self._limit_reason})" if self._limit_reason else ""
+            raise _Oversized(
+                f"the server announced a literal of {size} bytes, more than the "
+                f"{self._literal_limit} allowed{reason}"
+            )
+        self._spend(size)
+        buffer = self._buffer
+        if len(buffer) >= size:
+            data = bytes(buffer[:size])
+            del buffer[:size]
+            return data
+        parts = [bytes(buffer)]
+        have = progress = len(buffer)
+        buffer.clear()
+        deadline = time.monotonic() + self.timeout
+        while have < size:
+            chunk = self._receive(deadline)
+            need = size - have
+            if len(chunk) > need:
+                buffer += chunk[need:]
+                chunk = chunk[:need]
+            parts.append(chunk)
+            have += len(chunk)
+            if have - progress >= PROGRESS_BYTES:
+                progress = have
+                deadline = time.monotonic() + self.timeout
+        return b"".join(parts)
+
+    # --- the choke point --------------------------------------------------------------
+
+    def _command(self, name: str, *args: Any) -> bytes:
+        """Send one command: every argument is checked first (CR, LF, NUL), nothing is
+        sent when one fails; non-ASCII strings go as literals."""
+        literator = self.literal
+        self.literal = None
+        if self.state not in imaplib.Commands[name]:
+            raise self.error(f"command {name} illegal in state {self.state}")
+        pieces = [_encode_argument(arg) for arg in args if arg is not None]
+        if isinstance(literator, _Authenticator):
+            literator.check()
+        elif literator is not None:
+            raise TypeError("literals are passed as _Str arguments")
+        if "READ-ONLY" in self.untagged_responses and not self.is_readonly:
+            raise self.readonly("mailbox status changed to READ-ONLY")
+        # Only responses to this command count from here on.
+        self.untagged_responses = {}
+        self._reset_budget()
+        pending = self._pending_limits
+        if pending is not None:
+            self._pending_limits = None
+            self._literal_limit, extra, self._limit_reason = pending
+            self._budget = MAX_UNTAGGED + extra
+        tag: bytes = self._new_tag()
+        line = tag + b" " + name.encode("ascii")
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                line += b" " + piece
+                continue
+            size = len(piece.data)
+            plus = self._literal_plus(size)
+            line += b" {%d%s}" % (size, b"+" if plus else b"")
+            self.send(line + b"\r\n")
+            if not plus and self._await_continuation(tag):
+                return tag  # refused (NO/BAD): the command ends here
+            self.send(piece.data)
+            line = b""
+        self.send(line + b"\r\n")
+        if isinstance(literator, _Authenticator):
+            while not self._await_continuation(tag):
+                self.send(literator.process())
+                self.send(b"\r\n")
+        return tag
+
+    def _await_continuation(self, tag: bytes) -> bool:
+        """Read until a continuation (False) or the command's tagged answer (True)."""
+        while self._get_response():
+            if self.tagged_commands[tag]:
+                return True
+        return False
+
+    def _literal_plus(self, size: int) -> bool:
+        caps = {c.upper() for c in self.capabilities}
+        if "LITERAL+" in caps:
+            return True
+        return size <= LITERAL_MINUS_MAX and bool(caps & {"LITERAL-", "IMAP4REV2"})
+
+    def start_tls(self, context: ssl.SSLContext) -> tuple[str, list[Any]]:
+        """STARTTLS; everything received before the handshake is discarded, and data
+        that arrived after the answer but before the handshake is refused."""
+        typ, data = self._simple_command("STARTTLS")
+        if typ != "OK":
+            return typ, data
+        if self._buffer:
+            raise _Tampered(
+                "the server sent data after its STARTTLS answer, before the TLS handshake "
+                "(a man in the middle?)"
+            )
+        self._handshake(context)
+        self._tls_established = True
+        self.untagged_responses = {}
+        self._get_capabilities()  # the capabilities before TLS are not trusted
+        return typ, data
 
 
 # --- the session --------------------------------------------------------------------------------
@@ -360,9 +751,8 @@ class ImapSession:
     so :meth:`logout` always runs. A session is not thread-safe.
     """
 
-    def __init__(self, client: Any, server: Server, mailbox: str) -> None:
-        self._client = client
-        self._imap: Any = client._imap
+    def __init__(self, connection: _Connection, server: Server, mailbox: str) -> None:
+        self._imap: Any = connection
         self._server = server
         self._mailbox = mailbox
         self._where = f"{server.host}:{server.effective_port}"
@@ -374,48 +764,59 @@ class ImapSession:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def connect(cls, server: Server, base_dir: Path, *, mailbox: str) -> ImapSession:
-        """Connect (and with ``starttls`` upgrade) to ``server``; raises :class:`ConnectFailed`."""
+    def connect(
+        cls,
+        server: Server,
+        base_dir: Path,
+        *,
+        mailbox: str,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ImapSession:
+        """Connect (and with ``starttls`` upgrade) to ``server``; raises :class:`ConnectFailed`.
+
+        ``should_stop`` is asked at least every :data:`POLL_SECONDS` while the session
+        waits for the server; when it says yes, the waiting command fails with
+        :class:`Interrupted` (and the connection is closed).
+        """
         where = f"{server.host}:{server.effective_port}"
         context = None if server.security == "plain" else _ssl_context(server, base_dir, where)
 
         def failed(detail: str) -> ConnectFailed:
             return ConnectFailed(f"cannot connect to {where} (mailbox {mailbox}): {detail}")
 
-        client: Any = None
+        connection: _Connection | None = None
         try:
-            client = IMAPClient(
+            connection = _Connection(
                 server.host,
-                port=server.effective_port,
-                ssl=server.security == "tls",
-                ssl_context=context if server.security == "tls" else None,
+                server.effective_port,
                 timeout=server.timeout,
+                tls=context if server.security == "tls" else None,
+                should_stop=should_stop or _never,
             )
-            _quiet(client._imap)
-            _no_delay(client.socket())
             if server.security == "starttls":
-                offered = {str(c).upper() for c in client._imap.capabilities}
+                offered = {c.upper() for c in connection.capabilities}
                 if "STARTTLS" not in offered:
                     raise failed(
                         "the server does not offer STARTTLS (security: starttls never "
                         "falls back to an unencrypted connection)"
                     )
-                typ, data = client._imap.starttls(ssl_context=context)
+                assert context is not None
+                typ, data = connection.start_tls(context)
                 if typ != "OK":
                     raise failed(f"STARTTLS refused: {_text(data)}")
-                client.socket().settimeout(server.timeout)
-                _no_delay(client.socket())
-                client._starttls_done = True
         except ConnectFailed:
-            _close_quietly(client)
+            _close_quietly(connection)
             raise
+        except _Stopped:
+            _close_quietly(connection)
+            raise Interrupted(f"{where}: a stop was requested while connecting") from None
         except Exception as exc:
-            _close_quietly(client)
+            _close_quietly(connection)
             detail = _connect_detail(exc, server)
             if detail is None:
                 raise
             raise failed(detail) from exc
-        return cls(client, server, mailbox)
+        return cls(connection, server, mailbox)
 
     def login(self, credentials: Credentials) -> None:
         """Log in as ``credentials`` say; raises :class:`LoginFailed` if the server refuses.
@@ -424,7 +825,8 @@ class ImapSession:
         identity and the mailbox as authorization identity. ``login_separator``:
         LOGIN with the combined user name. ``user_password``: AUTHENTICATE PLAIN
         when the server offers AUTH=PLAIN (it carries any UTF-8 password), else
-        LOGIN. LOGIN sends a non-ASCII password as a UTF-8 literal.
+        LOGIN. LOGIN sends a non-ASCII user name or password as a UTF-8 literal. A
+        value with CR, LF or NUL raises :class:`UnsafeValue` before anything is sent.
         """
         password = credentials.resolve_password()
         mechanism = credentials.mechanism
@@ -469,25 +871,16 @@ class ImapSession:
                 f"login to mailbox {self._mailbox} on {self._where} failed: the server does "
                 "not offer AUTH=PLAIN (needed by mechanism sasl_plain)"
             )
-        payload = f"{authzid}\0{authcid}\0{secret}".encode()
         imap = self._imap
-        imap.literal = _Authenticator(payload).process
+        imap.literal = _Authenticator(authzid, authcid, secret)
         typ, data = imap._simple_command("AUTHENTICATE", "PLAIN")
         return str(typ), data
 
     def _login_command(self, username: str, secret: str) -> tuple[str, Any]:
-        if not username.isascii():
-            raise LoginFailed(
-                f"login to mailbox {self._mailbox} on {self._where} failed: LOGIN cannot carry "
-                f"the non-ASCII user name {username!r}; use a server with AUTH=PLAIN"
-            )
-        imap = self._imap
-        if secret.isascii() and secret.isprintable():
-            typ, data = imap._simple_command("LOGIN", _quote(username), _quote(secret))
-        else:
-            # A quoted string carries neither 8-bit characters nor CR/LF: send a literal.
-            imap.literal = secret.encode("utf-8")
-            typ, data = imap._simple_command("LOGIN", _quote(username))
+        # Non-ASCII user names and passwords go as UTF-8 literals.
+        typ, data = self._imap._simple_command(
+            "LOGIN", _Str(username, "user name"), _Str(secret, "password", secret=True)
+        )
         return str(typ), data
 
     def _refresh_capabilities(self) -> None:
@@ -502,6 +895,7 @@ class ImapSession:
                 text = data[-1]
             raw = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
             self._caps = frozenset(raw.upper().split())
+            self._imap.capabilities = tuple(sorted(self._caps))
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -523,8 +917,7 @@ class ImapSession:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
-            self._imap.socket().settimeout(min(self._server.timeout, 10.0))
+        self._imap.timeout = min(self._server.timeout, 10.0)
         with contextlib.suppress(Exception):
             self._imap.logout()
         with contextlib.suppress(Exception):
@@ -568,6 +961,12 @@ class ImapSession:
             if entry.name in seen_wire:
                 continue
             seen_wire.add(entry.name)
+            if _UNSAFE.search(entry.name):
+                # Such a name could never be sent back safely: leave the folder out.
+                log.warning(
+                    "folder_skipped", wire_name=repr(entry.name), reason="CR, LF or NUL in the name"
+                )
+                continue
             wire = _wire_text(entry.name)
             owner = _namespace_of(wire, namespaces)
             if owner is None or not owner.personal:
@@ -593,11 +992,14 @@ class ImapSession:
     def _namespaces(self) -> list[_Namespace]:
         if "NAMESPACE" in self._caps:
             with self._guard("NAMESPACE"):
+                # Only the answer to this command counts (nothing injected before TLS, say).
+                self._imap.untagged_responses.pop("NAMESPACE", None)
                 typ, data = self._imap._simple_command("NAMESPACE")
                 if typ != "OK":
                     raise ProtocolError(f"{self._where}: NAMESPACE failed: {_text(data)}")
                 typ, data = self._imap._untagged_response(typ, data, "NAMESPACE")
-                parsed = parse_response([d for d in data if d is not None])
+                answers = _responses(data)
+                parsed = parse_response(answers[-1]) if answers else []
             found: list[_Namespace] = []
             for kind, group in enumerate(parsed[:3]):
                 if not group:
@@ -609,6 +1011,13 @@ class ImapSession:
                     prefix_text = (
                         _wire_text(prefix) if isinstance(prefix, bytes) else str(prefix or "")
                     )
+                    if _UNSAFE.search(prefix_text.encode("utf-8", "surrogateescape")):
+                        log.warning(
+                            "namespace_skipped",
+                            prefix=repr(prefix_text),
+                            reason="CR, LF or NUL in the prefix",
+                        )
+                        continue
                     sep = pair[1]
                     sep_text = sep.decode("utf-8", "replace") if isinstance(sep, bytes) else None
                     found.append(_Namespace(prefix_text, sep_text or None, kind == 0))
@@ -623,7 +1032,7 @@ class ImapSession:
         return entries[0].delimiter if entries else None
 
     def _list(self, reference: str, pattern: str) -> list[ListEntry]:
-        args = [_quote(reference), _quote(pattern)]
+        args: list[Any] = [_Str(reference, "LIST reference"), _Str(pattern, "LIST pattern")]
         if pattern and "LIST-EXTENDED" in self._caps and "SPECIAL-USE" in self._caps:
             args += ["RETURN", "(SPECIAL-USE)"]
         with self._guard("LIST"):
@@ -676,7 +1085,7 @@ class ImapSession:
         with self._guard(f"STATUS {folder.path!r}"):
             self._imap.untagged_responses.pop("STATUS", None)
             typ, data = self._imap._simple_command(
-                "STATUS", _quote(folder.wire_name), "(" + " ".join(items) + ")"
+                "STATUS", _Str(folder.wire_name, "folder name"), "(" + " ".join(items) + ")"
             )
             if typ != "OK":
                 self._refused(folder, "STATUS", data)
@@ -752,7 +1161,9 @@ class ImapSession:
         extra = ["(CONDSTORE)"] if "CONDSTORE" in self._caps else []
         with self._guard(f"{command} {folder.path!r}"):
             self._imap.untagged_responses = {}
-            typ, data = self._imap._simple_command(command, _quote(folder.wire_name), *extra)
+            typ, data = self._imap._simple_command(
+                command, _Str(folder.wire_name, "folder name"), *extra
+            )
             if typ != "OK":
                 self._imap.state = "AUTH"
                 self._refused(folder, command, data)
@@ -864,9 +1275,15 @@ class ImapSession:
         does not return (expunged meanwhile) is skipped. ``body`` holds exactly the
         bytes of ``BODY[]``; ``flags`` leave out ``\\Recent``, which belongs to the
         session and not to the message.
+
+        Each body may be at most twice its RFC822.SIZE in ``sizes`` plus
+        :data:`SIZE_MARGIN`, and never more than ``server.max_message_size``; a
+        message whose RFC822.SIZE is larger than that raises :class:`MessageTooLarge`
+        before its batch is fetched.
         """
         self._require_selected()
         for batch in batch_uids(uids, max_count=max_count, max_bytes=max_bytes, sizes=sizes):
+            self._expect_bodies(batch, sizes)
             fetched = self._uid_fetch(batch, "(BODY.PEEK[] INTERNALDATE FLAGS)", "FETCH")
             messages: list[FetchedMessage] = []
             for uid in batch:
@@ -900,6 +1317,25 @@ class ImapSession:
             self.stats.largest_fetch_bytes = max(self.stats.largest_fetch_bytes, total)
             self.stats.largest_fetch_count = max(self.stats.largest_fetch_count, len(messages))
             yield from messages
+
+    def _expect_bodies(self, batch: Sequence[int], sizes: Mapping[int, int] | None) -> None:
+        """Tell the connection how large the bodies of the next FETCH may be."""
+        limit = self._server.max_message_size
+        if sizes is None:
+            allowances = [limit] * len(batch)
+            reason = "server.max_message_size"
+        else:
+            for uid in batch:
+                if sizes.get(uid, 0) > limit:
+                    path = self._selected.path if self._selected is not None else "?"
+                    raise MessageTooLarge(
+                        f"{self._where}: message UID {uid} in {path!r} has {sizes[uid]} bytes, "
+                        f"more than server.max_message_size ({limit}); raise the setting to "
+                        "archive it"
+                    )
+            allowances = [min(limit, 2 * sizes.get(uid, 0) + SIZE_MARGIN) for uid in batch]
+            reason = "twice the RFC822.SIZE of the largest message asked for, plus a margin"
+        self._imap.expect_bodies(max(allowances), sum(allowances), reason)
 
     def _uid_fetch(self, uids: Sequence[int], items: str, what: str) -> dict[int, dict[bytes, Any]]:
         """One UID FETCH; a NO for messages expunged meanwhile still returns the rest."""
@@ -942,6 +1378,18 @@ class ImapSession:
             raise error from exc
 
     def _translate(self, exc: BaseException, what: str) -> ImapError | None:
+        if isinstance(exc, _Stopped):
+            self._lost()
+            return Interrupted(f"{self._where}: a stop was requested during {what}")
+        if isinstance(exc, _NoProgress):
+            self._lost()
+            return ConnectionLost(
+                f"{self._where}: no answer within {self._server.timeout:g} s during {what} "
+                "(the server sent nothing, or only a trickle)"
+            )
+        if isinstance(exc, _Oversized):
+            self._lost()
+            return ProtocolError(f"{self._where}: {what}: {exc}; the connection was closed")
         if isinstance(exc, TimeoutError | socket.timeout):
             self._lost()
             return ConnectionLost(
@@ -999,17 +1447,30 @@ def _no_delay(sock: Any) -> None:
 
 
 class _Authenticator:
-    """The AUTHENTICATE continuation handler of imaplib for one SASL PLAIN payload."""
+    """The AUTHENTICATE continuation handler for one SASL PLAIN exchange (RFC 4616).
 
-    def __init__(self, payload: bytes) -> None:
-        self._payload: bytes | None = payload
+    Its parts are checked at the connection's choke point like every argument: a NUL
+    in any of them would shift the payload's fields, CR or LF have no place in them.
+    """
 
-    def process(self, challenge: bytes) -> bytes:
-        # imaplib sends what this returns (plus CRLF) after each "+" continuation.
-        payload, self._payload = self._payload, None
-        if payload is None:
+    def __init__(self, authzid: str, authcid: str, secret: str) -> None:
+        self._parts = (
+            _Str(authzid, "authorization identity"),
+            _Str(authcid, "user name"),
+            _Str(secret, "password", secret=True),
+        )
+        self._done = False
+
+    def check(self) -> None:
+        for part in self._parts:
+            _check(part.encoded(), part.what, None if part.secret else part.value)
+
+    def process(self) -> bytes:
+        """The answer to a "+" continuation (sent with CRLF); PLAIN ignores the challenge."""
+        if self._done:
             return b"*"  # a second challenge: cancel the exchange
-        return base64.b64encode(payload)
+        self._done = True
+        return base64.b64encode(b"\0".join(part.encoded() for part in self._parts))
 
 
 def _namespace_of(wire: str, namespaces: Sequence[_Namespace]) -> _Namespace | None:
@@ -1065,8 +1526,12 @@ def _connect_detail(exc: BaseException, server: Server) -> str | None:
         return f"TLS handshake failed: {reason}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host {server.host!r}: {exc.strerror or exc}"
+    if isinstance(exc, _NoProgress):
+        return f"timed out: no progress within {server.timeout:g} s"
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"timed out after {server.timeout:g} s"
+    if isinstance(exc, _Oversized | _Tampered):
+        return str(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, imaplib.IMAP4.abort):
@@ -1078,27 +1543,15 @@ def _connect_detail(exc: BaseException, server: Server) -> str | None:
     return None
 
 
-def _quiet(imap: Any) -> None:
-    """Keep imaplib's protocol debugging off: nothing of the conversation is logged or kept."""
-    imap.debug = 0
-    noop: Callable[..., None] = lambda *args, **kwargs: None  # noqa: E731
-    imap._mesg = noop
-    imap._log = noop
-
-    def readline() -> bytes:
-        line: bytes = imap.file.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise imaplib.IMAP4.error(f"response line longer than {MAX_LINE} bytes")
-        return line
-
-    imap.readline = readline
-
-
-def _close_quietly(client: Any) -> None:
-    if client is None:
+def _close_quietly(connection: _Connection | None) -> None:
+    if connection is None:
         return
     with contextlib.suppress(Exception):
-        client._imap.shutdown()
+        connection.shutdown()
+
+
+def _never() -> bool:
+    return False
 
 
 def _text(data: Any) -> str:

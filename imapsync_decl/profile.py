@@ -343,7 +343,18 @@ class Server(StrictModel):
         default=60,
         gt=0,
         le=3600,
-        description="Seconds to wait for the connection and for each server answer.",
+        description="Seconds to wait for the connection and for each server answer: a command "
+        "fails when the server sends nothing, or less than 16 KiB and no complete line, for this "
+        "long.",
+    )
+    max_message_size: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024 * 1024,
+        description="Largest message, in bytes, that is fetched (default 256 MiB). A larger "
+        "message fails its mailbox with a message that names it; a server that announces more "
+        "than this (or much more than the message's RFC822.SIZE) is refused before anything is "
+        "read.",
     )
 
     @property

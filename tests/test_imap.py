@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import re
@@ -12,7 +11,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from imapsync_decl.profile import Server
 from imapsync_decl.secrets import Secret
 
 from servers.dovecot import DovecotServer, find_dovecot, make_message
+from servers.fake_imap import FakeImap, Reply, lines
 
 dovecot_only = pytest.mark.dovecot
 
@@ -91,143 +91,10 @@ def unseen(dovecot: DovecotServer, user: str, folder_name: str) -> set[int]:
         return set(imap.search("UNSEEN"))
 
 
-# --- a tiny scripted IMAP server ----------------------------------------------------------------
-
-Reply = Callable[[str, str], bytes | None]
-
-
-class FakeImap:
-    """An IMAP server on 127.0.0.1 that answers from a script, for corner cases.
-
-    ``replies`` maps a command verb (``"LIST"``, ``"UID FETCH"``) to a function of
-    (tag, arguments) that returns the bytes to send (untagged lines and the tagged
-    answer), or None to drop the connection. ``greeting=None`` accepts connections
-    and never says anything. Commands received are kept in ``commands``.
-    """
-
-    def __init__(
-        self,
-        replies: dict[str, Reply] | None = None,
-        *,
-        capabilities: str = "IMAP4rev1 AUTH=PLAIN",
-        greeting: bytes | None = b"* OK fake server ready\r\n",
-        drop_after: set[str] | None = None,
-    ) -> None:
-        self.replies = replies or {}
-        self.drop_after = drop_after or set()
-        self.capabilities = capabilities
-        self.greeting = greeting
-        self.commands: list[str] = []
-        self.lines: list[str] = []
-        self.literals: list[bytes] = []
-        self.auth_payloads: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._stop = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def server(self, **extra: object) -> Server:
-        fields: dict[str, object] = {
-            "host": "127.0.0.1",
-            "port": self.port,
-            "security": "plain",
-            "timeout": 5,
-        }
-        fields.update(extra)
-        return Server.model_validate(fields)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        for conn in self._connections:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def __enter__(self) -> FakeImap:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        self.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self._connections.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if self.greeting is None:
-                self._stop.wait()
-                return
-            reader = conn.makefile("rb")
-            conn.sendall(self.greeting)
-            while True:
-                line = reader.readline()
-                if not line:
-                    return
-                while line.rstrip(b"\r\n").endswith(b"}") and b"{" in line:
-                    size = int(line.rstrip(b"\r\n").rsplit(b"{", 1)[1].rstrip(b"}+"))
-                    conn.sendall(b"+ go ahead\r\n")
-                    self.literals.append(reader.read(size))
-                    line = line.rsplit(b"{", 1)[0] + b"<literal>" + reader.readline()
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                tag, _, rest = text.partition(" ")
-                verb, _, args = rest.partition(" ")
-                verb = verb.upper()
-                if verb == "UID":
-                    sub, _, args = args.partition(" ")
-                    verb = f"UID {sub.upper()}"
-                self.commands.append(verb)
-                self.lines.append(text)
-                if verb == "AUTHENTICATE":
-                    conn.sendall(b"+ \r\n")
-                    self.auth_payloads.append(base64.b64decode(reader.readline().strip()))
-                reply = self._reply(tag, verb, args)
-                if reply is None:
-                    conn.shutdown(socket.SHUT_RDWR)
-                    conn.close()
-                    return
-                conn.sendall(reply)
-                if verb in self.drop_after:
-                    conn.shutdown(socket.SHUT_RDWR)
-                    conn.close()
-                    return
-                if verb == "LOGOUT":
-                    return
-
-    def _reply(self, tag: str, verb: str, args: str) -> bytes | None:
-        if verb in self.replies:
-            return self.replies[verb](tag, args)
-        if verb == "CAPABILITY":
-            return f"* CAPABILITY {self.capabilities}\r\n{tag} OK done\r\n".encode()
-        if verb in ("LOGIN", "AUTHENTICATE"):
-            return f"{tag} OK logged in\r\n".encode()
-        if verb == "LOGOUT":
-            return f"* BYE bye\r\n{tag} OK done\r\n".encode()
-        if verb == "NOOP":
-            return f"{tag} OK done\r\n".encode()
-        if verb == "EXAMINE":
-            return (
-                f"* 2 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT 9] ok\r\n"
-                f"{tag} OK [READ-ONLY] done\r\n"
-            ).encode()
-        return f"{tag} BAD unknown command {verb}\r\n".encode()
-
-
 def fake_login(server: FakeImap, *, mailbox: str = "fake") -> ImapSession:
     session = ImapSession.connect(server.server(), Path(), mailbox=mailbox)
     session.login(Credentials("user_password", "someone", None, Secret(DISTINCT_PASSWORD), Path()))
     return session
-
-
-def lines(*items: str | bytes) -> bytes:
-    return b"".join(i if isinstance(i, bytes) else (i + "\r\n").encode() for i in items)
 
 
 # --- pure functions -----------------------------------------------------------------------------
@@ -318,7 +185,7 @@ def test_connect_and_login_with_each_security(dovecot: DovecotServer, security: 
         assert "CONDSTORE" in session.capabilities  # authenticated capabilities
         assert session.list_folders()[0].path == "INBOX"
         # The timeout holds for every command, after STARTTLS too.
-        assert session._imap.sock.gettimeout() == 10
+        assert session._imap.timeout == 10
         if security == "plain":
             assert session.tls_version is None
         else:

@@ -153,6 +153,7 @@ SPECS: dict[str, Spec] = {
             "accept_all_certificates": Leaf((True, False), ("yes", None)),
             "ca_file": Leaf(("ca.pem", None), ("",)),
             "timeout": Leaf((60, 0.5, 3600), (0, -1, "60", 4000, True)),
+            "max_message_size": Leaf((1024, 268435456), (0, 1023, "1 MB", 2**40, True, None)),
             "colour": Leaf((), ("blue",)),
         },
         "source": {
