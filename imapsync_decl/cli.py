@@ -623,6 +623,7 @@ def run_apply(
                     [p.name for p in saved.profiles],
                     archive.index,
                     directory_error=directory_error,
+                    should_stop=stop.__bool__,
                 )
                 the_plan = restrict_to_saved(saved, current)
         else:
@@ -632,6 +633,7 @@ def run_apply(
                 archive.index,
                 directory_error=directory_error,
                 repair=damage.to_repair if damage is not None else frozenset(),
+                should_stop=stop.__bool__,
             )
         if stop:
             return None

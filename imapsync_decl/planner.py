@@ -225,9 +225,14 @@ def make_plan(
     directory_error: str | None = None,
     users_added: Sequence[str] = (),
     repair: AbstractSet[str] = frozenset(),
+    should_stop: Callable[[], bool] | None = None,
 ) -> Plan:
     """Plan every mailbox of the selected profiles (all profiles by default), up to the
     profile's ``max_concurrent_jobs`` mailboxes at once.
+
+    ``should_stop``: asked while a read waits for a server (``apply`` passes its stop
+    flag), so that Ctrl-C or SIGTERM during planning ends a waiting command at once; the
+    mailboxes not planned yet then fail to connect straight away.
 
     ``repair``: blobs that are damaged or missing (``apply --repair``); the messages
     they hold are planned as not archived, so that they are fetched again.
@@ -236,6 +241,8 @@ def make_plan(
     synchronise with them are errors, with nothing planned. ``users_added``: users a
     directory sync adds, shown on those profiles.
     """
+    if should_stop is not None:
+        connect = functools.partial(connect, should_stop=should_stop)
     profiles = []
     for item in config.profiles:
         if profile_names and item.doc.name not in profile_names:

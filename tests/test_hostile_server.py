@@ -476,6 +476,53 @@ def test_sigterm_during_a_steady_fetch_ends_apply_with_143(tmp_path: Path) -> No
     assert process.returncode == 143, err
 
 
+def test_sigterm_while_planning_waits_for_a_silent_server_ends_apply_with_143(
+    tmp_path: Path,
+) -> None:
+    """The server never answers STATUS: SIGTERM during planning ends apply at once."""
+    asked = threading.Event()
+
+    def listing(tag: str, args: str) -> bytes:
+        if args.startswith('"" ""'):
+            return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
+        return lines('* LIST (\\HasNoChildren) "/" INBOX', f"{tag} OK done")
+
+    def silent_status(tag: str, args: str) -> Iterator[bytes]:
+        asked.set()
+        while True:  # nothing, ever: only the stop hook ends the wait
+            time.sleep(0.2)
+            yield b""
+
+    with FakeImap({"LIST": listing, "STATUS": silent_status}) as fake:
+        config = write_config(
+            tmp_path / "profiles.d",
+            {
+                "p.yaml": f"""
+                    kind: Profile
+                    name: p
+                    server: {{host: 127.0.0.1, port: {fake.port}, security: plain, timeout: 3600}}
+                    source:
+                      single: {{username: alice, password: {{env: FAKE_PW}}}}
+                """
+            },
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imapsync_decl", "apply", "--config-dir", str(config)],
+            env={**os.environ, "FAKE_PW": "pw"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert asked.wait(60), "apply never asked for STATUS"
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err
+
+
 def test_should_stop_interrupts_a_silent_greeting() -> None:
     stop = threading.Event()
     with FakeImap(greeting=None) as fake:
