@@ -427,16 +427,51 @@ def test_should_stop_interrupts_a_waiting_read() -> None:
         session.logout()
 
 
+def listing_inbox(tag: str, args: str) -> bytes:
+    """LIST: the delimiter, then one folder, INBOX."""
+    if args.startswith('"" ""'):
+        return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
+    return lines('* LIST (\\HasNoChildren) "/" INBOX', f"{tag} OK done")
+
+
+def sigterm_apply(
+    tmp_path: Path, fake: FakeImap, waiting: threading.Event, timeout: int
+) -> tuple[int, str]:
+    """Run `apply` in a process against ``fake``; once ``waiting`` is set (the server
+    holds it up), send SIGTERM; return the exit code and stderr (a hang fails the test)."""
+    config = write_config(
+        tmp_path / "profiles.d",
+        {
+            "p.yaml": f"""
+                kind: Profile
+                name: p
+                server: {{host: 127.0.0.1, port: {fake.port}, security: plain, timeout: {timeout}}}
+                source:
+                  single: {{username: alice, password: {{env: FAKE_PW}}}}
+            """
+        },
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imapsync_decl", "apply", "--config-dir", str(config)],
+        env={**os.environ, "FAKE_PW": "pw"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiting.wait(60), "apply never reached the server's wait"
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return process.returncode, err
+
+
 def test_sigterm_during_a_steady_fetch_ends_apply_with_143(tmp_path: Path) -> None:
     started = threading.Event()
-
-    def listing(tag: str, args: str) -> bytes:
-        if args.startswith('"" ""'):
-            return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
-        return lines('* LIST (\\HasNoChildren) "/" INBOX', f"{tag} OK done")
-
     replies: dict[str, Reply] = {
-        "LIST": listing,
+        "LIST": listing_inbox,
         "STATUS": lambda tag, args: lines(
             "* STATUS INBOX (UIDVALIDITY 42 UIDNEXT 2 MESSAGES 1)", f"{tag} OK done"
         ),
@@ -447,33 +482,8 @@ def test_sigterm_during_a_steady_fetch_ends_apply_with_143(tmp_path: Path) -> No
         "UID FETCH": fetch_replies(steady_endless_literal(started), size=200_000_000),
     }
     with FakeImap(replies) as fake:
-        config = write_config(
-            tmp_path / "profiles.d",
-            {
-                "p.yaml": f"""
-                    kind: Profile
-                    name: p
-                    server: {{host: 127.0.0.1, port: {fake.port}, security: plain, timeout: 30}}
-                    source:
-                      single: {{username: alice, password: {{env: FAKE_PW}}}}
-                """
-            },
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imapsync_decl", "apply", "--config-dir", str(config)],
-            env={**os.environ, "FAKE_PW": "pw"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert started.wait(60), "apply never started fetching"
-            process.send_signal(signal.SIGTERM)
-            _out, err = process.communicate(timeout=60)
-        finally:
-            process.kill()
-            process.wait()
-    assert process.returncode == 143, err
+        code, err = sigterm_apply(tmp_path, fake, started, timeout=30)
+    assert code == 143, err
 
 
 def test_sigterm_while_planning_waits_for_a_silent_server_ends_apply_with_143(
@@ -482,45 +492,15 @@ def test_sigterm_while_planning_waits_for_a_silent_server_ends_apply_with_143(
     """The server never answers STATUS: SIGTERM during planning ends apply at once."""
     asked = threading.Event()
 
-    def listing(tag: str, args: str) -> bytes:
-        if args.startswith('"" ""'):
-            return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
-        return lines('* LIST (\\HasNoChildren) "/" INBOX', f"{tag} OK done")
-
     def silent_status(tag: str, args: str) -> Iterator[bytes]:
         asked.set()
         while True:  # nothing, ever: only the stop hook ends the wait
             time.sleep(0.2)
             yield b""
 
-    with FakeImap({"LIST": listing, "STATUS": silent_status}) as fake:
-        config = write_config(
-            tmp_path / "profiles.d",
-            {
-                "p.yaml": f"""
-                    kind: Profile
-                    name: p
-                    server: {{host: 127.0.0.1, port: {fake.port}, security: plain, timeout: 3600}}
-                    source:
-                      single: {{username: alice, password: {{env: FAKE_PW}}}}
-                """
-            },
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imapsync_decl", "apply", "--config-dir", str(config)],
-            env={**os.environ, "FAKE_PW": "pw"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert asked.wait(60), "apply never asked for STATUS"
-            process.send_signal(signal.SIGTERM)
-            _out, err = process.communicate(timeout=60)
-        finally:
-            process.kill()
-            process.wait()
-    assert process.returncode == 143, err
+    with FakeImap({"LIST": listing_inbox, "STATUS": silent_status}) as fake:
+        code, err = sigterm_apply(tmp_path, fake, asked, timeout=3600)
+    assert code == 143, err
 
 
 def test_should_stop_interrupts_a_silent_greeting() -> None:
