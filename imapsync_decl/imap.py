@@ -3,10 +3,13 @@
 :class:`ImapSession` opens one connection to one mailbox, logs in with the
 mailbox's :class:`~imapsync_decl.config.Credentials` and reads what archiving
 needs: the folders of the personal namespace, their state, the UIDs and sizes
-of their messages, and the messages themselves. It never changes anything on
-the server: folders are opened with EXAMINE (read-only), bodies are fetched with
-``BODY.PEEK[]`` (so ``\\Seen`` is never set), and no STORE, EXPUNGE, CREATE,
-DELETE or APPEND is ever sent.
+of their messages, and the messages themselves. Reading changes nothing on the
+server: folders are opened with EXAMINE (read-only) and bodies are fetched with
+``BODY.PEEK[]`` (so ``\\Seen`` is never set). The only writes are those of verified
+deletion, and only after ``select_for_deletion``: ``mark_deleted`` (STORE
+``+FLAGS (\\Deleted)``, with UNCHANGEDSINCE where the server has CONDSTORE) and
+``expunge_uids`` (UID EXPUNGE of exactly those UIDs). No CREATE, DELETE or APPEND is
+ever sent.
 
 Every failure on the server side, or on the way to it, surfaces as an
 :class:`ImapError` subclass whose message says what went wrong and never holds a
