@@ -186,3 +186,28 @@ def test_a_server_without_uidplus_gets_no_deletion(
         assert code == 0, result
         assert (result["totals"]["archived"], result["totals"]["deleted"]) == (1, 0)
         assert len(server_flags(bed, user)) == 1
+
+
+def test_the_plan_lists_only_what_apply_deletes_under_filters(
+    bed: Bed, mailbox: tuple[str, dict[str, int]]
+) -> None:
+    user, uids = mailbox
+    unread = bed.server.append(
+        user, "INBOX", make_message(subject="unread", body="u\n"), internal_date=OLD
+    )
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX")
+        client.add_flags(list(uids.values()), ["\\Seen"])
+    # The unread message is a deletion candidate (old, unflagged) but is not archived.
+    bed.master_profile("p", [user], folders="filters: {skip_unread: true}\n" + DELETE)
+    code, plan = bed.plan_json()
+    assert code == 0
+    assert inbox(plan)["delete"] == sorted([uids["plain"], uids["plain2"]])
+    assert plan["totals"]["deletions"] == 2
+
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["deleted"] == 2
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
+    assert folder["kept"] == 0  # nothing planned for deletion was left over
+    assert unread in server_flags(bed, user)
