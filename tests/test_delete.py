@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from imapsync_decl.executor import Executor, FolderResult
 from imapsync_decl.imap import ImapSession
 
 from bed import Bed
@@ -211,3 +212,36 @@ def test_the_plan_lists_only_what_apply_deletes_under_filters(
     (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
     assert folder["kept"] == 0  # nothing planned for deletion was left over
     assert unread in server_flags(bed, user)
+
+
+def test_a_flag_changed_between_the_search_and_the_store_keeps_the_message(
+    bed: Bed, mailbox: tuple[str, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONDSTORE: \\Deleted is set with UNCHANGEDSINCE the MODSEQ of the SELECT, so a
+    message whose flags changed after the executor asked the server is kept."""
+    user, uids = mailbox
+    bed.master_profile("p", [user], folders=DELETE)
+    compare = Executor._same_on_server
+
+    def owner_reads_meanwhile(
+        self: Executor,
+        session: ImapSession,
+        found: list[int],
+        placements: dict[int, str],
+        result: FolderResult,
+    ) -> list[int]:
+        same = compare(self, session, found, placements, result)
+        with bed.server.client(user) as client:  # the owner reads it (no \\Flagged)
+            client.select_folder("INBOX")
+            client.add_flags([uids["plain"]], ["\\Seen"])
+        return same
+
+    monkeypatch.setattr(Executor, "_same_on_server", owner_reads_meanwhile)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
+    assert (folder["deleted"], folder["kept"]) == (1, 1)
+    left = server_flags(bed, user)
+    assert uids["plain2"] not in left
+    assert "\\Deleted" not in left[uids["plain"]]
+    assert "\\Seen" in left[uids["plain"]]
