@@ -29,6 +29,7 @@ def server_flags(bed: Bed, user: str) -> dict[int, set[str]]:
 
 
 def inbox(plan: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f
         for p in plan["profiles"]

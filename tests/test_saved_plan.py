@@ -34,6 +34,7 @@ def saved_plan(bed: Bed) -> Path:
 
 
 def folder_of(body: dict[str, Any], path: str, mailbox: int = 0) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f for f in body["profiles"][0]["mailboxes"][mailbox]["folders"] if f["path"] == path
     ]
@@ -197,7 +198,7 @@ def test_four_jobs_give_the_same_archive_as_one(bed: Bed, tmp_path: Path) -> Non
                 ).fetchall()
             )
         blobs = sorted(p.name for p in (archive / "blobs").rglob("*") if p.is_file())
-        contents[jobs].append(("blobs", *blobs))  # type: ignore[arg-type]
+        contents[jobs].append(("blobs", *blobs))
     assert contents[1] == contents[4]
     assert len(contents[4]) == 46
 
