@@ -12,6 +12,7 @@ flag is set with UNCHANGEDSINCE, so a flag set meanwhile keeps the message.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Set
 
 from imapsync_decl.filters import imap_date
 from imapsync_decl.profile import Delete
@@ -30,7 +31,16 @@ def candidate_criteria(rules: Delete, on: dt.date) -> tuple[str, ...]:
 
 
 def deletable(
-    candidates: set[int] | frozenset[int], archived: set[int] | frozenset[int], archiving: set[int]
+    candidates: Iterable[int], archived: Set[int], archiving: Set[int] = frozenset()
 ) -> tuple[int, ...]:
-    """The candidates that are archived already or archived by this run (in UID order)."""
-    return tuple(sorted(set(candidates) & (set(archived) | archiving)))
+    """The candidates that may leave the server: those whose message is in the archive
+    (``archived``) or is archived by this run first (``archiving``), in UID order.
+
+    The one rule the plan and the executor share. The plan passes the server's answer to
+    :func:`candidate_criteria` with what the index holds and what the plan archives; the
+    executor passes the plan's list with what the index holds after archiving, and then
+    the server's answer asked again with the UIDs whose blob re-hashed. A candidate that
+    is neither (left out by the filters, say) is never listed, so the plan shows exactly
+    what would be deleted.
+    """
+    return tuple(sorted(uid for uid in set(candidates) if uid in archived or uid in archiving))

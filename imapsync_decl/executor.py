@@ -564,13 +564,12 @@ class Executor:
         if profile is None or not deletion.active(profile.doc.delete):
             return
         placements = self.archive.index.placements_of(folder_id, plan.uidvalidity)
+        placed = deletion.deletable(plan.delete, placements.keys())
+        result.kept += len(plan.delete) - len(placed)  # not archived (vanished): stays
         verified: list[int] = []
         damaged = 0
-        for uid in plan.delete:
-            sha = placements.get(uid)
-            if sha is None:
-                result.kept += 1  # not archived (vanished, or left out): stays on the server
-                continue
+        for uid in placed:
+            sha = placements[uid]
             try:
                 self.archive.blobs.check(sha)  # re-hashed from disk against its name
             except BlobError as exc:
@@ -598,9 +597,9 @@ class Executor:
             return
         # Ask again now: flagged or already \Deleted messages, and young ones, stay.
         criteria = deletion.candidate_criteria(profile.doc.delete, filters.today())
-        still = set(session.search_uids(["UID", sequence_set(verified), *criteria]))
+        still = session.search_uids(["UID", sequence_set(verified), *criteria])
         same = self._same_on_server(
-            session, [uid for uid in verified if uid in still], placements, result
+            session, list(deletion.deletable(still, set(verified))), placements, result
         )
         marked = session.mark_deleted(same, state.highestmodseq)
         session.expunge_uids(sorted(marked))

@@ -98,8 +98,11 @@ def reconcile_folder(facts: FolderFacts, archived: ArchivedFolder) -> FolderPlan
         )
     missing = missing_uids(facts.uids, archived)
     present = len(facts.uids) - len(missing)
-    common["delete"] = deletion.deletable(
-        facts.delete_candidates, archived.archived_uids, set(missing)
+    # Without UIDPLUS nothing is deleted, whatever the candidates.
+    common["delete"] = (
+        deletion.deletable(facts.delete_candidates, archived.archived_uids, set(missing))
+        if facts.no_deletion is None
+        else ()
     )
     common["no_deletion"] = facts.no_deletion
     rescan = needs_rescan(state, archived)

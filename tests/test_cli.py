@@ -197,7 +197,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
     assert "Exit codes:" in out
-    commands = sorted(cli.commands)  # type: ignore[attr-defined]
+    commands = sorted(cli.commands)
     assert commands == [
         "apply",
         "archive",

@@ -22,8 +22,10 @@ pytestmark = pytest.mark.dovecot
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def local(*args: int) -> float:
-    return datetime(*args, tzinfo=BERLIN).timestamp()  # type: ignore[misc]
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=BERLIN).timestamp()
 
 
 class FakeClock:

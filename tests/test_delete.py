@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from imapsync_decl.executor import Executor, FolderResult
 from imapsync_decl.imap import ImapSession
 
 from bed import Bed
@@ -28,6 +29,7 @@ def server_flags(bed: Bed, user: str) -> dict[int, set[str]]:
 
 
 def inbox(plan: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f
         for p in plan["profiles"]
@@ -186,3 +188,61 @@ def test_a_server_without_uidplus_gets_no_deletion(
         assert code == 0, result
         assert (result["totals"]["archived"], result["totals"]["deleted"]) == (1, 0)
         assert len(server_flags(bed, user)) == 1
+
+
+def test_the_plan_lists_only_what_apply_deletes_under_filters(
+    bed: Bed, mailbox: tuple[str, dict[str, int]]
+) -> None:
+    user, uids = mailbox
+    unread = bed.server.append(
+        user, "INBOX", make_message(subject="unread", body="u\n"), internal_date=OLD
+    )
+    with bed.server.client(user) as client:
+        client.select_folder("INBOX")
+        client.add_flags(list(uids.values()), ["\\Seen"])
+    # The unread message is a deletion candidate (old, unflagged) but is not archived.
+    bed.master_profile("p", [user], folders="filters: {skip_unread: true}\n" + DELETE)
+    code, plan = bed.plan_json()
+    assert code == 0
+    assert inbox(plan)["delete"] == sorted([uids["plain"], uids["plain2"]])
+    assert plan["totals"]["deletions"] == 2
+
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["deleted"] == 2
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
+    assert folder["kept"] == 0  # nothing planned for deletion was left over
+    assert unread in server_flags(bed, user)
+
+
+def test_a_flag_changed_between_the_search_and_the_store_keeps_the_message(
+    bed: Bed, mailbox: tuple[str, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONDSTORE: \\Deleted is set with UNCHANGEDSINCE the MODSEQ of the SELECT, so a
+    message whose flags changed after the executor asked the server is kept."""
+    user, uids = mailbox
+    bed.master_profile("p", [user], folders=DELETE)
+    compare = Executor._same_on_server
+
+    def owner_reads_meanwhile(
+        self: Executor,
+        session: ImapSession,
+        found: list[int],
+        placements: dict[int, str],
+        result: FolderResult,
+    ) -> list[int]:
+        same = compare(self, session, found, placements, result)
+        with bed.server.client(user) as client:  # the owner reads it (no \\Flagged)
+            client.select_folder("INBOX")
+            client.add_flags([uids["plain"]], ["\\Seen"])
+        return same
+
+    monkeypatch.setattr(Executor, "_same_on_server", owner_reads_meanwhile)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    (folder,) = [f for m in result["mailboxes"] for f in m["folders"] if f["path"] == "INBOX"]
+    assert (folder["deleted"], folder["kept"]) == (1, 1)
+    left = server_flags(bed, user)
+    assert uids["plain2"] not in left
+    assert "\\Deleted" not in left[uids["plain"]]
+    assert "\\Seen" in left[uids["plain"]]

@@ -26,7 +26,7 @@ def test_exit_codes_in_readme_and_help_agree() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    for name, command in cli.commands.items():  # type: ignore[attr-defined]
+    for name, command in cli.commands.items():
         subcommands = getattr(command, "commands", {})
         for full in [f"{name} {sub}" for sub in subcommands] or [name]:
             assert f"imapsync-decl {full}" in README

@@ -306,7 +306,7 @@ def test_a_message_larger_than_max_message_size_is_not_fetched() -> None:
 
 
 def test_an_announced_size_is_never_allocated_before_the_bytes_arrive() -> None:
-    def body(tag: str) -> bytes | None:
+    def body(tag: str) -> bytes:
         return b"* 1 FETCH (UID 1 BODY[] {209715200}\r\n" + b"x" * 4096
 
     with FakeImap({"UID FETCH": fetch_replies(body)}, drop_after={"UID FETCH"}) as fake:
@@ -421,7 +421,12 @@ def test_should_stop_interrupts_a_waiting_read() -> None:
         session.login(user_password("u"))
         session.examine(INBOX)
         sizes = session.fetch_sizes([1])
-        threading.Thread(target=lambda: started.wait(30) and stop.set(), daemon=True).start()
+
+        def stop_once_started() -> None:
+            if started.wait(30):
+                stop.set()
+
+        threading.Thread(target=stop_once_started, daemon=True).start()
         with pytest.raises(Interrupted, match="stop was requested during FETCH"):
             list(session.fetch_messages([1], sizes=sizes))
         session.logout()

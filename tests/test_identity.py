@@ -81,6 +81,7 @@ def export_tree(bed: Bed, destination: Path) -> dict[str, bytes]:
 
 
 def folder_result(result: dict[str, Any], login: str, path: str = "INBOX") -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f
         for m in result["mailboxes"]

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,7 +132,8 @@ def test_apply_refuses_an_archive_another_user_could_have_prepared(
     precious.write_text("root's own file\n")
     reason = prepare(root)  # type: ignore[operator]
     code, _out, err = run(capsys, "apply", "--config-dir", str(config))
-    assert code == ExitCode.NOT_WRITABLE == 14, err
+    assert code == ExitCode.NOT_WRITABLE, err
+    assert int(ExitCode.NOT_WRITABLE) == 14
     assert "the archive cannot be written:" in err
     assert reason in err
     assert "Traceback" not in err
@@ -343,11 +345,12 @@ def test_a_read_only_index_is_opened_immutable_only_when_nobody_can_write(
     uris: list[str] = []
     real_connect = sqlite3.connect
 
-    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+    def connect(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         uris.append(database)
-        return real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+        connection: sqlite3.Connection = real_connect(database, *args, **kwargs)
+        return connection
 
-    monkeypatch.setattr(index_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)  # the module the index uses
     with Index.open(root / "index.sqlite", read_only=True) as index:
         assert index.archive_id
     assert uris[-1] == str(root / "index.sqlite")  # ours: a normal connection, no leftovers
@@ -373,8 +376,8 @@ def test_the_lock_holds_when_its_holder_text_cannot_be_written(
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lock_module.os, "pwrite", full)
-    monkeypatch.setattr(lock_module.os, "ftruncate", full)
+    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr(os, "ftruncate", full)
     with ArchiveLock(tmp_path / "archive", "apply") as held:
         assert held.held
         with pytest.raises(lock_module.ArchiveLocked):
@@ -470,7 +473,7 @@ def test_apply_on_a_full_disk_then_again_on_a_still_full_disk(
     bed.master_profile("p", [user])
     from imapsync_decl.store import blobs as blobs_module
 
-    real_write_all = blobs_module.os.write
+    real_write_all = os.write
 
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -481,7 +484,7 @@ def test_apply_on_a_full_disk_then_again_on_a_still_full_disk(
         assert code == 14, err
         assert f"the archive {bed.archive} cannot be written: no space left on device" in err
         assert "Traceback" not in err
-        monkeypatch.setattr(lock_module.os, "pwrite", full)  # still full: the holder text too
+        monkeypatch.setattr(os, "pwrite", full)  # still full: the holder text too
     for args in (["archive", "stats"], ["archive", "verify"], ["runs"], ["plan"]):
         code, _, err = bed.run(*args)
         assert code in (0, 2), (args, err)

@@ -20,12 +20,29 @@ def facts_from(body: dict[str, Any]) -> FolderFacts:
     state = FolderState(*body["state"]) if body["state"] is not None else None
     uids = tuple(body["uids"]) if body["uids"] is not None else None
     sizes = {int(k): v for k, v in body.get("sizes", {}).items()}
-    return FolderFacts(FOLDER, state, uids, sizes, body.get("error"))
+    return FolderFacts(
+        FOLDER,
+        state,
+        uids,
+        sizes,
+        body.get("error"),
+        condition=body.get("condition"),
+        filtered=body.get("filtered", False),
+        delete_candidates=frozenset(body.get("delete_candidates", ())),
+        no_deletion=body.get("no_deletion"),
+    )
 
 
 def archived_from(body: dict[str, Any]) -> ArchivedFolder:
-    checkpoint = tuple(body["checkpoint"]) if body["checkpoint"] is not None else None
-    return ArchivedFolder(checkpoint, frozenset(body["archived_uids"]), body["archived_other"])  # type: ignore[arg-type]
+    raw = body["checkpoint"]
+    checkpoint = (int(raw[0]), int(raw[1]), int(raw[2])) if raw is not None else None
+    return ArchivedFolder(
+        checkpoint,
+        frozenset(body["archived_uids"]),
+        body["archived_other"],
+        condition=body.get("condition"),
+        to_repair=frozenset(body.get("to_repair", ())),
+    )
 
 
 def observed(plan: FolderPlan, keys: list[str]) -> dict[str, Any]:
@@ -36,6 +53,10 @@ def observed(plan: FolderPlan, keys: list[str]) -> dict[str, Any]:
         "already_archived": plan.already_archived,
         "previous_uidvalidity": plan.previous_uidvalidity,
         "note": plan.note,
+        "delete": list(plan.delete),
+        "no_deletion": plan.no_deletion,
+        "condition": plan.condition,
+        "filtered_out": plan.filtered_out,
     }
     return {k: values[k] for k in keys}
 

@@ -9,10 +9,16 @@ import os
 import sqlite3
 import stat
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from imapsync_decl import cli
+from imapsync_decl.cli import main
+from imapsync_decl.store import Archive
+from imapsync_decl.store.archive import open_for_writing
 
 from bed import Bed, seed
 from servers.dovecot import make_message
@@ -28,6 +34,7 @@ def saved_plan(bed: Bed) -> Path:
 
 
 def folder_of(body: dict[str, Any], path: str, mailbox: int = 0) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [
         f for f in body["profiles"][0]["mailboxes"][mailbox]["folders"] if f["path"] == path
     ]
@@ -134,6 +141,34 @@ def test_stale_plans_are_refused_before_anything_is_archived(bed: Bed) -> None:
     assert len(bed.placements()) == 2
 
 
+def test_an_apply_that_runs_between_the_check_and_the_lock_makes_the_plan_stale(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saved plan is checked before the lock is taken and again under it: another
+    apply that ran in between (and took the lock first) makes the plan stale."""
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 1)
+    bed.master_profile("p", [user])
+    assert bed.run("apply")[0] == 0
+    seed(bed, user, "INBOX", 2, tag="second")
+    path = saved_plan(bed)
+    real_open = open_for_writing
+    raced: list[int] = []
+
+    def another_apply_first(archive: Path, holder: str) -> AbstractContextManager[Archive]:
+        if not raced:  # the outer apply only, not the one run here
+            raced.append(-1)
+            raced[0] = main(["apply", "--config-dir", str(bed.config_dir)])
+        return real_open(archive, holder)
+
+    monkeypatch.setattr(cli, "open_for_writing", another_apply_first)
+    code, _, err = bed.run("apply", str(path))
+    assert raced == [0]
+    assert code == 11, err
+    assert "archive changed since the plan" in err
+    assert len(bed.placements()) == 3
+
+
 def test_four_jobs_give_the_same_archive_as_one(bed: Bed, tmp_path: Path) -> None:
     users = [bed.new_user() for _ in range(5)]
     for user in users:
@@ -163,7 +198,7 @@ def test_four_jobs_give_the_same_archive_as_one(bed: Bed, tmp_path: Path) -> Non
                 ).fetchall()
             )
         blobs = sorted(p.name for p in (archive / "blobs").rglob("*") if p.is_file())
-        contents[jobs].append(("blobs", *blobs))  # type: ignore[arg-type]
+        contents[jobs].append(("blobs", *blobs))
     assert contents[1] == contents[4]
     assert len(contents[4]) == 46
 

@@ -126,8 +126,17 @@ def test_validate_exits_10_on_a_bad_schedule(
 # --- next run times --------------------------------------------------------------------------
 
 
-def local(*args: int, tz: ZoneInfo = BERLIN) -> float:
-    return datetime(*args, tzinfo=tz).timestamp()  # type: ignore[misc]
+def local(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    *,
+    tz: ZoneInfo = BERLIN,
+) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
 
 
 @pytest.mark.parametrize(

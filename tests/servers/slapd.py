@@ -600,7 +600,7 @@ access to dn.subtree="{self.base_dn}"
     def user_attributes(
         uid: str,
         *,
-        mail: str | None = None,
+        mail: str | Sequence[str] | None = None,  # one address, or several
         cn: str | None = None,
         display_name: str | None = None,
         sn: str | None = None,
@@ -612,7 +612,7 @@ access to dn.subtree="{self.base_dn}"
         """The attributes of an ``inetOrgPerson`` as add_user() writes them."""
         attributes: dict[str, Any] = {"uid": uid, "cn": cn or uid, "sn": sn or uid}
         optional = {
-            "mail": mail,
+            "mail": mail if mail is None or isinstance(mail, str) else list(mail),
             "displayName": display_name,
             "givenName": given_name,
             "userPassword": None if password is None else ssha(password),
@@ -627,7 +627,7 @@ access to dn.subtree="{self.base_dn}"
         self,
         uid: str,
         *,
-        mail: str | None = None,
+        mail: str | Sequence[str] | None = None,  # one address, or several
         cn: str | None = None,
         display_name: str | None = None,
         sn: str | None = None,
