@@ -127,6 +127,8 @@ def cli(ctx: click.Context, log_format: str, log_file: Path | None, log_level: s
     are archived; `validate` checks them without contacting any server, `plan`
     shows what `apply` would archive.
     """
+    if log_file is not None:
+        _check_output(log_file, "log file")  # every command, also those that log nothing
     ctx.obj = {
         "log_format": log_format,
         "log_file": log_file,
@@ -376,13 +378,27 @@ def plan_command(
     _setup_logging()
     config, directory_error, added = _read_directories(config_dir, config, profile_names)
     index = open_index_if_exists(config.archive_path)
+    stop = StopRequested()
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         the_plan = make_plan(
-            config, profile_names, index, directory_error=directory_error, users_added=added
+            config,
+            profile_names,
+            index,
+            directory_error=directory_error,
+            users_added=added,
+            should_stop=stop.__bool__,
         )
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if index is not None:
             index.close()
+    if stop:
+        click.echo(
+            "interrupted" if stop.exit_code == ExitCode.INTERRUPTED else "terminated", err=True
+        )
+        return stop.exit_code
     if out_file is not None:
         saved = (json.dumps(the_plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
         if len(saved) > MAX_PLAN_BYTES:

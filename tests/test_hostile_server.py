@@ -440,10 +440,11 @@ def listing_inbox(tag: str, args: str) -> bytes:
 
 
 def sigterm_apply(
-    tmp_path: Path, fake: FakeImap, waiting: threading.Event, timeout: int
+    tmp_path: Path, fake: FakeImap, waiting: threading.Event, timeout: int, command: str = "apply"
 ) -> tuple[int, str]:
-    """Run `apply` in a process against ``fake``; once ``waiting`` is set (the server
-    holds it up), send SIGTERM; return the exit code and stderr (a hang fails the test)."""
+    """Run ``command`` (apply or plan) in a process against ``fake``; once ``waiting`` is
+    set (the server holds it up), send SIGTERM; return the exit code and stderr (a hang
+    fails the test)."""
     config = write_config(
         tmp_path / "profiles.d",
         {
@@ -457,14 +458,14 @@ def sigterm_apply(
         },
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "imapsync_decl", "apply", "--config-dir", str(config)],
+        [sys.executable, "-m", "imapsync_decl", command, "--config-dir", str(config)],
         env={**os.environ, "FAKE_PW": "pw"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert waiting.wait(60), "apply never reached the server's wait"
+        assert waiting.wait(60), f"{command} never reached the server's wait"
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=60)
     finally:
@@ -491,10 +492,11 @@ def test_sigterm_during_a_steady_fetch_ends_apply_with_143(tmp_path: Path) -> No
     assert code == 143, err
 
 
-def test_sigterm_while_planning_waits_for_a_silent_server_ends_apply_with_143(
-    tmp_path: Path,
+@pytest.mark.parametrize("command", ["apply", "plan"])
+def test_sigterm_while_planning_waits_for_a_silent_server_ends_with_143(
+    tmp_path: Path, command: str
 ) -> None:
-    """The server never answers STATUS: SIGTERM during planning ends apply at once."""
+    """The server never answers STATUS: SIGTERM during planning ends plan or apply at once."""
     asked = threading.Event()
 
     def silent_status(tag: str, args: str) -> Iterator[bytes]:
@@ -504,7 +506,7 @@ def test_sigterm_while_planning_waits_for_a_silent_server_ends_apply_with_143(
             yield b""
 
     with FakeImap({"LIST": listing_inbox, "STATUS": silent_status}) as fake:
-        code, err = sigterm_apply(tmp_path, fake, asked, timeout=3600)
+        code, err = sigterm_apply(tmp_path, fake, asked, timeout=3600, command=command)
     assert code == 143, err
 
 

@@ -448,12 +448,14 @@ def test_plan_out_into_a_missing_directory_or_through_a_file(
 @pytest.mark.parametrize(
     "where", ["missing/log.jsonl", "afile/log.jsonl"], ids=["missing-dir", "through-a-file"]
 )
+@pytest.mark.parametrize("command", ["plan", "validate", "mailboxes"])
 def test_log_file_into_a_missing_directory_or_through_a_file(
-    capsys: pytest.CaptureFixture[str], config: Path, where: str
+    capsys: pytest.CaptureFixture[str], config: Path, where: str, command: str
 ) -> None:
+    """Also for the commands that log nothing: the option is refused, never ignored."""
     (config.parent / "afile").write_text("x")
     log_file = config.parent / where
-    code, _out, err = run(capsys, "--log-file", str(log_file), "plan", "--config-dir", str(config))
+    code, _out, err = run(capsys, "--log-file", str(log_file), command, "--config-dir", str(config))
     assert code == 10, err
     assert str(log_file) in err
     assert "Traceback" not in err
