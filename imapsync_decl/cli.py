@@ -127,8 +127,10 @@ def cli(ctx: click.Context, log_format: str, log_file: Path | None, log_level: s
     are archived; `validate` checks them without contacting any server, `plan`
     shows what `apply` would archive.
     """
-    if log_file is not None:
-        _check_output(log_file, "log file")  # every command, also those that log nothing
+    # Every command, also those that log nothing; but `schedule export` only names the log
+    # file in the units it prints, for the machine that will run them.
+    if log_file is not None and ctx.invoked_subcommand != "schedule":
+        _check_output(log_file, "log file")
     ctx.obj = {
         "log_format": log_format,
         "log_file": log_file,
