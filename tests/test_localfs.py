@@ -742,14 +742,19 @@ def test_apply_where_the_user_may_not_create_the_archive_exits_14(
     assert not (shared_place / "archive").exists()
 
 
-@needs_root
-def test_validate_and_mailboxes_read_the_directory_users_of_another_owners_archive(
-    capsys: pytest.CaptureFixture[str], config: Path
-) -> None:
+def _users_from_an_unreachable_directory(config: Path) -> None:
+    """A Users document whose directory (port 9 on loopback) never answers."""
     (config / "users.yaml").write_text(
         "kind: Users\nusers: []\ndirectory:\n  url: ldap://127.0.0.1:9\n"
         "  base_dn: 'dc=example,dc=test'\n"
     )
+
+
+@needs_root
+def test_validate_and_mailboxes_read_the_directory_users_of_another_owners_archive(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    _users_from_an_unreachable_directory(config)
     root = config.parent / "archive"
     make_archive(root)
     for path in [root, *root.rglob("*")]:
@@ -763,10 +768,7 @@ def test_validate_and_mailboxes_read_the_directory_users_of_another_owners_archi
 def test_users_sync_refuses_a_shared_archive_before_reading_the_directory(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
-    (config / "users.yaml").write_text(
-        "kind: Users\nusers: []\ndirectory:\n  url: ldap://127.0.0.1:9\n"
-        "  base_dn: 'dc=example,dc=test'\n"
-    )
+    _users_from_an_unreachable_directory(config)
     root = config.parent / "archive"
     reason = _world_writable_root(root)
     code, _, err = run(capsys, "users", "sync", "--config-dir", str(config))
