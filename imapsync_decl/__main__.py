@@ -1,3 +1,3 @@
-from imapsync_decl.cli import main
+from imapsync_decl.cli.main import main
 
 raise SystemExit(main())

@@ -22,7 +22,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from imapsync_decl.errors import UsageError
-from imapsync_decl.store.fs import (
+from imapsync_decl.fs import (
     FILE_MODE,
     UnsafePath,
     check_output_path,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.cli import main
+from imapsync_decl.cli.main import main
 
 from helpers import write_config
 from servers.dovecot import DovecotServer, make_message

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from imapsync_decl import __version__
-from imapsync_decl.cli import cli, main
-from imapsync_decl.schema import schema_files
+from imapsync_decl.cli.main import cli, main
+from imapsync_decl.config.schema import schema_files
 
 from helpers import USERS, master_profile, write_config
 
@@ -240,11 +240,11 @@ def test_console_script_and_module_entry_points(examples: Path) -> None:
 
 def test_sigterm_exits_143(tmp_path: Path) -> None:
     code = (
-        "import os, signal, imapsync_decl.config as c\n"
-        "from imapsync_decl.cli import main\n"
+        "import os, signal, imapsync_decl.config.resolve as c\n"
+        "from imapsync_decl.cli.main import main\n"
         "def slow(*a, **k):\n    os.kill(os.getpid(), signal.SIGTERM)\n    raise AssertionError('not reached')\n"
         "c.load_config_dir = slow\n"
-        "import imapsync_decl.cli as cli\n"
+        "import imapsync_decl.cli.main as cli\n"
         "cli.load_config = lambda *a, **k: slow()\n"
         "raise SystemExit(main(['validate']))\n"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.config import Config, SecretError, load_config
+from imapsync_decl.config.resolve import Config, SecretError, load_config
 from imapsync_decl.secrets import Secret
 
 from helpers import USERS, master_profile, write_config
@@ -265,7 +265,7 @@ def test_default_archive_is_beside_the_config_dir(tmp_path: Path) -> None:
 def test_host_names_are_checked_at_their_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     write_config(
         tmp_path,
@@ -294,8 +294,8 @@ def test_host_names_are_checked_at_their_place(
 def test_a_csv_login_with_crlf_fails_validate_at_its_row(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imapsync_decl.cli import main
-    from imapsync_decl.profile import WIRE_SAFE
+    from imapsync_decl.cli.main import main
+    from imapsync_decl.config.documents import WIRE_SAFE
 
     write_config(
         tmp_path,
@@ -340,7 +340,7 @@ def test_a_csv_login_with_crlf_fails_validate_at_its_row(
 def test_wire_values_in_documents_are_errors_at_their_place(
     tmp_path: Path, document: str, place: str
 ) -> None:
-    from imapsync_decl.profile import WIRE_SAFE
+    from imapsync_decl.config.documents import WIRE_SAFE
 
     config = load(write_config(tmp_path, {"users.yaml": USERS, "p.yaml": document}))
     assert not config.ok
@@ -383,7 +383,7 @@ def test_an_identity_template_that_renders_a_line_break_is_an_error(tmp_path: Pa
 def test_a_referenced_password_with_a_line_break_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    from imapsync_decl.profile import WIRE_SAFE
+    from imapsync_decl.config.documents import WIRE_SAFE
 
     value = "secret\r\nZ9 LOGOUT"
     monkeypatch.setenv("TEST_MASTER_PW", value)
@@ -414,7 +414,7 @@ def test_a_referenced_password_with_a_line_break_is_refused(
 
 
 def test_directory_users_from_the_index_are_validated() -> None:
-    from imapsync_decl.config import directory_users
+    from imapsync_decl.config.resolve import directory_users
     from imapsync_decl.store.index import UserRecord
 
     records = [
@@ -437,7 +437,7 @@ def csv_profile(name: str, csv: str, host: str = "imap.example.test") -> str:
 def test_two_rows_for_one_mailbox_with_different_logins_are_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     write_config(
         tmp_path,
@@ -461,7 +461,7 @@ def test_two_rows_for_one_mailbox_with_different_logins_are_a_warning(
 def test_the_same_mailbox_twice_is_an_error_in_validate_plan_and_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     write_config(
         tmp_path,
@@ -493,7 +493,7 @@ def test_the_same_mailbox_twice_is_an_error_in_validate_plan_and_apply(
 
 
 def test_shared_archive_folders_across_sources(tmp_path: Path) -> None:
-    from imapsync_decl.config import shared_archive_folders
+    from imapsync_decl.config.resolve import shared_archive_folders
 
     users = "kind: Users\nusers:\n  - {name: bob, email: bob@example.com}\n"
     single = (
@@ -529,7 +529,7 @@ def test_invalid_directory_users_in_the_index_are_warnings_of_validate(
     """Records an older version kept: left out, named at the index, JSON output intact."""
     import json
 
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
     from imapsync_decl.store import Archive
     from imapsync_decl.store.index import UserRecord
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imapsync_decl.config.documents import WIRE_SAFE
 from imapsync_decl.errors import Problem, Severity
-from imapsync_decl.profile import WIRE_SAFE
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.csv import (
     HEADER_SYNONYMS,

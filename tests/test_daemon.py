@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import structlog
 
-from imapsync_decl.daemon import Daemon
+from imapsync_decl.run.daemon import Daemon
 from imapsync_decl.store import ArchiveLock
 
 from bed import Bed, seed, sha

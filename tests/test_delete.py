@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.executor import Executor, FolderResult
-from imapsync_decl.imap import ImapSession
+from imapsync_decl.imap.session import ImapSession
+from imapsync_decl.run.executor import Executor, FolderResult
 
 from bed import Bed
 from servers.dovecot import DovecotServer, make_message

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.profile import Directory
+from imapsync_decl.config.documents import Directory
 from imapsync_decl.secrets import Secret
 from imapsync_decl.sources.directory import DirectoryError, DirectorySettings, read_directory
 
@@ -289,7 +289,7 @@ def sync_users(
 ) -> tuple[int, dict[str, dict[str, object]], str]:
     """Write one Users document with exactly ``directory``, run `users sync`, then return the
     exit code, the directory users of `users list` by name, and what sync printed."""
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     config_dir = tmp_path / "profiles.d"
     write_config(config_dir, {"dir.json": json.dumps({"kind": "Users", "directory": directory})})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from imapsync_decl.cli import EXIT_CODES, cli
-from imapsync_decl.config import load_config
+from imapsync_decl.cli.main import EXIT_CODES, cli
+from imapsync_decl.config.resolve import load_config
 from imapsync_decl.sources.csv import HEADER_SYNONYMS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.cli import main
-from imapsync_decl.export import (
+from imapsync_decl.cli.main import main
+from imapsync_decl.store import Archive, ArchivedMessage
+from imapsync_decl.store.export import (
     export_maildir,
     export_mbox,
     maildir_component,
@@ -22,8 +23,7 @@ from imapsync_decl.export import (
     mbox_directory_component,
     mboxrd_entry,
 )
-from imapsync_decl.message import parse_headers
-from imapsync_decl.store import Archive, ArchivedMessage
+from imapsync_decl.store.message import parse_headers
 
 from bed import Bed, sha
 from servers.dovecot import make_message

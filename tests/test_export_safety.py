@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.cli import main
-from imapsync_decl.export import (
+from imapsync_decl.cli.main import main
+from imapsync_decl.store import Archive, ArchivedMessage
+from imapsync_decl.store.export import (
     NAME_MAX,
     SHORTENED_MARK,
     export_archive,
@@ -25,8 +26,7 @@ from imapsync_decl.export import (
     mbox_file_component,
     safe_component,
 )
-from imapsync_decl.message import parse_headers
-from imapsync_decl.store import Archive, ArchivedMessage
+from imapsync_decl.store.message import parse_headers
 
 from bed import Bed
 from servers.dovecot import make_message

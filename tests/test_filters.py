@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from imapsync_decl import filters
-from imapsync_decl.facts import FolderState
-from imapsync_decl.profile import Filters
+from imapsync_decl.config.documents import Filters
+from imapsync_decl.imap.facts import FolderState
+from imapsync_decl.plan import filters
 
 from bed import Bed
 from servers.dovecot import make_message

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.facts import FolderInfo
-from imapsync_decl.folders import matches, select_folders
-from imapsync_decl.profile import Folders
+from imapsync_decl.config.documents import Folders
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.plan.folders import matches, select_folders
 
 
 def folder(path: str, *attributes: str) -> FolderInfo:

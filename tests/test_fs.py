@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.store.fs import AtomicFile, UnsafePath, atomic_write, check_private_dir
+from imapsync_decl.fs import AtomicFile, UnsafePath, atomic_write, check_private_dir
 
 
 def test_atomic_write_replaces_the_file_with_mode_0600(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl import cli
-from imapsync_decl.cli import main
-from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan, PlanFormatError, ProfilePlan
-from imapsync_decl.saved_plan import MAX_PLAN_BYTES, StalePlan, restrict_to_saved
+from imapsync_decl.cli import main as cli
+from imapsync_decl.cli.main import main
+from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, PlanFormatError, ProfilePlan
+from imapsync_decl.plan.saved import MAX_PLAN_BYTES, StalePlan, restrict_to_saved
 
 from helpers import USERS, write_config
 

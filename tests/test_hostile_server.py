@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl import imap
-from imapsync_decl.config import Credentials
-from imapsync_decl.facts import FolderInfo
-from imapsync_decl.imap import (
+from imapsync_decl.config.resolve import Credentials
+from imapsync_decl.imap import session as imap
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.session import (
     ConnectFailed,
     ConnectionLost,
     ImapSession,

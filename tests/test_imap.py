@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.config import Credentials
-from imapsync_decl.facts import FolderInfo
-from imapsync_decl.imap import (
+from imapsync_decl.config.documents import Server
+from imapsync_decl.config.resolve import Credentials
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.session import (
     ConnectFailed,
     ConnectionLost,
     FolderGone,
@@ -30,7 +31,6 @@ from imapsync_decl.imap import (
     parse_list_response,
     sequence_set,
 )
-from imapsync_decl.profile import Server
 from imapsync_decl.secrets import Secret
 
 from servers.dovecot import DovecotServer, find_dovecot, make_message

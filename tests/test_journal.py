@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.message import MessageHeaders
 from imapsync_decl.store import MIGRATIONS, ArchivedMessage, BlobStore, Index, Journal
 from imapsync_decl.store.index import _statements
 from imapsync_decl.store.journal import ReadStats, encode
+from imapsync_decl.store.message import MessageHeaders
 from imapsync_decl.store.rebuild import rebuild_index
 
 

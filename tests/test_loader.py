@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imapsync_decl.loader import field_path, load_config_dir
+from imapsync_decl.config.loader import field_path, load_config_dir
 
 from helpers import write_config
 
@@ -229,7 +229,7 @@ def test_an_alias_bomb_is_refused_at_the_alias(tmp_path: Path) -> None:
 def test_validate_exits_10_on_an_alias_bomb(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     write_config(tmp_path, {"bomb.yaml": billion_laughs()})
     assert main(["validate", "--config-dir", str(tmp_path)]) == 10

@@ -35,7 +35,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid 
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from imapsync_decl.cli import main
+    from imapsync_decl.cli.main import main
 
     code = main(list(args))
     out, err = capsys.readouterr()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from imapsync_decl.config import Credentials, Mailbox, load_config
+from imapsync_decl.config.resolve import Credentials, Mailbox, load_config
 from imapsync_decl.sources.csv import format_csv
 
 from helpers import write_config

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.facts import FolderInfo, FolderState
-from imapsync_decl.plan import FolderPlan
-from imapsync_decl.reconcile import ArchivedFolder, FolderFacts, reconcile_folder
+from imapsync_decl.imap.facts import FolderInfo, FolderState
+from imapsync_decl.plan.model import FolderPlan
+from imapsync_decl.plan.reconcile import ArchivedFolder, FolderFacts, reconcile_folder
 
 CASES = sorted((Path(__file__).parent / "cases" / "reconcile").glob("*.json"))
 FOLDER = FolderInfo("Projects/2024", "Projects/2024", "/", frozenset())

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl import executor
-from imapsync_decl.plan import ExcludedFolder, FolderPlan, MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.plan.model import ExcludedFolder, FolderPlan, MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.run import executor
 from imapsync_decl.store import BlobStore, Index
 
 from bed import Bed, seed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.cli import main
+from imapsync_decl.cli.main import main
 from imapsync_decl.store import Archive
 
 from bed import Bed, seed

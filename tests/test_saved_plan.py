@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl import cli
-from imapsync_decl.cli import main
+from imapsync_decl.cli import main as cli
+from imapsync_decl.cli.main import main
 from imapsync_decl.store import Archive
 from imapsync_decl.store.archive import open_for_writing
 

@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import structlog
 
-from imapsync_decl.cli import main
-from imapsync_decl.config import Config, load_config
-from imapsync_decl.cron import CronError, crontab_line, parse, systemd_units, to_oncalendar
-from imapsync_decl.daemon import Daemon
-from imapsync_decl.executor import ApplyResult, StopRequested
+from imapsync_decl.cli.main import main
+from imapsync_decl.config.cron import CronError, crontab_line, parse, systemd_units, to_oncalendar
+from imapsync_decl.config.resolve import Config, load_config
+from imapsync_decl.run.daemon import Daemon
+from imapsync_decl.run.executor import ApplyResult, StopRequested
 
 from helpers import write_config
 
@@ -159,7 +159,7 @@ def test_next_run_in_an_injected_zone(
 
 def test_next_run_uses_the_machines_local_time() -> None:
     code = (
-        "from datetime import datetime; from imapsync_decl.cron import parse;"
+        "from datetime import datetime; from imapsync_decl.config.cron import parse;"
         "t = parse('0 2 * * *').next_after(datetime(2024, 7, 1, 1, 59).timestamp());"
         "print(t, datetime.fromtimestamp(t).isoformat())"
     )

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imapsync_decl.profile import DOCUMENT_KINDS
-from imapsync_decl.schema import document_schema, schema_files
+from imapsync_decl.config.documents import DOCUMENT_KINDS
+from imapsync_decl.config.schema import document_schema, schema_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
@@ -368,7 +368,7 @@ def test_not_yet_refuses_a_setting_and_pins_its_schema() -> None:
     """The mechanism for settings whose behaviour is not built yet (none at the moment)."""
     from typing import Annotated
 
-    from imapsync_decl.profile import StrictModel, _not_yet
+    from imapsync_decl.config.documents import StrictModel, _not_yet
 
     class Probe(StrictModel):
         level: Annotated[int | None, *_not_yet(None, "levels")] = pydantic.Field(default=None)

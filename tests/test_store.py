@@ -27,7 +27,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imapsync_decl.errors import ExitCode
-from imapsync_decl.message import MAX_VALUE_LENGTH, MessageHeaders, parse_headers
 from imapsync_decl.store import (
     MIGRATIONS,
     Archive,
@@ -46,6 +45,7 @@ from imapsync_decl.store import (
     PlacementConflict,
     verify,
 )
+from imapsync_decl.store.message import MAX_VALUE_LENGTH, MessageHeaders, parse_headers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -407,7 +407,7 @@ CHILD = textwrap.dedent(
     """
     import random, sys
     from pathlib import Path
-    from imapsync_decl.message import parse_headers
+    from imapsync_decl.store.message import parse_headers
     from imapsync_decl.store import Archive, ArchivedMessage
 
     root, seed = Path(sys.argv[1]), int(sys.argv[2])

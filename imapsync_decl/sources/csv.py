@@ -36,8 +36,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from imapsync_decl.config.documents import EMAIL_PATTERN, WIRE_SAFE, WIRE_UNSAFE
 from imapsync_decl.errors import Problem, Severity
-from imapsync_decl.profile import EMAIL_PATTERN, WIRE_SAFE, WIRE_UNSAFE
 from imapsync_decl.secrets import Secret
 
 SEPARATORS: Final = (";", ",", "|", "\t")

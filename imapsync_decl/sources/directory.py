@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import pydantic
 
+from imapsync_decl.config.documents import CredentialSecret, Directory, EnvSecret, FileSecret, User
+from imapsync_decl.config.loader import validation_messages
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.loader import validation_messages
-from imapsync_decl.profile import CredentialSecret, Directory, EnvSecret, FileSecret, User
 from imapsync_decl.secrets import Secret
 from imapsync_decl.store.index import UserRecord
 
@@ -61,7 +61,7 @@ class DirectorySettings:
 def resolve_password(
     ref: str | EnvSecret | FileSecret | CredentialSecret | None, base_dir: Path
 ) -> Secret | None:
-    from imapsync_decl.config import Credentials
+    from imapsync_decl.config.resolve import Credentials
 
     if ref is None:
         return None

@@ -18,14 +18,14 @@ from pathlib import Path
 from types import TracebackType
 
 from imapsync_decl.errors import ArchiveNotWritable, UsageError
-from imapsync_decl.store.blobs import BlobStore
-from imapsync_decl.store.fs import (
+from imapsync_decl.fs import (
     UnsafePath,
     check_private_dir,
     is_writable,
     make_private_dir,
     unwritable_reason,
 )
+from imapsync_decl.store.blobs import BlobStore
 from imapsync_decl.store.index import Index
 from imapsync_decl.store.lock import ArchiveLock
 

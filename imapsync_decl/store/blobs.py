@@ -40,7 +40,7 @@ import structlog
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.store.fs import fsync_dir, open_nofollow
+from imapsync_decl.fs import fsync_dir, open_nofollow
 
 log = structlog.get_logger(__name__)
 

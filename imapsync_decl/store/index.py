@@ -67,16 +67,16 @@ from types import TracebackType
 from typing import Any
 
 from imapsync_decl.errors import ArchiveNotWritable, ExitCode, ImapsyncError
-from imapsync_decl.message import MessageHeaders, parse_headers
-from imapsync_decl.store.blobs import BlobError, BlobInfo, BlobStore
-from imapsync_decl.store.fs import (
+from imapsync_decl.fs import (
     UnsafePath,
     check_private_dir,
     check_private_file,
     create_exclusive,
     is_writable,
 )
+from imapsync_decl.store.blobs import BlobError, BlobInfo, BlobStore
 from imapsync_decl.store.journal import JOURNAL_NAME, Journal
+from imapsync_decl.store.message import MessageHeaders, parse_headers
 
 DB_MODE = 0o600
 BUSY_TIMEOUT_SECONDS = 30.0

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imapsync_decl.store.fs import (
+from imapsync_decl.fs import (
     DIR_MODE,
     AtomicFile,
     check_private_dir,

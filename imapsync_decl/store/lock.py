@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from imapsync_decl.errors import ArchiveNotWritable, ExitCode, ImapsyncError
-from imapsync_decl.store.fs import (
+from imapsync_decl.fs import (
     FILE_MODE,
     UnsafePath,
     check_regular,

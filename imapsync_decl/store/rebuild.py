@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
+from imapsync_decl.fs import fsync_dir
 from imapsync_decl.store.blobs import BlobStore
-from imapsync_decl.store.fs import fsync_dir
 from imapsync_decl.store.index import Index, default_journal_dir
 from imapsync_decl.store.journal import Journal, ReadStats
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from imapsync_decl.profile import Server
+from imapsync_decl.config.documents import Server
 
 Reply = Callable[[str, str], bytes | Iterable[bytes] | None]
 

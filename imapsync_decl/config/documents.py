@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from imapsync_decl.cron import SCHEDULE_PATTERN
+from imapsync_decl.config.cron import SCHEDULE_PATTERN
 
 # Union members are tagged with names that contain ':' so that error locations
 # can drop them (field names never contain ':'); see loader.field_path().
@@ -393,7 +393,7 @@ class IdentityTemplate(StrictModel):
     @field_validator("template")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        from imapsync_decl.templates import check_identity_template
+        from imapsync_decl.config.templates import check_identity_template
 
         problem = check_identity_template(value)
         if problem is not None:

@@ -29,8 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-from imapsync_decl.errors import Problem, Severity
-from imapsync_decl.profile import (
+from imapsync_decl.config.documents import (
     DOCUMENT_KINDS,
     ENV_NAME_PATTERN,
     NAME_PATTERN,
@@ -39,6 +38,7 @@ from imapsync_decl.profile import (
     Profile,
     Users,
 )
+from imapsync_decl.errors import Problem, Severity
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -19,15 +19,15 @@ from typing import TypeVar
 
 import structlog
 
-from imapsync_decl import deletion, filters
-from imapsync_decl.config import Config, Mailbox, SecretError, config_digest
-from imapsync_decl.facts import FolderInfo
-from imapsync_decl.folders import select_folders
-from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession
-from imapsync_decl.loader import Loaded
-from imapsync_decl.plan import MailboxPlan, Plan, ProfilePlan
-from imapsync_decl.profile import Delete, Filters, Profile, Server
-from imapsync_decl.reconcile import (
+from imapsync_decl.config.documents import Delete, Filters, Profile, Server
+from imapsync_decl.config.loader import Loaded
+from imapsync_decl.config.resolve import Config, Mailbox, SecretError, config_digest
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.session import ConnectionLost, ImapError, ImapSession
+from imapsync_decl.plan import deletion, filters
+from imapsync_decl.plan.folders import select_folders
+from imapsync_decl.plan.model import MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.plan.reconcile import (
     ArchivedFolder,
     FolderFacts,
     failed_mailbox,

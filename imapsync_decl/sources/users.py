@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from imapsync_decl.config import Config, ListedUser, directory_users, load_config
+from imapsync_decl.config.resolve import Config, ListedUser, directory_users, load_config
 from imapsync_decl.errors import ImapsyncError, Problem, Severity
 from imapsync_decl.sources.directory import (
     DirectoryError,

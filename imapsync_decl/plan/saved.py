@@ -25,10 +25,10 @@ from typing import Any
 
 import structlog
 
-from imapsync_decl import deletion
-from imapsync_decl.config import Config, config_digest
+from imapsync_decl.config.resolve import Config, config_digest
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan, ProfilePlan, shown_value
+from imapsync_decl.plan import deletion
+from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, ProfilePlan, shown_value
 from imapsync_decl.store import Index
 
 log = structlog.get_logger(__name__)

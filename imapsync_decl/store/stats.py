@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from imapsync_decl.report import human_bytes
+from imapsync_decl.cli.render import human_bytes
 from imapsync_decl.store import Index
 
 

@@ -15,8 +15,8 @@ import datetime as dt
 import hashlib
 import json
 
-from imapsync_decl.facts import FolderState
-from imapsync_decl.profile import Filters
+from imapsync_decl.config.documents import Filters
+from imapsync_decl.imap.facts import FolderState
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
-from imapsync_decl.profile import Archive, Profile, Users
+from imapsync_decl.config.documents import Archive, Profile, Users
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

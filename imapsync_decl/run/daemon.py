@@ -1,7 +1,7 @@
 """The daemon: runs each profile whose schedule is due, one run at a time.
 
 For every profile with a ``schedule`` the daemon keeps its next run time
-(:mod:`imapsync_decl.cron`, local time). It sleeps until the earliest is due,
+(:mod:`imapsync_decl.config.cron`, local time). It sleeps until the earliest is due,
 waking at least every ``reload_every`` seconds (default 60) to re-read the configuration, then
 runs plan + apply for each due profile through the same code as ``apply``.
 Time is injectable (``clock``, ``sleep``, ``tz``) so tests need not wait.
@@ -36,10 +36,10 @@ from typing import Any
 
 import structlog
 
-from imapsync_decl.config import Config
-from imapsync_decl.cron import CronSchedule, parse
+from imapsync_decl.config.cron import CronSchedule, parse
+from imapsync_decl.config.resolve import Config
 from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
-from imapsync_decl.executor import ApplyResult, Batching, StopRequested
+from imapsync_decl.run.executor import ApplyResult, Batching, StopRequested
 from imapsync_decl.store import ArchiveLocked
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,7 @@ def default_runner(
     config_dir: Path, config: Config, profile: str, stop: StopRequested, run_id: str
 ) -> ApplyResult | None:
     """plan + apply of one profile, exactly as `apply --profile NAME` does it."""
-    from imapsync_decl.cli import run_apply
+    from imapsync_decl.cli.main import run_apply
 
     return run_apply(
         config_dir, config, (profile,), None, stop=stop, batching=Batching(), run_id=run_id
@@ -77,7 +77,7 @@ def default_runner(
 
 
 def load_valid_config(config_dir: Path) -> Config:
-    from imapsync_decl.userlist import load_with_index_users
+    from imapsync_decl.sources.users import load_with_index_users
 
     return load_with_index_users(config_dir, str(config_dir))
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from imapsync_decl import deletion
-from imapsync_decl.config import Mailbox
-from imapsync_decl.facts import FolderInfo, FolderState
-from imapsync_decl.folders import FolderChoice
-from imapsync_decl.plan import ExcludedFolder, FolderPlan, MailboxPlan
+from imapsync_decl.config.resolve import Mailbox
+from imapsync_decl.imap.facts import FolderInfo, FolderState
+from imapsync_decl.plan import deletion
+from imapsync_decl.plan.folders import FolderChoice
+from imapsync_decl.plan.model import ExcludedFolder, FolderPlan, MailboxPlan
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from itertools import groupby
 from pathlib import Path
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.fs import DIR_MODE, AtomicFile, UnsafePath, check_private_dir
 from imapsync_decl.store import Archive, BlobError, PlacementRow
-from imapsync_decl.store.fs import DIR_MODE, AtomicFile, UnsafePath, check_private_dir
 
 FORMATS = ("eml", "mbox", "maildir")
 

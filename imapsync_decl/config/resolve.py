@@ -21,17 +21,7 @@ from typing import Any, Literal
 import pydantic
 import structlog
 
-from imapsync_decl.errors import Problem, Severity
-from imapsync_decl.loader import (
-    Loaded,
-    LoadResult,
-    Loc,
-    Origin,
-    field_path,
-    load_config_dir,
-    validation_messages,
-)
-from imapsync_decl.profile import (
+from imapsync_decl.config.documents import (
     WIRE_SAFE,
     WIRE_UNSAFE,
     CredentialSecret,
@@ -45,6 +35,16 @@ from imapsync_decl.profile import (
     User,
     Users,
 )
+from imapsync_decl.config.loader import (
+    Loaded,
+    LoadResult,
+    Loc,
+    Origin,
+    field_path,
+    load_config_dir,
+    validation_messages,
+)
+from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.secrets import Secret, read_credential
 from imapsync_decl.secrets import SecretError as SecretError
 from imapsync_decl.sources.csv import CsvResult, load_csv
@@ -491,7 +491,7 @@ def _check_schedule(item: Loaded[Profile], problems: list[Problem]) -> None:
     """The schema checks the shape of a cron expression; this checks its values."""
     if item.doc.schedule is None:
         return
-    from imapsync_decl.cron import CronError, parse
+    from imapsync_decl.config.cron import CronError, parse
 
     try:
         parse(item.doc.schedule)
@@ -795,7 +795,7 @@ def _identity(
     problems: list[Problem],
 ) -> str | None:
     if isinstance(identity, IdentityTemplate):
-        from imapsync_decl.templates import TemplateError, TemplateUser, render_identity
+        from imapsync_decl.config.templates import TemplateError, TemplateUser, render_identity
 
         try:
             rendered = render_identity(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from imapsync_decl.executor import ApplyResult
-from imapsync_decl.plan import FolderPlan, Plan
+from imapsync_decl.plan.model import FolderPlan, Plan
+from imapsync_decl.run.executor import ApplyResult
 
 SYMBOLS = {"archive": "+", "rescan": "~", "skip": " ", "error": "!"}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
-from imapsync_decl.plan import Plan
+from imapsync_decl.plan.model import Plan
 
 if TYPE_CHECKING:  # rich is imported only when bars are shown: it is slow to import
     from rich.console import Console

@@ -24,26 +24,27 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from imapsync_decl import __version__, log, userlist
-from imapsync_decl.config import Config, ListedUser, Mailbox, directory_users, load_config
+from imapsync_decl import __version__, log
+from imapsync_decl.cli.progress import make_progress
+from imapsync_decl.cli.render import render_plan, render_result
+from imapsync_decl.config.resolve import Config, ListedUser, Mailbox, directory_users, load_config
+from imapsync_decl.config.schema import document_schema, kind_schema, schema_files
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, Problem, UsageError
-from imapsync_decl.executor import ApplyResult, Batching, Executor, StopRequested
-from imapsync_decl.export import export_archive
-from imapsync_decl.plan import Plan, PlanFormatError
-from imapsync_decl.planner import make_plan, open_index_if_exists
-from imapsync_decl.progress import make_progress
-from imapsync_decl.report import render_plan, render_result
-from imapsync_decl.saved_plan import (
+from imapsync_decl.fs import UnsafePath, atomic_write, check_output_path, open_nofollow
+from imapsync_decl.plan.model import Plan, PlanFormatError
+from imapsync_decl.plan.planner import make_plan, open_index_if_exists
+from imapsync_decl.plan.saved import (
     MAX_PLAN_BYTES,
     StalePlan,
     check_saved_plan,
     restrict_to_saved,
 )
-from imapsync_decl.schema import document_schema, kind_schema, schema_files
+from imapsync_decl.run.executor import ApplyResult, Batching, Executor, StopRequested
+from imapsync_decl.sources import users as userlist
+from imapsync_decl.sources.users import load_with_index_users
 from imapsync_decl.store import Archive, ArchiveLock, remove_damaged_orphans, verify
 from imapsync_decl.store.archive import open_for_writing
-from imapsync_decl.store.fs import UnsafePath, atomic_write, check_output_path, open_nofollow
-from imapsync_decl.userlist import load_with_index_users
+from imapsync_decl.store.export import export_archive
 
 EXIT_CODES = """\b
 Exit codes:
@@ -698,7 +699,7 @@ def daemon_command(config_dir: Path, once: bool) -> int:
       imapsync-decl daemon
       imapsync-decl daemon --once --config-dir /etc/imapsync-decl/profiles.d
     """
-    from imapsync_decl.daemon import Daemon
+    from imapsync_decl.run.daemon import Daemon
 
     _valid_config(config_dir)
     _setup_logging()
@@ -751,8 +752,8 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
       imapsync-decl schedule export --systemd
       imapsync-decl schedule export --cron --profile staff >> mycrontab
     """
-    from imapsync_decl.cron import ServiceSecrets, crontab_line, parse, systemd_units
-    from imapsync_decl.profile import CredentialSecret, EnvSecret, secret_references
+    from imapsync_decl.config.cron import ServiceSecrets, crontab_line, parse, systemd_units
+    from imapsync_decl.config.documents import CredentialSecret, EnvSecret, secret_references
 
     if target is None:
         raise UsageError("give --systemd or --cron")
@@ -1047,7 +1048,7 @@ def archive_stats(config_dir: Path, archive_path: Path | None, output_format: st
       imapsync-decl archive stats
       imapsync-decl archive stats --archive /srv/archive --format json
     """
-    from imapsync_decl.stats import gather_stats, render_stats
+    from imapsync_decl.store.stats import gather_stats, render_stats
 
     with _existing_archive(config_dir, archive_path) as archive:
         stats = gather_stats(archive.index)
@@ -1091,7 +1092,7 @@ def runs_command(
       imapsync-decl runs 3f2a9c1e --format json
       imapsync-decl runs --archive /srv/archive --format json
     """
-    from imapsync_decl import protocol
+    from imapsync_decl.store import runs as protocol
 
     if last and run_id is not None:
         raise UsageError("give either --last or a RUN_ID, not both")

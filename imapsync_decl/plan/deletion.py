@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Set
 
-from imapsync_decl.filters import imap_date
-from imapsync_decl.profile import Delete
+from imapsync_decl.config.documents import Delete
+from imapsync_decl.plan.filters import imap_date
 
 
 def active(rules: Delete) -> bool:

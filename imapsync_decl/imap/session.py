@@ -1,7 +1,7 @@
 """The IMAP client of the project: the only module that talks to IMAP servers.
 
 :class:`ImapSession` opens one connection to one mailbox, logs in with the
-mailbox's :class:`~imapsync_decl.config.Credentials` and reads what archiving
+mailbox's :class:`~imapsync_decl.config.resolve.Credentials` and reads what archiving
 needs: the folders of the personal namespace, their state, the UIDs and sizes
 of their messages, and the messages themselves. Reading changes nothing on the
 server: folders are opened with EXAMINE (read-only) and bodies are fetched with
@@ -67,9 +67,9 @@ import structlog
 from imapclient import imap_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
-from imapsync_decl.config import Credentials
-from imapsync_decl.facts import FetchedMessage, FolderInfo, FolderState
-from imapsync_decl.profile import Server
+from imapsync_decl.config.documents import Server
+from imapsync_decl.config.resolve import Credentials
+from imapsync_decl.imap.facts import FetchedMessage, FolderInfo, FolderState
 
 __all__ = [
     "ConnectFailed",

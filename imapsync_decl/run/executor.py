@@ -29,17 +29,17 @@ from typing import Any
 
 import structlog
 
-from imapsync_decl import deletion, filters
-from imapsync_decl.config import Config, Mailbox, SecretError
+from imapsync_decl.cli.progress import NoProgress, Progress
+from imapsync_decl.config.documents import Profile
+from imapsync_decl.config.loader import Loaded
+from imapsync_decl.config.resolve import Config, Mailbox, SecretError
 from imapsync_decl.errors import ExitCode
-from imapsync_decl.facts import FetchedMessage, FolderInfo
-from imapsync_decl.imap import ConnectionLost, ImapError, ImapSession, sequence_set
-from imapsync_decl.loader import Loaded
-from imapsync_decl.message import parse_headers
-from imapsync_decl.plan import FolderPlan, MailboxPlan, Plan
-from imapsync_decl.planner import in_parallel, source_server
-from imapsync_decl.profile import Profile
-from imapsync_decl.progress import NoProgress, Progress
+from imapsync_decl.fs import unwritable_reason
+from imapsync_decl.imap.facts import FetchedMessage, FolderInfo
+from imapsync_decl.imap.session import ConnectionLost, ImapError, ImapSession, sequence_set
+from imapsync_decl.plan import deletion, filters
+from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan
+from imapsync_decl.plan.planner import in_parallel, source_server
 from imapsync_decl.store import (
     Archive,
     ArchivedMessage,
@@ -48,7 +48,7 @@ from imapsync_decl.store import (
     VerifyReport,
     repair_outcome,
 )
-from imapsync_decl.store.fs import unwritable_reason
+from imapsync_decl.store.message import parse_headers
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from imapsync_decl.facts import FolderInfo
-from imapsync_decl.profile import Folders
+from imapsync_decl.config.documents import Folders
+from imapsync_decl.imap.facts import FolderInfo
 
 # SPECIAL-USE attributes that the default exclusions leave out.
 EXCLUDED_SPECIAL_USE = frozenset({"\\Trash", "\\Junk", "\\Drafts"})
