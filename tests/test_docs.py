@@ -38,3 +38,9 @@ def test_readme_example_validates(tmp_path: Path) -> None:
     config = load_config(tmp_path, "README")
     assert config.ok, [str(p) for p in config.problems]
     assert [p.doc.name for p in config.profiles] == ["staff"]
+
+
+def test_the_architecture_section_is_the_generated_one() -> None:
+    from architecture import readme_section, section
+
+    assert readme_section(README) == section(), "run: python tests/architecture.py --write"
