@@ -1,0 +1,45 @@
+"""Text as the search index sees it: the same normalisation for documents and for queries.
+
+FTS5's ``unicode61`` tokenizer (with ``remove_diacritics 2``) folds case and
+diacritics, so ``Muller`` finds ``Müller``; it does not split Chinese, Japanese or
+Korean text into words, which have no spaces between them. Each run of such
+characters is therefore written as its overlapping bigrams (``東京都`` becomes
+``東京 京都``), and a query term gets the same treatment, so that a two-character
+word is found inside a longer run.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+
+# Han, Hiragana, Katakana, Hangul, and their compatibility and extension blocks.
+_CJK = re.compile(
+    "["
+    "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u3190-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0003134f"
+    "]+"
+)
+
+
+def _bigrams(match: re.Match[str]) -> str:
+    run = match.group(0)
+    if len(run) == 1:
+        return f" {run} "
+    return " " + " ".join(run[i : i + 2] for i in range(len(run) - 1)) + " "
+
+
+def searchable(text: str) -> str:
+    """``text`` normalised for the index and for query terms: NFKC (full-width letters
+    and ligatures become plain ones, ``ß`` stays for the tokenizer) and CJK runs as
+    bigrams."""
+    return _CJK.sub(_bigrams, unicodedata.normalize("NFKC", text))
+
+
+def cjk_terms(term: str) -> list[str]:
+    """The words a query term becomes: a CJK run of more than two characters is the
+    phrase of its bigrams, so the caller matches them as one phrase."""
+    return searchable(term).split()
