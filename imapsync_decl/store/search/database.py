@@ -1,0 +1,264 @@
+"""The search database: ``search.sqlite`` beside the index, derived data rebuilt from the blobs.
+
+Why a file of its own and not tables in ``index.sqlite``: the search index is
+derived, larger than the index and rebuilt at will (``archive rebuild-search``);
+keeping it apart keeps it out of the index's journal and its backups, and a damaged
+or deleted search database never touches what is archived. Queries see both: the
+connection's main database is in memory, with ``search.sqlite`` attached as
+``search`` and the index attached read-only as ``idx``, so that results are joined
+to their placements (user, mailbox, folder) in one statement.
+
+Write order: a message is indexed only after its placements are committed in the
+index, so a crash leaves at worst messages not indexed yet; :meth:`unindexed`
+finds them (the next ``apply`` and ``rebuild-search`` index them). One row of
+``docs`` per blob; a message in two folders is one document and two placements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from imapsync_decl.errors import ArchiveNotWritable
+from imapsync_decl.fs import UnsafePath, check_private_file, create_exclusive
+from imapsync_decl.store.search.text import FTS_TOKENIZER
+
+SEARCH_NAME = "search.sqlite"
+INDEX_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+DB_MODE = 0o600
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS search.meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS search.docs (
+    id               INTEGER PRIMARY KEY,
+    sha256           TEXT NOT NULL UNIQUE,
+    date             INTEGER,
+    size             INTEGER NOT NULL,
+    has_attachment   INTEGER NOT NULL,
+    extracted        INTEGER NOT NULL,
+    from_display     TEXT,
+    to_display       TEXT,
+    subject_display  TEXT,
+    attachments_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search.docs_date ON docs (date);
+CREATE VIRTUAL TABLE IF NOT EXISTS search.fts USING fts5(
+    sender, recipients, subject, body, attachment, other,
+    tokenize = '{FTS_TOKENIZER}'
+);
+"""
+
+
+class Document(Protocol):
+    """What the search database keeps of a message (see ``extract.SearchDocument``)."""
+
+    @property
+    def sender(self) -> str: ...
+    @property
+    def recipients(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def attachment(self) -> str: ...
+    @property
+    def other(self) -> str: ...
+    @property
+    def from_display(self) -> str: ...
+    @property
+    def to_display(self) -> str: ...
+    @property
+    def subject_display(self) -> str: ...
+    @property
+    def date(self) -> datetime | None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def has_attachment(self) -> bool: ...
+    @property
+    def attachment_names(self) -> tuple[str, ...]: ...
+    @property
+    def extracted(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SearchCounts:
+    indexed: int  # messages with a document
+    headers_only: int  # of those, messages whose text could not be extracted
+    unindexed: int  # messages of the index without a document yet
+
+
+@dataclass(frozen=True)
+class Unindexed:
+    """A message of the index that has no document yet, with what extraction needs."""
+
+    sha256: str
+    internal_date: str | None  # the earliest internal date of its placements (ISO 8601)
+
+
+class SearchIndex:
+    """The search database of one archive directory, with the index attached read-only."""
+
+    def __init__(self, connection: sqlite3.Connection, directory: Path) -> None:
+        self._db = connection
+        self.directory = directory
+
+    @classmethod
+    def open(cls, directory: Path, *, create: bool = True) -> SearchIndex:
+        """Open ``<directory>/search.sqlite`` (created 0600 when ``create`` and missing,
+        never through a symlink) with ``<directory>/index.sqlite`` attached read-only."""
+        directory = Path(directory)
+        path = directory / SEARCH_NAME
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                check_private_file(path.with_name(path.name + suffix), what="search index")
+        except UnsafePath as exc:
+            raise ArchiveNotWritable(f"the search index cannot be used: {exc}") from None
+        if create:
+            _create_private(path)
+        connection = sqlite3.connect(
+            "file::memory:", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            mode = "rw" if path.exists() else "ro"
+            connection.execute("ATTACH DATABASE ? AS search", (_uri(path, mode),))
+            connection.execute("ATTACH DATABASE ? AS idx", (_uri(directory / INDEX_NAME, "ro"),))
+            if mode == "rw":
+                connection.execute("PRAGMA search.journal_mode = WAL")
+                connection.execute("PRAGMA search.synchronous = NORMAL")
+                connection.executescript(SCHEMA)
+                connection.execute(
+                    "INSERT OR IGNORE INTO search.meta (key, value) VALUES ('schema', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, directory)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SearchIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For queries: ``search.docs``, ``search.fts`` and the index's tables as ``idx.*``."""
+        return self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add(self, documents: Sequence[tuple[str, Document]]) -> int:
+        """Index each (sha256, document) not indexed yet, in one transaction; returns how
+        many were new."""
+        added = 0
+        with self._transaction() as db:
+            for sha256, doc in documents:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO search.docs (sha256, date, size, has_attachment,"
+                    " extracted, from_display, to_display, subject_display, attachments_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        sha256,
+                        int(doc.date.timestamp()) if doc.date is not None else None,
+                        doc.size,
+                        int(doc.has_attachment),
+                        int(doc.extracted),
+                        doc.from_display,
+                        doc.to_display,
+                        doc.subject_display,
+                        json.dumps(list(doc.attachment_names), ensure_ascii=False),
+                    ),
+                )
+                if cursor.rowcount != 1:
+                    continue
+                db.execute(
+                    "INSERT INTO search.fts (rowid, sender, recipients, subject, body,"
+                    " attachment, other) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cursor.lastrowid,
+                        doc.sender,
+                        doc.recipients,
+                        doc.subject,
+                        doc.body,
+                        doc.attachment,
+                        doc.other,
+                    ),
+                )
+                added += 1
+        return added
+
+    def unindexed(self, limit: int = 1000) -> list[Unindexed]:
+        """Up to ``limit`` messages of the index without a document, in index order."""
+        rows = self._db.execute(
+            "SELECT m.sha256, (SELECT min(p.internal_date) FROM idx.placements p"
+            " WHERE p.sha256 = m.sha256) FROM idx.messages m"
+            " WHERE NOT EXISTS (SELECT 1 FROM search.docs d WHERE d.sha256 = m.sha256)"
+            " ORDER BY m.rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [Unindexed(str(sha), None if date is None else str(date)) for sha, date in rows]
+
+    def counts(self) -> SearchCounts:
+        indexed, headers_only = self._db.execute(
+            "SELECT count(*), coalesce(sum(extracted = 0), 0) FROM search.docs"
+        ).fetchone()
+        (unindexed,) = self._db.execute(
+            "SELECT count(*) FROM idx.messages m"
+            " WHERE NOT EXISTS (SELECT 1 FROM search.docs d WHERE d.sha256 = m.sha256)"
+        ).fetchone()
+        return SearchCounts(int(indexed), int(headers_only), int(unindexed))
+
+    def clear(self) -> None:
+        """Forget every document (``rebuild-search --force``)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM search.docs")
+            db.execute("DELETE FROM search.fts")
+
+
+def _uri(path: Path, mode: str) -> str:
+    return f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
+
+
+def _create_private(path: Path) -> None:
+    try:
+        fd = create_exclusive(path, DB_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, DB_MODE)
+    finally:
+        os.close(fd)
