@@ -1,10 +1,12 @@
-"""Secret values that never show themselves, and the systemd credentials they may come from.
+"""Secret values that never show themselves, and reading them from where they are kept.
 
-:class:`Secret` masks itself in repr, str, logs and JSON. :func:`read_credential`
-reads a ``{credential: NAME}`` password from ``$CREDENTIALS_DIRECTORY/NAME``, where
-systemd puts what a unit's ``LoadCredential=`` names (a private directory readable
-only by the service, unlike ``Environment=``, which any local user can read through
-``systemctl show``).
+:class:`Secret` masks itself in repr, str, logs and JSON. A password is read late,
+when it is needed, from one of three places: an environment variable
+(:func:`read_environment`), a file (:func:`read_file`), or a systemd credential
+(:func:`read_credential`: ``$CREDENTIALS_DIRECTORY/NAME``, where systemd puts what a
+unit's ``LoadCredential=`` names, a private directory readable only by the service,
+unlike ``Environment=``, which any local user can read through ``systemctl show``).
+Every failure is a :class:`SecretError` that names the place, never the value.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class SecretError(ImapsyncError):
     names the reference, never the value."""
 
     exit_code = ExitCode.CONFIG
+
+
+class UnsendableSecret(SecretError):
+    """A referenced password holds a line break or NUL, which no server can be sent."""
 
 
 class Secret:
@@ -57,6 +63,24 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def read_environment(name: str) -> Secret:
+    """The value of the environment variable ``name``; SecretError when it is not set."""
+    value = os.environ.get(name)
+    if value is None:
+        raise SecretError(f"environment variable {name} is not set")
+    return Secret(value)
+
+
+def read_file(path: Path) -> Secret:
+    """The content of the file ``path`` (UTF-8) without its trailing newline; SecretError
+    (naming the file) when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretError(f"cannot read password file {path}: {exc}") from None
+    return Secret(text.removesuffix("\n").removesuffix("\r"))
 
 
 def read_credential(name: str) -> Secret:

@@ -493,7 +493,7 @@ def test_the_same_mailbox_twice_is_an_error_in_validate_plan_and_apply(
 
 
 def test_shared_archive_folders_across_sources(tmp_path: Path) -> None:
-    from imapsync_decl.config.resolve import shared_archive_folders
+    from imapsync_decl.config.checks import shared_archive_folders
 
     users = "kind: Users\nusers:\n  - {name: bob, email: bob@example.com}\n"
     single = (

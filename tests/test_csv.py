@@ -1,4 +1,4 @@
-"""Tests of the CSV source: splitting, header matching, errors with their lines, writing."""
+"""Tests of the CSV source: splitting, header matching, errors with their lines, round trips."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from csv_writer import format_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from imapsync_decl.sources.csv import (
     RawRecord,
     detect_separator,
     fold_header,
-    format_csv,
     load_csv,
     parse_csv,
     split_records,

@@ -7,10 +7,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from csv_writer import format_csv
 from imapclient import IMAPClient
 
 from imapsync_decl.config.resolve import Credentials, Mailbox, load_config
-from imapsync_decl.sources.csv import format_csv
 
 from helpers import write_config
 from servers.dovecot import DovecotServer, make_message

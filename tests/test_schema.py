@@ -364,21 +364,6 @@ def test_known_documents(doc: dict[str, Any], valid: bool) -> None:
     assert model_accepts(doc) is valid
 
 
-def test_not_yet_refuses_a_setting_and_pins_its_schema() -> None:
-    """The mechanism for settings whose behaviour is not built yet (none at the moment)."""
-    from typing import Annotated
-
-    from imapsync_decl.config.documents import StrictModel, _not_yet
-
-    class Probe(StrictModel):
-        level: Annotated[int | None, *_not_yet(None, "levels")] = pydantic.Field(default=None)
-
-    assert Probe.model_validate({}).level is None
-    with pytest.raises(pydantic.ValidationError, match=r"not supported yet \(levels\)"):
-        Probe.model_validate({"level": 3})
-    assert Probe.model_json_schema()["properties"]["level"]["const"] is None
-
-
 def _profile_with_host(host: Any) -> dict[str, Any]:
     return {
         "kind": "Profile",

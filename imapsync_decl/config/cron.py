@@ -36,7 +36,7 @@ NICKNAMES = {
     "@annually": "0 0 1 1 *",
 }
 
-# For the JSON Schema and the model: the shape only; config.py checks the rest.
+# For the JSON Schema and the model: the shape only; config.checks checks the rest.
 SCHEDULE_PATTERN = r"^(@(hourly|daily|weekly|monthly|yearly|annually)|\S+([ \t]+\S+){4})$"
 
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -81,20 +81,6 @@ class CronSchedule:
     weekdays: frozenset[int]  # 0 = Sunday .. 6 = Saturday
     days_restricted: bool  # day-of-month is not '*'
     weekdays_restricted: bool  # day-of-week is not '*'
-
-    def matches(self, moment: datetime) -> bool:
-        """Whether the schedule fires in the minute of ``moment`` (wall-clock fields)."""
-        if (
-            moment.minute not in self.minutes
-            or moment.hour not in self.hours
-            or moment.month not in self.months
-        ):
-            return False
-        day = moment.day in self.days
-        weekday = (moment.isoweekday() % 7) in self.weekdays
-        if self.days_restricted and self.weekdays_restricted:
-            return day or weekday
-        return day and weekday
 
     def next_after(self, after: float, tz: tzinfo | None = None) -> float:
         """The next time (Unix seconds) strictly after ``after`` at which the schedule fires,

@@ -34,7 +34,7 @@ from imapsync_decl.config.documents import (
     ENV_NAME_PATTERN,
     NAME_PATTERN,
     TAG_MARK,
-    Archive,
+    ArchiveDocument,
     Profile,
     Users,
 )
@@ -55,7 +55,7 @@ PATTERN_MESSAGES = {
 Loc = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column
 
-D = TypeVar("D", Profile, Users, Archive)
+D = TypeVar("D", Profile, Users, ArchiveDocument)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Loaded(Generic[D]):
 class LoadResult:
     profiles: tuple[Loaded[Profile], ...]
     users: tuple[Loaded[Users], ...]
-    archives: tuple[Loaded[Archive], ...]
+    archives: tuple[Loaded[ArchiveDocument], ...]
     problems: tuple[Problem, ...]
     files: tuple[Path, ...]
     # CSV files named by profiles that failed validation: still checked, so that one
@@ -151,7 +151,7 @@ def load_config_dir(config_dir: Path, display_dir: str | None = None) -> LoadRes
     problems: list[Problem] = []
     profiles: list[Loaded[Profile]] = []
     users: list[Loaded[Users]] = []
-    archives: list[Loaded[Archive]] = []
+    archives: list[Loaded[ArchiveDocument]] = []
     orphan_csv: list[tuple[str, Origin]] = []
     if not config_dir.is_dir():
         problems.append(Problem(display_dir, None, None, None, "configuration directory not found"))
@@ -171,7 +171,7 @@ def load_config_dir(config_dir: Path, display_dir: str | None = None) -> LoadRes
                 profiles.append(Loaded(loaded, origin))
             elif isinstance(loaded, Users):
                 users.append(Loaded(loaded, origin))
-            elif isinstance(loaded, Archive):
+            elif isinstance(loaded, ArchiveDocument):
                 archives.append(Loaded(loaded, origin))
     return LoadResult(
         tuple(profiles),
@@ -368,7 +368,7 @@ def _scalar(value: Any) -> Any:
 
 def _validate_document(
     raw: Any, origin: Origin, problems: list[Problem]
-) -> Profile | Users | Archive | None:
+) -> Profile | Users | ArchiveDocument | None:
     kinds = ", ".join(DOCUMENT_KINDS)
     if not isinstance(raw, dict):
         problems.append(origin.problem((), f"a document must be a mapping with a kind ({kinds})"))

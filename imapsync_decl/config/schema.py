@@ -12,16 +12,32 @@ import json
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 
-from imapsync_decl.config.documents import Archive, Profile, Users
+from imapsync_decl.config.documents import ArchiveDocument, Profile, Users
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
-_KINDS: dict[str, type[Profile] | type[Users] | type[Archive]] = {
+_KINDS: dict[str, type[Profile] | type[Users] | type[ArchiveDocument]] = {
     "profile": Profile,
     "users": Users,
-    "archive": Archive,
+    "archive": ArchiveDocument,
 }
+
+
+def _kind_name(model: type[Profile] | type[Users] | type[ArchiveDocument]) -> str:
+    """The document kind a model reads (its title: ``Archive`` for ArchiveDocument)."""
+    return str(model.model_config.get("title") or model.__name__)
+
+
+_KIND_NAMES = {model.__name__: _kind_name(model) for model in _KINDS.values()}
+
+
+class _KindNamedSchema(GenerateJsonSchema):
+    """Names the definition of each document model after its kind, not its class."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(_KIND_NAMES.get(name, name))
 
 
 def _finish(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
@@ -31,9 +47,9 @@ def _finish(schema: dict[str, Any], title: str, description: str) -> dict[str, A
 def document_schema() -> dict[str, Any]:
     """One schema for any document, dispatching on ``kind``."""
     adapter: TypeAdapter[Any] = TypeAdapter(
-        Annotated[Profile | Users | Archive, Field(discriminator="kind")]
+        Annotated[Profile | Users | ArchiveDocument, Field(discriminator="kind")]
     )
-    schema = adapter.json_schema(by_alias=True)
+    schema = adapter.json_schema(by_alias=True, schema_generator=_KindNamedSchema)
     return _finish(
         schema,
         "imapsync-decl document",
@@ -43,10 +59,10 @@ def document_schema() -> dict[str, Any]:
 
 def kind_schema(kind: str) -> dict[str, Any]:
     model = _KINDS[kind]
-    schema = model.model_json_schema(by_alias=True)
+    schema = model.model_json_schema(by_alias=True, schema_generator=_KindNamedSchema)
     schema.pop("title", None)
     description = schema.pop("description", "")
-    return _finish(schema, f"imapsync-decl {model.__name__} document", description)
+    return _finish(schema, f"imapsync-decl {_kind_name(model)} document", description)
 
 
 def schema_files() -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import structlog
 
+from imapsync_decl.config.checks import insecure_settings
 from imapsync_decl.config.documents import Delete, Filters, Profile, Server
 from imapsync_decl.config.loader import Loaded
 from imapsync_decl.config.resolve import Config, Mailbox, SecretError, config_digest
@@ -47,15 +48,7 @@ T = TypeVar("T")
 
 def profile_warnings(server: Server) -> tuple[str, ...]:
     """Warnings that every plan and run protocol of the profile carries."""
-    warnings = []
-    if server.accept_all_certificates:
-        warnings.append(
-            "server.accept_all_certificates is true: the server's certificate is not verified "
-            "(insecure)"
-        )
-    if server.security == "plain":
-        warnings.append("server.security is plain: passwords and mail travel unencrypted")
-    return tuple(warnings)
+    return tuple(setting.summary for setting in insecure_settings(server))
 
 
 def source_server(server: Server) -> str:

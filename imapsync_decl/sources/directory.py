@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 
 import pydantic
 
-from imapsync_decl.config.documents import CredentialSecret, Directory, EnvSecret, FileSecret, User
+from imapsync_decl.config.documents.secret_refs import CredentialSecret, EnvSecret, FileSecret
+from imapsync_decl.config.documents.users import Directory, User
 from imapsync_decl.config.loader import validation_messages
+from imapsync_decl.config.model import read_secret
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.secrets import Secret
 from imapsync_decl.store.index import UserRecord
@@ -61,13 +63,11 @@ class DirectorySettings:
 def resolve_password(
     ref: str | EnvSecret | FileSecret | CredentialSecret | None, base_dir: Path
 ) -> Secret | None:
-    from imapsync_decl.config.resolve import Credentials
-
+    """The bind password of a directory, read now (None: an anonymous bind); a relative
+    ``{file: ...}`` resolves against ``base_dir``, the directory of the Users document."""
     if ref is None:
         return None
-    if isinstance(ref, str):
-        return Secret(ref)
-    return Credentials("user_password", "", None, ref, base_dir).resolve_password()
+    return read_secret(Secret(ref) if isinstance(ref, str) else ref, base_dir)
 
 
 def read_directory(settings: DirectorySettings) -> DirectoryRead:
