@@ -39,7 +39,9 @@ import structlog
 from imapsync_decl.config.cron import CronSchedule, parse
 from imapsync_decl.config.resolve import Config
 from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
-from imapsync_decl.run.executor import ApplyResult, Batching, StopRequested
+from imapsync_decl.run.executor import Batching, StopRequested
+from imapsync_decl.run.results import ApplyResult
+from imapsync_decl.run.service import apply_profiles
 from imapsync_decl.store import ArchiveLocked
 
 log = structlog.get_logger(__name__)
@@ -69,9 +71,7 @@ def default_runner(
     config_dir: Path, config: Config, profile: str, stop: StopRequested, run_id: str
 ) -> ApplyResult | None:
     """plan + apply of one profile, exactly as `apply --profile NAME` does it."""
-    from imapsync_decl.cli.main import run_apply
-
-    return run_apply(
+    return apply_profiles(
         config_dir, config, (profile,), None, stop=stop, batching=Batching(), run_id=run_id
     )
 
