@@ -22,11 +22,9 @@ from imapsync_decl.cli.options import (
 from imapsync_decl.cli.render import plural, render_run, render_run_list, render_stats
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.plan.planner import open_index_if_exists
-from imapsync_decl.run.service import list_runs, show_run
-from imapsync_decl.store import Archive, ArchiveLock, verify
-from imapsync_decl.store.blobs import BlobStore
+from imapsync_decl.run.service import list_runs, rebuild_archive_index, show_run
+from imapsync_decl.store import Archive, verify
 from imapsync_decl.store.export import export_archive
-from imapsync_decl.store.rebuild import rebuild_index
 from imapsync_decl.store.runs import list_document, protocol_document
 from imapsync_decl.store.stats import gather_stats
 
@@ -182,10 +180,7 @@ def archive_rebuild_index(
       imapsync-decl archive rebuild-index --archive /srv/archive
     """
     root = archive_path if archive_path is not None else valid_config(config_dir).archive_path
-    if not root.is_dir():
-        raise UsageError(f"no archive at {root}")
-    with ArchiveLock(root, "imapsync-decl archive rebuild-index"):
-        report = rebuild_index(root / "index.sqlite", BlobStore(root), force=force)
+    report = rebuild_archive_index(root, force=force)
     restored = {
         kind: report.restored.get(kind, 0)
         for kind in ("user", "mailbox", "folder", "message", "place", "move", "run")

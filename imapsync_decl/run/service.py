@@ -1,4 +1,4 @@
-"""The application layer: plan and apply profiles, sync and list users, read past runs.
+"""The application layer: plan and apply profiles, sync and list users, runs, index rebuild.
 
 These are the functions the command line and the daemon call. Planning reads the
 directories read-only when a selected profile needs them and makes the plan;
@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from imapsync_decl.config.resolve import Config, ListedUser, directory_users, load_config
+from imapsync_decl.errors import UsageError
 from imapsync_decl.plan.model import Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
@@ -29,8 +30,9 @@ from imapsync_decl.run.progress import ProgressFactory, no_progress
 from imapsync_decl.run.results import ApplyResult
 from imapsync_decl.sources import users as userlist
 from imapsync_decl.sources.users import DirectoryResult
-from imapsync_decl.store import remove_damaged_orphans, verify
+from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, verify
 from imapsync_decl.store.archive import open_for_writing
+from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
 
 log = structlog.get_logger(__name__)
@@ -236,3 +238,11 @@ def show_run(archive: Path, run_id: str | None) -> dict[str, Any]:
         raise UnknownRun(f"no archive at {archive}, so no runs (run `apply` first)")
     with index:
         return find_run(index, run_id)
+
+
+def rebuild_archive_index(archive: Path, *, force: bool) -> RebuildReport:
+    """Rebuild the index of ``archive`` from its journal, under the archive's lock."""
+    if not archive.is_dir():
+        raise UsageError(f"no archive at {archive}")
+    with ArchiveLock(archive, "imapsync-decl archive rebuild-index"):
+        return rebuild_index(archive / "index.sqlite", BlobStore(archive), force=force)
