@@ -12,6 +12,7 @@ import click
 
 from imapsync_decl.cli.options import (
     EXIT_CODES,
+    check_profiles,
     config_dir_option,
     format_option,
     print_json,
@@ -25,7 +26,7 @@ from imapsync_decl.cli.render import (
     validate_json,
 )
 from imapsync_decl.config.schema import document_schema, kind_schema, schema_files
-from imapsync_decl.errors import ExitCode, UsageError
+from imapsync_decl.errors import ExitCode
 from imapsync_decl.sources.users import load_with_index_users
 
 
@@ -92,11 +93,8 @@ def mailboxes(config_dir: Path, profile_name: str | None, output_format: str) ->
     listed with the reason (JSON: selected false and reason). Passwords never appear.
     """
     config = valid_config(config_dir)
-    names = [item.doc.name for item in config.profiles]
-    if profile_name is not None and profile_name not in names:
-        raise UsageError(
-            f"no profile named {profile_name!r} (profiles: {', '.join(names) or 'none'})"
-        )
+    if profile_name is not None:
+        check_profiles(config, [profile_name])
     if output_format == "json":
         print_json(mailboxes_json(config, profile_name))
     else:

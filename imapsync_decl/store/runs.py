@@ -1,10 +1,8 @@
-"""The protocols of past runs, as kept in the index: listing and showing them.
+"""The protocols of past runs, as kept in the index: finding them and their documents.
 
 Every ``apply`` stores its protocol (the document ``apply --format json`` prints) in the
-``runs`` table when it ends. This module reads them back for the ``runs`` command. It only
-reads documents: keys it does not know are ignored and keys it misses are shown as absent,
-so protocols written by older or newer versions are shown as well as they can be.
-Passwords are never part of a protocol.
+``runs`` table when it ends. This module reads them back for the ``runs`` command, which
+renders them (:mod:`imapsync_decl.cli.render`). Passwords are never part of a protocol.
 """
 
 from __future__ import annotations
