@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from imapsync_decl.imap.session import ImapSession
-from imapsync_decl.run.executor import Executor, FolderResult
+from imapsync_decl.run.executor import Executor
+from imapsync_decl.run.results import FolderResult
 
 from bed import Bed
 from servers.dovecot import DovecotServer, make_message

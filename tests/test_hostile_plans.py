@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.cli import main as cli
 from imapsync_decl.cli.main import main
+from imapsync_decl.plan import saved as saved_plans
 from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, PlanFormatError, ProfilePlan
 from imapsync_decl.plan.saved import MAX_PLAN_BYTES, StalePlan, restrict_to_saved
 
@@ -253,7 +253,7 @@ def test_plan_refuses_to_save_a_plan_apply_would_not_read(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "MAX_PLAN_BYTES", 100)
+    monkeypatch.setattr(saved_plans, "MAX_PLAN_BYTES", 100)
     out = tmp_path / "plan.json"
     code = main(["plan", "--out", str(out), "--config-dir", str(config_dir)])
     _out, err = capsys.readouterr()

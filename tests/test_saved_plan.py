@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.cli import main as cli
 from imapsync_decl.cli.main import main
+from imapsync_decl.run import service
 from imapsync_decl.store import Archive
 from imapsync_decl.store.archive import open_for_writing
 
@@ -161,7 +161,7 @@ def test_an_apply_that_runs_between_the_check_and_the_lock_makes_the_plan_stale(
             raced[0] = main(["apply", "--config-dir", str(bed.config_dir)])
         return real_open(archive, holder)
 
-    monkeypatch.setattr(cli, "open_for_writing", another_apply_first)
+    monkeypatch.setattr(service, "open_for_writing", another_apply_first)
     code, _, err = bed.run("apply", str(path))
     assert raced == [0]
     assert code == 11, err

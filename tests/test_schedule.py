@@ -20,7 +20,8 @@ from imapsync_decl.cli.main import main
 from imapsync_decl.config.cron import CronError, crontab_line, parse, systemd_units, to_oncalendar
 from imapsync_decl.config.resolve import Config, load_config
 from imapsync_decl.run.daemon import Daemon
-from imapsync_decl.run.executor import ApplyResult, StopRequested
+from imapsync_decl.run.executor import StopRequested
+from imapsync_decl.run.results import ApplyResult
 
 from helpers import write_config
 

@@ -1,41 +1,23 @@
 """Progress for humans on a terminal: one bar per mailbox being archived and one overall.
 
-The executor reports through the :class:`Progress` protocol; without a terminal
-(cron, CI) it reports to :class:`NoProgress`, which does nothing.
+The executor reports through the :class:`~imapsync_decl.run.progress.Progress`
+protocol; without a terminal (cron, CI) it reports to ``NoProgress``, which does nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 from imapsync_decl.plan.model import Plan
+from imapsync_decl.run.progress import NoProgress, Progress, ProgressFactory
 
 if TYPE_CHECKING:  # rich is imported only when bars are shown: it is slow to import
     from rich.console import Console
     from rich.progress import Progress as RichBars
     from rich.progress import TaskID
-
-
-class Progress(Protocol):
-    def mailbox_started(self, key: str, messages: int, size: int) -> None: ...
-
-    def advanced(self, key: str, messages: int, size: int) -> None: ...
-
-    def mailbox_finished(self, key: str) -> None: ...
-
-
-class NoProgress:
-    def mailbox_started(self, key: str, messages: int, size: int) -> None:
-        pass
-
-    def advanced(self, key: str, messages: int, size: int) -> None:
-        pass
-
-    def mailbox_finished(self, key: str) -> None:
-        pass
 
 
 class TerminalProgress:
@@ -113,3 +95,12 @@ def make_progress(show: bool, plan: Plan, console: Console | None = None) -> Ite
     )
     with bars:
         yield TerminalProgress(bars, plan)
+
+
+def terminal_progress(show: bool) -> ProgressFactory:
+    """The progress factory of ``apply``: bars on stderr when ``show``."""
+
+    def factory(plan: Plan) -> AbstractContextManager[Progress]:
+        return make_progress(show, plan)
+
+    return factory

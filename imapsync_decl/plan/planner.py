@@ -7,15 +7,12 @@ Decisions are left to :mod:`reconcile`; this module does the I/O around them.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import structlog
 
@@ -28,6 +25,7 @@ from imapsync_decl.imap.session import ConnectionLost, ImapError, ImapSession
 from imapsync_decl.plan import deletion, filters
 from imapsync_decl.plan.folders import select_folders
 from imapsync_decl.plan.model import MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.plan.parallel import in_parallel
 from imapsync_decl.plan.reconcile import (
     ArchivedFolder,
     FolderFacts,
@@ -43,7 +41,6 @@ from imapsync_decl.store.journal import Journal
 log = structlog.get_logger(__name__)
 
 Connect = Callable[..., ImapSession]
-T = TypeVar("T")
 
 
 def profile_warnings(server: Server) -> tuple[str, ...]:
@@ -194,19 +191,6 @@ def plan_mailbox(
             return failed_mailbox(mailbox, str(exc))
         finally:
             session.logout()
-
-
-def in_parallel(jobs: int, calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run the calls on up to ``jobs`` threads; results in the order of the calls.
-
-    Each call runs in a copy of the caller's context, so bound log keys (run_id,
-    profile) follow it into its thread.
-    """
-    if jobs <= 1 or len(calls) <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=min(jobs, len(calls))) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
-        return [future.result() for future in futures]
 
 
 def make_plan(

@@ -9,7 +9,9 @@ differs refuses the whole plan (:class:`StalePlan`, exit 11), nothing is correct
 * :func:`check_saved_plan`: before anything is touched, the plan against the
   configuration and the archive's state (no server is contacted);
 * :func:`restrict_to_saved`: under the archive's lock, the plan made now, restricted to
-  the saved plan's mailboxes, folders and UIDs: that is what is applied.
+  the saved plan's mailboxes, folders and UIDs: that is what is applied;
+* :func:`write_plan` and :func:`read_plan`: the plan file itself, at most
+  ``MAX_PLAN_BYTES``, written atomically and read without following a symbolic link.
 
 UIDs are the only free data: each must be one the fresh plan would archive (or delete)
 now. A UID at or above the folder's UIDNEXT was never on the server and refuses the
@@ -21,14 +23,27 @@ logged (``planned_uids_skipped``).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from imapsync_decl.config.resolve import Config, config_digest
-from imapsync_decl.errors import ExitCode, ImapsyncError
+from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
+from imapsync_decl.fs import atomic_write, open_nofollow
 from imapsync_decl.plan import deletion
-from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, ProfilePlan, shown_value
+from imapsync_decl.plan.model import (
+    FolderPlan,
+    MailboxPlan,
+    Plan,
+    PlanFormatError,
+    ProfilePlan,
+    shown_value,
+)
 from imapsync_decl.store import Index
 
 log = structlog.get_logger(__name__)
@@ -42,6 +57,57 @@ class StalePlan(ImapsyncError):
     or that was changed after it was written."""
 
     exit_code = ExitCode.STALE_PLAN
+
+
+def write_plan(path: Path, plan: Plan) -> None:
+    """Save ``plan`` for ``apply PLAN_FILE``: refused (exit 10) when it is larger than
+    ``apply`` reads, written atomically otherwise."""
+    saved = (json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
+    if len(saved) > MAX_PLAN_BYTES:
+        raise UsageError(
+            f"the plan has {len(saved) >> 20} MiB, more than `apply` reads "
+            f"({MAX_PLAN_BYTES >> 20} MiB): save plans for fewer profiles at a time "
+            "(--profile)"
+        )
+    try:
+        atomic_write(path, saved)
+    except OSError as exc:
+        raise UsageError(f"cannot write the plan file {path}: {exc.strerror}") from None
+    log.info("plan_written", path=str(path), plan_id=plan.id)
+
+
+def read_plan(path: Path) -> Plan:
+    """Read a saved plan: a regular file (not through a symbolic link) of at most
+    MAX_PLAN_BYTES. An unreadable file is a command-line error (exit 10); one that is
+    not a plan document, or too large to be one, a stale plan (exit 11)."""
+    try:
+        fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(
+                f"the plan file {path} is a symbolic link; give the file itself"
+            ) from None
+        raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise UsageError(f"the plan file {path} is not a regular file")
+        try:
+            data = file.read(MAX_PLAN_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read the plan file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise StalePlan(
+            f"{path} is larger than {MAX_PLAN_BYTES >> 20} MiB, so it is no plan that "
+            "`plan --out` wrote; run `plan --out` again"
+        )
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
+        raise StalePlan(f"{path} is not a plan document ({exc}); run `plan --out` again") from None
+    try:
+        return Plan.from_json(body)
+    except PlanFormatError as exc:
+        raise StalePlan(f"{path}: {exc}; run `plan --out` again") from None
 
 
 def _differs(place: str, saved: Any, current: Any, source: str) -> StalePlan:

@@ -38,8 +38,11 @@ import structlog
 
 from imapsync_decl.config.cron import CronSchedule, parse
 from imapsync_decl.config.resolve import Config
-from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
-from imapsync_decl.run.executor import ApplyResult, Batching, StopRequested
+from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError, UsageError
+from imapsync_decl.run.executor import Batching, StopRequested
+from imapsync_decl.run.results import ApplyResult
+from imapsync_decl.run.service import apply_profiles
+from imapsync_decl.sources.users import load_with_index_users
 from imapsync_decl.store import ArchiveLocked
 
 log = structlog.get_logger(__name__)
@@ -69,16 +72,12 @@ def default_runner(
     config_dir: Path, config: Config, profile: str, stop: StopRequested, run_id: str
 ) -> ApplyResult | None:
     """plan + apply of one profile, exactly as `apply --profile NAME` does it."""
-    from imapsync_decl.cli.main import run_apply
-
-    return run_apply(
+    return apply_profiles(
         config_dir, config, (profile,), None, stop=stop, batching=Batching(), run_id=run_id
     )
 
 
 def load_valid_config(config_dir: Path) -> Config:
-    from imapsync_decl.sources.users import load_with_index_users
-
     return load_with_index_users(config_dir, str(config_dir))
 
 
@@ -159,8 +158,6 @@ class Daemon:
         config = self._load(self.config_dir)
         if not config.ok:
             if first:
-                from imapsync_decl.errors import ConfigError
-
                 raise ConfigError(config.problems)
             problems = tuple(str(p) for p in config.errors)
             if problems != self._last_problems:

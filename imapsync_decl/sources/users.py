@@ -117,3 +117,26 @@ def would_add(config: Config, fresh: list[ListedUser]) -> list[str]:
     """Names of the directory users a sync would add (not in the list yet)."""
     known = {u.user.name for u in config.listed}
     return sorted(u.user.name for u in fresh if u.user.name not in known)
+
+
+def list_rows(config: Config, index: Index | None) -> list[dict[str, Any]]:
+    """The archive's user list as ``users list`` shows it, sorted by name: the users of
+    the configuration (documents and directories), then those that CSV and single
+    profiles created in the index."""
+    rows = [u.to_json() for u in config.listed]
+    known = {row["name"] for row in rows}
+    if index is not None:
+        for record in index.list_users():
+            if record.source in ("csv", "single") and record.name not in known:
+                rows.append(
+                    {
+                        "name": record.name,
+                        "email": record.email,
+                        "aliases": list(record.aliases),
+                        "display_name": record.display_name,
+                        "source": record.source,
+                        "status": record.status,
+                    }
+                )
+    rows.sort(key=lambda row: str(row["name"]).casefold())
+    return rows

@@ -21,7 +21,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from imapsync_decl.cli.render import human_bytes
 from imapsync_decl.store import Index
 
 
@@ -99,55 +98,9 @@ def gather_stats(index: Index) -> ArchiveStats:
     )
 
 
-def render_stats(stats: ArchiveStats) -> str:
-    """The text form of ``archive stats``."""
-
-    def size(count: int, note: str = "") -> str:
-        return f"{human_bytes(count)} ({count} bytes{note})"
-
-    lines = [
-        f"users        {stats.users}",
-        f"mailboxes    {stats.mailboxes}",
-        f"folders      {stats.folders}",
-        f"messages     {stats.messages} (distinct contents)",
-        f"placements   {stats.placements} (copies in folders)",
-        f"in folders   {size(stats.bytes_placed)}",
-        f"original     {size(stats.bytes_original)}",
-        f"stored       {size(stats.bytes_stored, ', compressed, on disk')}",
-        f"dedup        {_times(stats.dedup_ratio)} (in folders / original)",
-        f"compression  {_times(stats.compression_ratio)} (original / stored)",
-        f"overall      {_times(stats.total_ratio)} (in folders / stored)",
-    ]
-    if stats.per_user:
-        header = ("USER", "MAILBOXES", "FOLDERS", "MESSAGES", "PLACEMENTS", "ORIGINAL", "STORED")
-        table = [header] + [
-            (
-                u.user,
-                str(u.mailboxes),
-                str(u.folders),
-                str(u.messages),
-                str(u.placements),
-                human_bytes(u.bytes_original),
-                human_bytes(u.bytes_stored),
-            )
-            for u in stats.per_user
-        ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        lines.append("")
-        for row in table:
-            cells = [row[0].ljust(widths[0])]
-            cells += [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
-            lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def _times(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"

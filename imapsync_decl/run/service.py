@@ -1,0 +1,248 @@
+"""The application layer: plan and apply profiles, sync and list users, runs, index rebuild.
+
+These are the functions the command line and the daemon call. Planning reads the
+directories read-only when a selected profile needs them and makes the plan;
+applying checks a saved plan before the archive is touched, takes the archive's
+lock, synchronises the directories, checks the saved plan again under the lock,
+plans (restricted to the saved plan's UIDs) and hands the plan to the executor.
+Nothing here renders or installs signal handlers: callers pass a stop flag, a
+progress factory and, for planning, the context to hold while servers are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from imapsync_decl.config.resolve import Config, ListedUser, directory_users, load_config
+from imapsync_decl.errors import UsageError
+from imapsync_decl.plan.model import Plan
+from imapsync_decl.plan.planner import make_plan, open_index_if_exists
+from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
+from imapsync_decl.run.executor import Batching, Executor, StopRequested
+from imapsync_decl.run.progress import ProgressFactory, no_progress
+from imapsync_decl.run.results import ApplyResult
+from imapsync_decl.sources import users as userlist
+from imapsync_decl.sources.users import DirectoryResult
+from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, verify
+from imapsync_decl.store.archive import open_for_writing
+from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
+from imapsync_decl.store.runs import UnknownRun, find_run
+
+log = structlog.get_logger(__name__)
+
+
+def needs_directory(config: Config, profile_names: Sequence[str]) -> bool:
+    """Whether a selected profile (every profile when none is named) uses a directory."""
+    return any(
+        config.needs_directory(item.doc.name)
+        for item in config.profiles
+        if not profile_names or item.doc.name in profile_names
+    )
+
+
+def read_directories(
+    config_dir: Path, config: Config, profile_names: Sequence[str]
+) -> tuple[Config, str | None, list[str]]:
+    """For plan: read the directories (read-only) when a profile synchronises with them,
+    and resolve the configuration with the user list a sync would give.
+
+    Returns that configuration, the error of a directory that could not be read, and
+    the users a sync would add.
+    """
+    if not needs_directory(config, profile_names):
+        return config, None, []
+    read = userlist.read_all(config)
+    if read.error is not None:
+        return config, read.error, []
+    fresh_names = {u.user.name for u in read.users}
+    gone = [
+        ListedUser(u.user, "directory", "gone")
+        for u in config.listed
+        if u.source == "directory" and u.user.name not in fresh_names
+    ]
+    fresh = load_config(config_dir, str(config_dir), [*read.users, *gone])
+    return fresh, None, userlist.would_add(config, read.users)
+
+
+def plan_profiles(
+    config_dir: Path,
+    config: Config,
+    profile_names: Sequence[str],
+    *,
+    should_stop: Callable[[], bool],
+    while_reading_servers: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Plan:
+    """The plan of the selected profiles (every profile when none is named).
+
+    Reads the directories (read-only) when needed, then the servers and the archive;
+    changes nothing. ``while_reading_servers`` is held while the servers are read
+    (``plan`` catches Ctrl-C and SIGTERM there, so that ``should_stop`` ends a read
+    that waits for a server).
+    """
+    config, directory_error, added = read_directories(config_dir, config, profile_names)
+    index = open_index_if_exists(config.archive_path)
+    try:
+        with while_reading_servers():
+            return make_plan(
+                config,
+                profile_names,
+                index,
+                directory_error=directory_error,
+                users_added=added,
+                should_stop=should_stop,
+            )
+    finally:
+        if index is not None:
+            index.close()
+
+
+def apply_profiles(
+    config_dir: Path,
+    config: Config,
+    profile_names: Sequence[str],
+    saved: Plan | None,
+    *,
+    stop: StopRequested,
+    batching: Batching,
+    progress: ProgressFactory = no_progress,
+    run_id: str | None = None,
+    repair: bool = False,
+) -> ApplyResult | None:
+    """Take the archive's lock, plan afresh (or check the saved plan) and apply.
+
+    The body of `apply`, also used by the daemon. None: a stop was requested before
+    anything was archived. Raises ArchiveLocked when another command holds the lock.
+    A saved plan is checked twice: before the archive is created or touched, and
+    again under the lock (another apply may have run in between).
+    ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
+    or missing blobs as not archived (apply --repair; not with a saved plan).
+    """
+    existed = (config.archive_path / "index.sqlite").exists()
+    if saved is not None:
+        # Refused before the archive is created or touched.
+        index = open_index_if_exists(config.archive_path)
+        try:
+            check_saved_plan(saved, config, index)
+        finally:
+            if index is not None:
+                index.close()
+    with open_for_writing(config.archive_path, "imapsync-decl apply") as archive:
+        users_changes: dict[str, Any] = {}
+        directory_error: str | None = None
+        if needs_directory(config, profile_names) or (
+            saved is not None and any(config.needs_directory(p.name) for p in saved.profiles)
+        ):
+            users_changes, read = userlist.sync(config, archive.index)
+            directory_error = read.error
+            config = load_config(
+                config_dir,
+                str(config_dir),
+                directory_users(archive.index.list_users(source="directory")),
+            )
+        damage = None
+        if repair:
+            damage = verify(archive.blobs, archive.index)
+            remove_damaged_orphans(archive.blobs, damage)
+            log.info(
+                "archive_verified",
+                checked=damage.checked,
+                to_repair=len(damage.to_repair),
+                damaged_orphans=len(damage.damaged_orphans),
+            )
+        if saved is not None:
+            # Again under the lock: another apply may have run meanwhile.
+            fresh = not existed and archive.index.state_token() == "runs:0"
+            check_saved_plan(saved, config, archive.index, created_now=fresh)
+            # Only the saved UIDs are taken from the file: everything else comes from a
+            # plan made now, and the file must say the same.
+            the_plan = saved  # a plan of no profiles applies nothing
+            if saved.profiles:
+                current = make_plan(
+                    config,
+                    [p.name for p in saved.profiles],
+                    archive.index,
+                    directory_error=directory_error,
+                    should_stop=stop.__bool__,
+                )
+                the_plan = restrict_to_saved(saved, current)
+        else:
+            the_plan = make_plan(
+                config,
+                profile_names,
+                archive.index,
+                directory_error=directory_error,
+                repair=damage.to_repair if damage is not None else frozenset(),
+                should_stop=stop.__bool__,
+            )
+        if stop:
+            return None
+        run_id = run_id or str(uuid.uuid4())
+        with (
+            structlog.contextvars.bound_contextvars(run_id=run_id),
+            progress(the_plan) as bars,
+        ):
+            executor = Executor(
+                config,
+                archive,
+                run_id,
+                stop=stop,
+                batching=batching,
+                progress=bars,
+                repair=damage,
+            )
+            result = executor.apply(the_plan)
+            result.users = users_changes
+        return result
+
+
+def sync_users(config: Config) -> tuple[dict[str, dict[str, list[str]]], DirectoryResult]:
+    """Read every directory and bring the user list in the archive up to date, under
+    the archive's lock. Returns the changes per directory and what reading gave."""
+    with open_for_writing(config.archive_path, "imapsync-decl users sync") as archive:
+        return userlist.sync(config, archive.index)
+
+
+def list_users(config: Config) -> list[dict[str, Any]]:
+    """The rows of ``users list``: the configuration's users and those of the archive."""
+    index = open_index_if_exists(config.archive_path)
+    try:
+        return userlist.list_rows(config, index)
+    finally:
+        if index is not None:
+            index.close()
+
+
+def list_runs(archive: Path) -> list[dict[str, Any]] | None:
+    """The runs of the archive, newest first; None when there is no archive."""
+    index = open_index_if_exists(archive)
+    if index is None:
+        return None
+    with index:
+        return index.list_runs()
+
+
+def show_run(archive: Path, run_id: str | None) -> dict[str, Any]:
+    """The run ``run_id`` (or a prefix naming one run), or the newest when None.
+
+    Raises UnknownRun (exit 10) when there is none, or no archive.
+    """
+    index = open_index_if_exists(archive)
+    if index is None:
+        raise UnknownRun(f"no archive at {archive}, so no runs (run `apply` first)")
+    with index:
+        return find_run(index, run_id)
+
+
+def rebuild_archive_index(archive: Path, *, force: bool) -> RebuildReport:
+    """Rebuild the index of ``archive`` from its journal, under the archive's lock."""
+    if not archive.is_dir():
+        raise UsageError(f"no archive at {archive}")
+    with ArchiveLock(archive, "imapsync-decl archive rebuild-index"):
+        return rebuild_index(archive / "index.sqlite", BlobStore(archive), force=force)
