@@ -29,7 +29,6 @@ from imapsync_decl.imap.errors import (
 )
 from imapsync_decl.imap.facts import FolderInfo
 from imapsync_decl.imap.session import ImapSession
-from imapsync_decl.imap.wire import batch_uids, folder_path, parse_list_response, sequence_set
 from imapsync_decl.secrets import Secret
 
 from servers.dovecot import DovecotServer, find_dovecot, make_message
@@ -100,82 +99,6 @@ def fake_login(server: FakeImap, *, mailbox: str = "fake") -> ImapSession:
         imap_login(Credentials("user_password", "someone", None, Secret(DISTINCT_PASSWORD), Path()))
     )
     return session
-
-
-# --- pure functions -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "prefix", "delimiter", "path"),
-    [
-        ("INBOX", "", "/", "INBOX"),
-        ("inbox", "", "/", "INBOX"),
-        ("Sent", "", "/", "Sent"),
-        ("Projekte/Übersicht", "", "/", "Projekte/Übersicht"),
-        ("INBOX/Sub", "", "/", "INBOX/Sub"),
-        # Cyrus: personal namespace "INBOX." with "."
-        ("INBOX", "INBOX.", ".", "INBOX"),
-        ("INBOX.Sent", "INBOX.", ".", "Sent"),
-        ("INBOX.Projekte.Übersicht", "INBOX.", ".", "Projekte/Übersicht"),
-        ("inbox.Sent", "INBOX.", ".", "Sent"),
-        # Exchange-like and Gmail-like: "" with "/"
-        ("Gesendete Elemente", "", "/", "Gesendete Elemente"),
-        ("[Gmail]/Sent Mail", "", "/", "[Gmail]/Sent Mail"),
-        # Courier-like with a backslash or other delimiters, and a flat server
-        ("Work\\2024", "", "\\", "Work/2024"),
-        ("Mail/Archiv/2023", "Mail/", "/", "Archiv/2023"),
-        ("Flat name", "", None, "Flat name"),
-    ],
-)
-def test_folder_path(name: str, prefix: str, delimiter: str | None, path: str) -> None:
-    assert folder_path(name, prefix, delimiter) == path
-
-
-def test_sequence_set_is_exact_and_compact() -> None:
-    assert sequence_set([7, 1, 2, 3, 3, 9, 10]) == "1:3,7,9:10"
-    assert sequence_set([5]) == "5"
-    with pytest.raises(ValueError, match="empty"):
-        sequence_set([])
-
-
-def test_batch_uids_by_count_and_by_bytes() -> None:
-    assert list(batch_uids(range(1, 8), max_count=3, max_bytes=10**9)) == [
-        [1, 2, 3],
-        [4, 5, 6],
-        [7],
-    ]
-    sizes = {1: 300, 2: 300, 3: 300, 4: 2000, 5: 100, 6: 100}
-    batches = list(batch_uids([6, 5, 4, 3, 2, 1], max_count=100, max_bytes=700, sizes=sizes))
-    assert batches == [[1, 2], [3], [4], [5, 6]]  # the large message goes alone
-
-
-def test_parse_list_response_keeps_wire_names_exactly() -> None:
-    data = [
-        b'(\\HasNoChildren \\Sent) "/" Sent',
-        b'(\\HasNoChildren) "/" 007',  # a numeric atom stays the string "007"
-        b'(\\Noselect \\HasChildren) "/" "With \\"quotes\\" and \\\\"',
-        (b'(\\HasNoChildren) "/" {9}', b"Literal x"),
-        b' ("CHILDINFO" ("SUBSCRIBED"))',
-        b'() NIL "Flat"',
-        b'(\\HasNoChildren) "." "INBOX.Projekte.&ANw-bersicht"',
-    ]
-    entries = parse_list_response(data)
-    assert [e.name for e in entries] == [
-        b"Sent",
-        b"007",
-        b'With "quotes" and \\',
-        b"Literal x",
-        b"Flat",
-        b"INBOX.Projekte.&ANw-bersicht",
-    ]
-    assert entries[0].attributes == ("\\HasNoChildren", "\\Sent")
-    assert entries[4].delimiter is None
-    assert entries[5].delimiter == "."
-
-
-def test_parse_list_response_rejects_garbage() -> None:
-    with pytest.raises(ProtocolError, match="LIST"):
-        parse_list_response([b'(\\HasNoChildren "/" Sent'])
 
 
 # --- connecting ---------------------------------------------------------------------------------
