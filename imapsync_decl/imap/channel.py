@@ -59,7 +59,7 @@ class Channel:
             raise RuntimeError("no folder is examined; call examine() first")
         return self.selected
 
-    def refused(self, what: str, data: Any) -> ProtocolError:
+    def failure(self, what: str, data: Any) -> ProtocolError:
         """The error for a command the server answered with NO or BAD."""
         return ProtocolError(f"{self.where}: {what} failed: {answer_text(data)}")
 

@@ -489,7 +489,7 @@ class ImapSession:
         """UIDs of the examined folder, ascending: all of them (UID SEARCH ALL), or those
         matching ``criteria`` (search keys as atoms, e.g. ``("SEEN", "BEFORE", "1-Jan-2026")``,
         all of which must hold)."""
-        self._require_selected()
+        self._channel.require_selected()
         keys = tuple(criteria) or ("ALL",)
         for key in keys:
             if not search_atom(key):
@@ -504,7 +504,7 @@ class ImapSession:
 
     def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE of each UID that still exists in the examined folder."""
-        self._require_selected()
+        self._channel.require_selected()
         ordered = sorted(set(uids))
         sizes: dict[int, int] = {}
         for start in range(0, len(ordered), SIZE_CHUNK):
@@ -538,7 +538,7 @@ class ImapSession:
         message whose RFC822.SIZE is larger than that raises :class:`MessageTooLarge`
         before its batch is fetched.
         """
-        self._require_selected()
+        self._channel.require_selected()
         for batch in batch_uids(uids, max_count=max_count, max_bytes=max_bytes, sizes=sizes):
             self._expect_bodies(batch, sizes)
             fetched = self._uid_fetch(batch, "(BODY.PEEK[] INTERNALDATE FLAGS)", "FETCH")
@@ -596,6 +596,3 @@ class ImapSession:
         # Keyed by sequence number here, so unsolicited FETCH responses without UID
         # (flag changes by other sessions) never pass for a requested UID.
         return {item[b"UID"]: item for item in parsed.values() if isinstance(item.get(b"UID"), int)}
-
-    def _require_selected(self) -> None:
-        self._channel.require_selected()

@@ -47,7 +47,7 @@ class FolderWriter:
         args += ["+FLAGS.SILENT", "(\\Deleted)"]
         typ, data = self._channel.simple("UID STORE", "UID", "STORE", *args)
         if typ != "OK":
-            raise self._channel.refused("UID STORE", data)
+            raise self._channel.failure("UID STORE", data)
         return set(uids) - modified_uids(answer_text(data))
 
     def expunge_uids(self, uids: Sequence[int]) -> None:
@@ -59,7 +59,7 @@ class FolderWriter:
             raise ProtocolError(f"{self._channel.where}: the server has no UIDPLUS (UID EXPUNGE)")
         typ, data = self._channel.simple("UID EXPUNGE", "UID", "EXPUNGE", sequence_set(uids))
         if typ != "OK":
-            raise self._channel.refused("UID EXPUNGE", data)
+            raise self._channel.failure("UID EXPUNGE", data)
 
     def _require_open(self) -> None:
         channel = self._channel
