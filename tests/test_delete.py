@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from imapsync_decl.imap.session import ImapSession
+from imapsync_decl.imap.writer import FolderWriter
 from imapsync_decl.run.executor import Executor
 from imapsync_decl.run.results import FolderResult
 
@@ -126,10 +127,10 @@ def test_a_crash_between_archiving_and_deleting_loses_nothing(
     user, uids = mailbox
     bed.master_profile("p", [user], folders=DELETE)
 
-    def crash(self: ImapSession, *args: Any, **kwargs: Any) -> set[int]:
+    def crash(self: FolderWriter, *args: Any, **kwargs: Any) -> set[int]:
         raise OSError("the machine went away")
 
-    monkeypatch.setattr(ImapSession, "mark_deleted", crash)
+    monkeypatch.setattr(FolderWriter, "mark_deleted", crash)
     code, result = bed.apply_json()
     assert code == 3
     assert result["totals"]["archived"] == 5

@@ -18,21 +18,25 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from imapsync_decl.config.documents import Server
+from imapsync_decl.config.imap_access import imap_endpoint, imap_login
 from imapsync_decl.config.resolve import Credentials
-from imapsync_decl.imap import session as imap
-from imapsync_decl.imap.facts import FolderInfo
-from imapsync_decl.imap.session import (
+from imapsync_decl.imap import connection
+from imapsync_decl.imap.errors import (
     ConnectFailed,
     ConnectionLost,
-    ImapSession,
+    ImapError,
     Interrupted,
     MessageTooLarge,
     ProtocolError,
     UnsafeValue,
 )
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.secrets import Secret
 
 from helpers import write_config
@@ -44,9 +48,15 @@ INJECTED = "alice\r\nZ9 DELETE INBOX"
 MiB = 1024 * 1024
 
 
+def connect(server: Server, base_dir: Path, **options: Any) -> ImapSession:
+    return ImapSession.connect(imap_endpoint(server, base_dir), **options)
+
+
 def login(fake: FakeImap, credentials: Credentials | None = None, **server: object) -> ImapSession:
-    session = ImapSession.connect(fake.server(**server), Path(), mailbox="m")
-    session.login(credentials or Credentials("user_password", "u", None, Secret("pw"), Path()))
+    session = connect(fake.server(**server), Path(), mailbox="m")
+    session.login(
+        imap_login(credentials or Credentials("user_password", "u", None, Secret("pw"), Path()))
+    )
     return session
 
 
@@ -88,9 +98,9 @@ def test_a_login_with_cr_lf_or_nul_sends_nothing(
     capabilities: str, credentials: Credentials, what: str
 ) -> None:
     with FakeImap(capabilities=capabilities) as fake:
-        session = ImapSession.connect(fake.server(), Path(), mailbox="alice")
+        session = connect(fake.server(), Path(), mailbox="alice")
         with pytest.raises(UnsafeValue, match=what) as caught:
-            session.login(credentials)
+            session.login(imap_login(credentials))
         session.logout()
     assert "LOGIN" not in fake.commands
     assert "AUTHENTICATE" not in fake.commands
@@ -101,7 +111,7 @@ def test_a_login_with_cr_lf_or_nul_sends_nothing(
     assert "nothing was sent" in str(caught.value)
 
 
-@pytest.mark.parametrize("method", ["examine", "status", "select_for_deletion"])
+@pytest.mark.parametrize("method", ["examine", "status", "open_for_deletion"])
 def test_a_folder_name_with_cr_lf_or_nul_is_never_sent(method: str) -> None:
     with FakeImap() as fake:
         session = login(fake)
@@ -213,9 +223,9 @@ def test_responses_injected_before_starttls_are_discarded(
     replies: dict[str, Reply] = {"STARTTLS": starttls, "NAMESPACE": namespace, "LIST": listing}
     with FakeImap(replies, capabilities="IMAP4rev1 AUTH=PLAIN NAMESPACE", tls=context) as fake:
         server = fake.server(security="starttls", ca_file=str(cert))
-        with ImapSession.connect(server, Path(), mailbox="m") as session:
+        with connect(server, Path(), mailbox="m") as session:
             assert "XFORGED" not in session.capabilities
-            session.login(user_password("u"))
+            session.login(imap_login(user_password("u")))
             assert "XFORGED" not in session.capabilities
             paths = [f.path for f in session.list_folders()]
             assert session.tls_version is not None
@@ -234,7 +244,7 @@ def test_plaintext_after_the_starttls_answer_is_refused(
     with FakeImap({"STARTTLS": starttls}, tls=context) as fake:
         server = fake.server(security="starttls", ca_file=str(cert))
         with pytest.raises(ConnectFailed, match="STARTTLS answer"):
-            ImapSession.connect(server, Path(), mailbox="m")
+            connect(server, Path(), mailbox="m")
 
 
 # --- item 8: bounded memory, idle deadlines, stop -----------------------------------------------
@@ -251,11 +261,11 @@ def fetch_replies(body: Callable[[str], bytes | Iterator[bytes]], size: int = 10
     return fetch
 
 
-def failing_with_peak(action: Callable[[], object]) -> tuple[imap.ImapError, int]:
+def failing_with_peak(action: Callable[[], object]) -> tuple[ImapError, int]:
     """The error ``action`` raises, and the peak of traced memory while it ran."""
     tracemalloc.start()
     try:
-        with pytest.raises(imap.ImapError) as caught:
+        with pytest.raises(ImapError) as caught:
             action()
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -322,7 +332,7 @@ def test_an_announced_size_is_never_allocated_before_the_bytes_arrive() -> None:
 def test_endless_untagged_responses_fail_the_command(
     monkeypatch: pytest.MonkeyPatch, line_size: int
 ) -> None:
-    monkeypatch.setattr(imap, "MAX_UNTAGGED", 4 * MiB)
+    monkeypatch.setattr(connection, "MAX_UNTAGGED", 4 * MiB)
     flood = b"* OK " + b"x" * (line_size - 7) + b"\r\n"
 
     def noop(tag: str, args: str) -> Iterator[bytes]:
@@ -342,7 +352,7 @@ def test_endless_untagged_responses_fail_the_command(
 
 
 def test_a_line_longer_than_max_line_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imap, "MAX_LINE", MiB)
+    monkeypatch.setattr(connection, "MAX_LINE", MiB)
 
     def search(tag: str, args: str) -> Iterator[bytes]:
         yield b"* SEARCH"
@@ -415,10 +425,8 @@ def steady_endless_literal(started: threading.Event) -> Callable[[str], Iterator
 def test_should_stop_interrupts_a_waiting_read() -> None:
     started, stop = threading.Event(), threading.Event()
     with FakeImap({"UID FETCH": fetch_replies(steady_endless_literal(started), 200_000_000)}) as fk:
-        session = ImapSession.connect(
-            fk.server(timeout=30), Path(), mailbox="m", should_stop=stop.is_set
-        )
-        session.login(user_password("u"))
+        session = connect(fk.server(timeout=30), Path(), mailbox="m", should_stop=stop.is_set)
+        session.login(imap_login(user_password("u")))
         session.examine(INBOX)
         sizes = session.fetch_sizes([1])
 
@@ -515,6 +523,4 @@ def test_should_stop_interrupts_a_silent_greeting() -> None:
     with FakeImap(greeting=None) as fake:
         threading.Timer(0.3, stop.set).start()
         with pytest.raises(Interrupted, match="while connecting"):
-            ImapSession.connect(
-                fake.server(timeout=60), Path(), mailbox="m", should_stop=stop.is_set
-            )
+            connect(fake.server(timeout=60), Path(), mailbox="m", should_stop=stop.is_set)

@@ -13,24 +13,22 @@ import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imapsync_decl.config.documents import Server
+from imapsync_decl.config.imap_access import imap_endpoint, imap_login
 from imapsync_decl.config.resolve import Credentials
-from imapsync_decl.imap.facts import FolderInfo
-from imapsync_decl.imap.session import (
+from imapsync_decl.imap.errors import (
     ConnectFailed,
     ConnectionLost,
     FolderGone,
-    ImapSession,
     LoginFailed,
     ProtocolError,
-    batch_uids,
-    folder_path,
-    parse_list_response,
-    sequence_set,
 )
+from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.secrets import Secret
 
 from servers.dovecot import DovecotServer, find_dovecot, make_message
@@ -42,6 +40,10 @@ DISTINCT_PASSWORD = "Zq7-unmistakable-Passw0rd"
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def connect(server: Server, base_dir: Path, **options: Any) -> ImapSession:
+    return ImapSession.connect(imap_endpoint(server, base_dir), **options)
 
 
 def bed_server(dovecot: DovecotServer, security: str = "starttls", **extra: object) -> Server:
@@ -74,8 +76,8 @@ def new_user(dovecot: DovecotServer) -> str:
 def open_session(
     dovecot: DovecotServer, user: str, security: str = "starttls"
 ) -> Iterator[ImapSession]:
-    with ImapSession.connect(bed_server(dovecot, security), Path(), mailbox=user) as session:
-        session.login(master(dovecot, user))
+    with connect(bed_server(dovecot, security), Path(), mailbox=user) as session:
+        session.login(imap_login(master(dovecot, user)))
         yield session
 
 
@@ -92,85 +94,11 @@ def unseen(dovecot: DovecotServer, user: str, folder_name: str) -> set[int]:
 
 
 def fake_login(server: FakeImap, *, mailbox: str = "fake") -> ImapSession:
-    session = ImapSession.connect(server.server(), Path(), mailbox=mailbox)
-    session.login(Credentials("user_password", "someone", None, Secret(DISTINCT_PASSWORD), Path()))
+    session = connect(server.server(), Path(), mailbox=mailbox)
+    session.login(
+        imap_login(Credentials("user_password", "someone", None, Secret(DISTINCT_PASSWORD), Path()))
+    )
     return session
-
-
-# --- pure functions -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "prefix", "delimiter", "path"),
-    [
-        ("INBOX", "", "/", "INBOX"),
-        ("inbox", "", "/", "INBOX"),
-        ("Sent", "", "/", "Sent"),
-        ("Projekte/Übersicht", "", "/", "Projekte/Übersicht"),
-        ("INBOX/Sub", "", "/", "INBOX/Sub"),
-        # Cyrus: personal namespace "INBOX." with "."
-        ("INBOX", "INBOX.", ".", "INBOX"),
-        ("INBOX.Sent", "INBOX.", ".", "Sent"),
-        ("INBOX.Projekte.Übersicht", "INBOX.", ".", "Projekte/Übersicht"),
-        ("inbox.Sent", "INBOX.", ".", "Sent"),
-        # Exchange-like and Gmail-like: "" with "/"
-        ("Gesendete Elemente", "", "/", "Gesendete Elemente"),
-        ("[Gmail]/Sent Mail", "", "/", "[Gmail]/Sent Mail"),
-        # Courier-like with a backslash or other delimiters, and a flat server
-        ("Work\\2024", "", "\\", "Work/2024"),
-        ("Mail/Archiv/2023", "Mail/", "/", "Archiv/2023"),
-        ("Flat name", "", None, "Flat name"),
-    ],
-)
-def test_folder_path(name: str, prefix: str, delimiter: str | None, path: str) -> None:
-    assert folder_path(name, prefix, delimiter) == path
-
-
-def test_sequence_set_is_exact_and_compact() -> None:
-    assert sequence_set([7, 1, 2, 3, 3, 9, 10]) == "1:3,7,9:10"
-    assert sequence_set([5]) == "5"
-    with pytest.raises(ValueError, match="empty"):
-        sequence_set([])
-
-
-def test_batch_uids_by_count_and_by_bytes() -> None:
-    assert list(batch_uids(range(1, 8), max_count=3, max_bytes=10**9)) == [
-        [1, 2, 3],
-        [4, 5, 6],
-        [7],
-    ]
-    sizes = {1: 300, 2: 300, 3: 300, 4: 2000, 5: 100, 6: 100}
-    batches = list(batch_uids([6, 5, 4, 3, 2, 1], max_count=100, max_bytes=700, sizes=sizes))
-    assert batches == [[1, 2], [3], [4], [5, 6]]  # the large message goes alone
-
-
-def test_parse_list_response_keeps_wire_names_exactly() -> None:
-    data = [
-        b'(\\HasNoChildren \\Sent) "/" Sent',
-        b'(\\HasNoChildren) "/" 007',  # a numeric atom stays the string "007"
-        b'(\\Noselect \\HasChildren) "/" "With \\"quotes\\" and \\\\"',
-        (b'(\\HasNoChildren) "/" {9}', b"Literal x"),
-        b' ("CHILDINFO" ("SUBSCRIBED"))',
-        b'() NIL "Flat"',
-        b'(\\HasNoChildren) "." "INBOX.Projekte.&ANw-bersicht"',
-    ]
-    entries = parse_list_response(data)
-    assert [e.name for e in entries] == [
-        b"Sent",
-        b"007",
-        b'With "quotes" and \\',
-        b"Literal x",
-        b"Flat",
-        b"INBOX.Projekte.&ANw-bersicht",
-    ]
-    assert entries[0].attributes == ("\\HasNoChildren", "\\Sent")
-    assert entries[4].delimiter is None
-    assert entries[5].delimiter == "."
-
-
-def test_parse_list_response_rejects_garbage() -> None:
-    with pytest.raises(ProtocolError, match="LIST"):
-        parse_list_response([b'(\\HasNoChildren "/" Sent'])
 
 
 # --- connecting ---------------------------------------------------------------------------------
@@ -185,7 +113,7 @@ def test_connect_and_login_with_each_security(dovecot: DovecotServer, security: 
         assert "CONDSTORE" in session.capabilities  # authenticated capabilities
         assert session.list_folders()[0].path == "INBOX"
         # The timeout holds for every command, after STARTTLS too.
-        assert session._imap.timeout == 10
+        assert session._channel.imap.timeout == 10
         if security == "plain":
             assert session.tls_version is None
         else:
@@ -195,7 +123,7 @@ def test_connect_and_login_with_each_security(dovecot: DovecotServer, security: 
 @dovecot_only
 def test_ca_file_is_relative_to_base_dir(dovecot: DovecotServer) -> None:
     server = bed_server(dovecot, "tls", ca_file="tls/cert.pem")
-    with ImapSession.connect(server, dovecot.directory, mailbox="x") as session:
+    with connect(server, dovecot.directory, mailbox="x") as session:
         assert session.tls_version is not None
 
 
@@ -206,7 +134,7 @@ def test_system_store_refuses_the_self_signed_certificate(
 ) -> None:
     server = bed_server(dovecot, security, ca_file=None)
     with pytest.raises(ConnectFailed) as caught:
-        ImapSession.connect(server, Path(), mailbox="alice")
+        connect(server, Path(), mailbox="alice")
     message = str(caught.value)
     assert "certificate verify failed" in message
     assert "self-signed" in message or "self signed" in message
@@ -219,15 +147,15 @@ def test_system_store_refuses_the_self_signed_certificate(
 def test_accept_all_certificates_connects(dovecot: DovecotServer, security: str) -> None:
     user = new_user(dovecot)
     server = bed_server(dovecot, security, accept_all_certificates=True)
-    with ImapSession.connect(server, Path(), mailbox=user) as session:
-        session.login(master(dovecot, user))
+    with connect(server, Path(), mailbox=user) as session:
+        session.login(imap_login(master(dovecot, user)))
         assert session.tls_version is not None
 
 
 def test_starttls_not_offered_fails_without_falling_back() -> None:
     with FakeImap(capabilities="IMAP4rev1 AUTH=PLAIN") as fake:
         with pytest.raises(ConnectFailed, match="does not offer STARTTLS"):
-            ImapSession.connect(fake.server(security="starttls"), Path(), mailbox="x")
+            connect(fake.server(security="starttls"), Path(), mailbox="x")
         assert "LOGIN" not in fake.commands
         assert "AUTHENTICATE" not in fake.commands
 
@@ -237,23 +165,23 @@ def test_connection_refused_and_unknown_host() -> None:
         port = probe.getsockname()[1]
     server = Server(host="127.0.0.1", port=port, security="plain", timeout=2)
     with pytest.raises(ConnectFailed, match="connection refused"):
-        ImapSession.connect(server, Path(), mailbox="x")
+        connect(server, Path(), mailbox="x")
     server = Server(host="no-such-host.invalid", security="tls", timeout=2)
     with pytest.raises(ConnectFailed, match="cannot resolve host"):
-        ImapSession.connect(server, Path(), mailbox="x")
+        connect(server, Path(), mailbox="x")
 
 
 def test_missing_ca_file_is_a_connect_failure(tmp_path: Path) -> None:
     server = Server(host="127.0.0.1", port=1, security="tls", ca_file="missing.pem")
     with pytest.raises(ConnectFailed, match="ca_file"):
-        ImapSession.connect(server, tmp_path, mailbox="x")
+        connect(server, tmp_path, mailbox="x")
 
 
 def test_silent_server_times_out_within_the_timeout() -> None:
     with FakeImap(greeting=None) as fake:
         started = time.monotonic()
         with pytest.raises((ConnectFailed, ConnectionLost), match=r"timed out|no answer"):
-            ImapSession.connect(fake.server(timeout=1), Path(), mailbox="x")
+            connect(fake.server(timeout=1), Path(), mailbox="x")
         assert time.monotonic() - started < 3
 
 
@@ -263,8 +191,8 @@ def test_timeout_during_a_command_is_connection_lost() -> None:
         return f"{tag} OK late\r\n".encode()
 
     with FakeImap({"LIST": never}) as fake:
-        session = ImapSession.connect(fake.server(timeout=1), Path(), mailbox="x")
-        session.login(Credentials("user_password", "u", None, Secret("p"), Path()))
+        session = connect(fake.server(timeout=1), Path(), mailbox="x")
+        session.login(imap_login(Credentials("user_password", "u", None, Secret("p"), Path())))
         started = time.monotonic()
         with pytest.raises(ConnectionLost, match="no answer within 1 s"):
             session.list_folders()
@@ -309,8 +237,8 @@ def test_master_login_opens_the_right_users_mailbox(dovecot: DovecotServer, mech
             Secret(dovecot.master_password),
             Path(),
         )
-    with ImapSession.connect(bed_server(dovecot), Path(), mailbox=alice) as session:
-        session.login(credentials)
+    with connect(bed_server(dovecot), Path(), mailbox=alice) as session:
+        session.login(imap_login(credentials))
         session.examine(folder(session, "INBOX"))
         bodies = [m.body for m in session.fetch_messages(session.search_uids())]
     assert len(bodies) == 1
@@ -325,8 +253,8 @@ def test_non_ascii_password(dovecot: DovecotServer, mechanism: str) -> None:
     # sends LOGIN with the password as a UTF-8 literal.
     assert dovecot.users["umlaut"] == "pässwörd"
     credentials = Credentials(mechanism, "umlaut", None, Secret("pässwörd"), Path())  # type: ignore[arg-type]
-    with ImapSession.connect(bed_server(dovecot), Path(), mailbox="umlaut") as session:
-        session.login(credentials)
+    with connect(bed_server(dovecot), Path(), mailbox="umlaut") as session:
+        session.login(imap_login(credentials))
         assert any(f.path == "INBOX" for f in session.list_folders())
 
 
@@ -344,10 +272,10 @@ def test_wrong_password_names_the_mailbox_never_the_password(
     authzid = user if mechanism == "sasl_plain" else None
     credentials = Credentials(mechanism, username, authzid, Secret(DISTINCT_PASSWORD), Path())  # type: ignore[arg-type]
     with (
-        ImapSession.connect(bed_server(dovecot), Path(), mailbox=user) as session,
+        connect(bed_server(dovecot), Path(), mailbox=user) as session,
         pytest.raises(LoginFailed) as caught,
     ):
-        session.login(credentials)
+        session.login(imap_login(credentials))
     error = caught.value
     rendered = "".join(traceback.format_exception(error)) + repr(error)
     assert user in str(error)
@@ -359,8 +287,10 @@ def test_wrong_password_names_the_mailbox_never_the_password(
 
 def test_login_without_auth_plain_uses_login_and_a_literal_for_8bit() -> None:
     with FakeImap(capabilities="IMAP4rev1") as fake:
-        session = ImapSession.connect(fake.server(), Path(), mailbox="m")
-        session.login(Credentials("user_password", "umlaut", None, Secret("pässwörd"), Path()))
+        session = connect(fake.server(), Path(), mailbox="m")
+        session.login(
+            imap_login(Credentials("user_password", "umlaut", None, Secret("pässwörd"), Path()))
+        )
         session.logout()
     assert "LOGIN" in fake.commands
     assert "AUTHENTICATE" not in fake.commands
@@ -369,8 +299,10 @@ def test_login_without_auth_plain_uses_login_and_a_literal_for_8bit() -> None:
 
 def test_sasl_plain_sends_authzid_and_authcid() -> None:
     with FakeImap() as fake:
-        session = ImapSession.connect(fake.server(), Path(), mailbox="alice")
-        session.login(Credentials("sasl_plain", "archiver", "alice", Secret("pw"), Path()))
+        session = connect(fake.server(), Path(), mailbox="alice")
+        session.login(
+            imap_login(Credentials("sasl_plain", "archiver", "alice", Secret("pw"), Path()))
+        )
         session.logout()
     assert fake.auth_payloads == [b"alice\0archiver\0pw"]
 
@@ -381,10 +313,12 @@ def test_refused_login_from_a_fake_never_echoes_the_password() -> None:
         return f"{tag} NO [AUTHENTICATIONFAILED] bad login {args}\r\n".encode()
 
     with FakeImap({"LOGIN": refuse}, capabilities="IMAP4rev1") as fake:
-        session = ImapSession.connect(fake.server(), Path(), mailbox="carol")
+        session = connect(fake.server(), Path(), mailbox="carol")
         with pytest.raises(LoginFailed) as caught:
             session.login(
-                Credentials("user_password", "carol", None, Secret(DISTINCT_PASSWORD), Path())
+                imap_login(
+                    Credentials("user_password", "carol", None, Secret(DISTINCT_PASSWORD), Path())
+                )
             )
         session.logout()
     assert "carol" in str(caught.value)
@@ -395,8 +329,10 @@ def test_refused_login_from_a_fake_never_echoes_the_password() -> None:
 def test_protocol_debug_stays_off(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     with FakeImap(capabilities="IMAP4rev1") as fake:
-        session = ImapSession.connect(fake.server(), Path(), mailbox="m")
-        session.login(Credentials("user_password", "m", None, Secret(DISTINCT_PASSWORD), Path()))
+        session = connect(fake.server(), Path(), mailbox="m")
+        session.login(
+            imap_login(Credentials("user_password", "m", None, Secret(DISTINCT_PASSWORD), Path()))
+        )
         session.logout()
     assert DISTINCT_PASSWORD not in caplog.text
     assert "LOGIN" not in caplog.text
@@ -829,9 +765,9 @@ def test_methods_need_an_examined_folder() -> None:
 @dovecot_only
 def test_logout_never_raises(dovecot: DovecotServer) -> None:
     user = new_user(dovecot)
-    session = ImapSession.connect(bed_server(dovecot), Path(), mailbox=user)
-    session.login(master(dovecot, user))
-    session._imap.sock.close()  # the connection breaks under the session
+    session = connect(bed_server(dovecot), Path(), mailbox=user)
+    session.login(imap_login(master(dovecot, user)))
+    session._channel.imap.sock.close()  # the connection breaks under the session
     session.logout()
     session.logout()
 
@@ -892,7 +828,7 @@ def test_ssl_context_minimum_version_is_tls12(tmp_path: Path) -> None:
     )
     try:
         with pytest.raises(ConnectFailed, match="TLS handshake failed"):
-            ImapSession.connect(server, tmp_path, mailbox="x")
+            connect(server, tmp_path, mailbox="x")
     finally:
         listener.close()
         thread.join(5)

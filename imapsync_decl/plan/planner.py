@@ -18,10 +18,12 @@ import structlog
 
 from imapsync_decl.config.checks import insecure_settings
 from imapsync_decl.config.documents import Delete, Filters, Profile, Server
+from imapsync_decl.config.imap_access import imap_endpoint, imap_login
 from imapsync_decl.config.loader import Loaded
 from imapsync_decl.config.resolve import Config, Mailbox, SecretError, config_digest
+from imapsync_decl.imap.errors import ConnectionLost, ImapError
 from imapsync_decl.imap.facts import FolderInfo
-from imapsync_decl.imap.session import ConnectionLost, ImapError, ImapSession
+from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.plan import deletion, filters
 from imapsync_decl.plan.folders import select_folders
 from imapsync_decl.plan.model import MailboxPlan, Plan, ProfilePlan
@@ -155,12 +157,12 @@ def plan_mailbox(
     server = profile.doc.server
     with structlog.contextvars.bound_contextvars(mailbox=mailbox.login):
         try:
-            session = connect(server, profile.origin.base_dir, mailbox=mailbox.login)
+            session = connect(imap_endpoint(server, profile.origin.base_dir), mailbox=mailbox.login)
         except ImapError as exc:
             log.warning("mailbox_failed", error=str(exc))
             return failed_mailbox(mailbox, str(exc))
         try:
-            session.login(mailbox.credentials)
+            session.login(imap_login(mailbox.credentials))
             folders = session.list_folders()
             choices = select_folders(folders, profile.doc.folders)
             facts: dict[str, FolderFacts] = {}

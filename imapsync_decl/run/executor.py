@@ -30,12 +30,15 @@ from typing import Any
 import structlog
 
 from imapsync_decl.config.documents import Profile
+from imapsync_decl.config.imap_access import imap_endpoint, imap_login
 from imapsync_decl.config.loader import Loaded
 from imapsync_decl.config.resolve import Config, Mailbox, SecretError
 from imapsync_decl.errors import ExitCode
 from imapsync_decl.fs import unwritable_reason
+from imapsync_decl.imap.errors import ConnectionLost, ImapError
 from imapsync_decl.imap.facts import FetchedMessage, FolderInfo
-from imapsync_decl.imap.session import ConnectionLost, ImapError, ImapSession, sequence_set
+from imapsync_decl.imap.session import ImapSession
+from imapsync_decl.imap.wire import sequence_set
 from imapsync_decl.plan import deletion, filters
 from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan
 from imapsync_decl.plan.parallel import in_parallel
@@ -293,13 +296,12 @@ class Executor:
         while True:
             try:
                 session = self.connect(
-                    profile.doc.server,
-                    profile.origin.base_dir,
+                    imap_endpoint(profile.doc.server, profile.origin.base_dir),
                     mailbox=plan.login,
                     should_stop=self.stop.__bool__,  # a stop wakes a waiting read
                 )
                 try:
-                    session.login(mailbox.credentials)
+                    session.login(imap_login(mailbox.credentials))
                     for folder_plan, folder_result, folder_id in work:
                         if self.stop:
                             return
@@ -452,9 +454,8 @@ class Executor:
             )
         if not verified:
             return
-        state = session.select_for_deletion(
-            FolderInfo(plan.path, plan.wire_name, None, frozenset())
-        )
+        writer = session.open_for_deletion(FolderInfo(plan.path, plan.wire_name, None, frozenset()))
+        state = writer.state
         if state.uidvalidity != plan.uidvalidity:
             result.error = (
                 f"UIDVALIDITY of {plan.path} is {state.uidvalidity}, archived under "
@@ -468,8 +469,8 @@ class Executor:
         same = self._same_on_server(
             session, list(deletion.deletable(still, set(verified))), placements, result
         )
-        marked = session.mark_deleted(same, state.highestmodseq)
-        session.expunge_uids(sorted(marked))
+        marked = writer.mark_deleted(same, state.highestmodseq)
+        writer.expunge_uids(sorted(marked))
         result.deleted = len(marked)
         result.kept = len(plan.delete) - len(marked)
         log.info("messages_deleted", deleted=len(marked), kept=result.kept)
