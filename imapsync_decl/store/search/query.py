@@ -173,7 +173,10 @@ def parse_date(text: str) -> datetime.date:
     if match is None:
         raise ValueError(f"not a date as YYYY-MM-DD: {text!r}")
     year, month, day = (int(g) for g in match.groups())
-    return datetime.date(year, month, day)
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:
+        raise ValueError(f"not a date of the calendar: {text!r}") from None
 
 
 def parse_size(text: str) -> int:
