@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from imapsync_decl.errors import ExitCode, UsageError
@@ -676,6 +676,9 @@ _OPERATORS = re.compile(r"(?:\s|[()*]|AND|OR|\{(?:sender|recipients|subject|atta
 
 @settings(max_examples=400, deadline=None)
 @given(text=QUERY_TEXT, sort=st.sampled_from(["date", "-date", "relevance"]))
+@example(text='a "b\x00c" d', sort="date")
+@example(text='from:"\x00" x\uff02y*', sort="relevance")
+@example(text='"NEAR(a b)" OR {sender}:x* ^a', sort="relevance")
 def test_any_text_is_a_query_or_a_query_error(db: sqlite3.Connection, text: str, sort: str) -> None:
     try:
         compiled = compile_query(parse_query(text))
