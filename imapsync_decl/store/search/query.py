@@ -522,9 +522,8 @@ class _Compiler:
         # conditions on d.
         operator = " AND " if isinstance(query, And) else " OR "
         texts = [e for t in query.terms if (e := self.fts(t)) is not None]
-        parts = [self.sql(t) for t in query.terms if self.fts(t) is None]
-        if texts:
-            parts.insert(0, self.match(operator.join(f"({e})" for e in texts)))
+        parts = [self.match(operator.join(f"({e})" for e in texts))] if texts else []
+        parts += [self.sql(t) for t in query.terms if self.fts(t) is None]
         return operator.join(f"({p})" for p in parts)
 
 
