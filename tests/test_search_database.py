@@ -95,3 +95,25 @@ def test_a_symlinked_search_database_is_refused(tmp_path: Path) -> None:
     (archive / SEARCH_NAME).symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ArchiveNotWritable, match="search index"):
         SearchIndex.open(archive)
+
+
+def test_one_cjk_character_is_found_inside_a_run(tmp_path: Path) -> None:
+    archive = archive_with_messages(tmp_path, 2)
+    with SearchIndex.open(archive) as search:
+        search.add(
+            [
+                (sha(0), Doc("x", body=searchable("東京都庁の人々", document=True))),
+                (sha(1), Doc("y", body=searchable("大阪", document=True))),
+            ]
+        )
+
+        def found(match: str) -> list[int]:
+            rows = search.connection.execute(
+                "SELECT rowid FROM search.fts WHERE fts MATCH ? ORDER BY rowid", (match,)
+            ).fetchall()
+            return [int(r[0]) for r in rows]
+
+        assert found('body : "京"') == [1]
+        assert found('body : "人々"') == [1]
+        assert found('body : "東京 京都"') == [1]  # the phrase of a three-character word
+        assert found('body : "京都 東京"') == []

@@ -5,7 +5,10 @@ diacritics, so ``Muller`` finds ``Müller``; it does not split Chinese, Japanese
 Korean text into words, which have no spaces between them. Each run of such
 characters is therefore written as its overlapping bigrams (``東京都`` becomes
 ``東京 京都``), and a query term gets the same treatment, so that a two-character
-word is found inside a longer run.
+word is found inside a longer run, and a longer word is the phrase of its bigrams.
+A document also gets each CJK character once more at its end, on its own, so that
+a one-character query finds it inside a run too; they come after the text so that
+the bigrams of a run stay next to each other for phrase matching.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 # Han, Hiragana, Katakana, Hangul, and their compatibility and extension blocks.
 _CJK = re.compile(
     "["
-    "\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u3190-\u31ff"
+    "\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u3190-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uff9f"
     "\U00020000-\U0003134f"
     "]+"
@@ -32,11 +35,17 @@ def _bigrams(match: re.Match[str]) -> str:
     return " " + " ".join(run[i : i + 2] for i in range(len(run) - 1)) + " "
 
 
-def searchable(text: str) -> str:
+def searchable(text: str, *, document: bool = False) -> str:
     """``text`` normalised for the index and for query terms: NFKC (full-width letters
     and ligatures become plain ones, ``ß`` stays for the tokenizer) and CJK runs as
-    bigrams."""
-    return _CJK.sub(_bigrams, unicodedata.normalize("NFKC", text))
+    bigrams; with ``document``, the distinct CJK characters follow at the end."""
+    normal = unicodedata.normalize("NFKC", text)
+    out = _CJK.sub(_bigrams, normal)
+    if document:
+        singles = dict.fromkeys(c for run in _CJK.findall(normal) if len(run) > 1 for c in run)
+        if singles:
+            out += " " + " ".join(singles)
+    return out
 
 
 def cjk_terms(term: str) -> list[str]:
