@@ -408,7 +408,8 @@ CHILD = textwrap.dedent(
     import random, sys
     from pathlib import Path
     from imapsync_decl.store.message import parse_headers
-    from imapsync_decl.store import Archive, ArchivedMessage
+    from imapsync_decl.store import ArchivedMessage
+    from imapsync_decl.store.archive import open_for_writing
 
     root, seed = Path(sys.argv[1]), int(sys.argv[2])
     rng = random.Random(seed)
@@ -420,7 +421,7 @@ CHILD = textwrap.dedent(
         noise = rng.randbytes(rng.randrange(200_000))
         return b"Subject: unique\\r\\n\\r\\n" + noise
 
-    with Archive.open(root) as archive, archive.lock("crash test"):
+    with open_for_writing(root, "crash test") as archive:
         archive.blobs.remove_temp_files()
         index = archive.index
         user = index.ensure_user("u", "u@example.com")
