@@ -41,8 +41,8 @@ from imapsync_decl.plan import deletion, filters
 from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan
 from imapsync_decl.plan.planner import in_parallel, source_server
 from imapsync_decl.store import (
-    Archive,
     ArchivedMessage,
+    ArchiveStorage,
     BlobError,
     RepairOutcome,
     VerifyReport,
@@ -278,7 +278,7 @@ class Executor:
     def __init__(
         self,
         config: Config,
-        archive: Archive,
+        archive: ArchiveStorage,
         run_id: str,
         *,
         connect: Connect = ImapSession.connect,

@@ -34,6 +34,12 @@ from imapsync_decl.store.index import (
     Recorded,
     UserRecord,
 )
+from imapsync_decl.store.interfaces import (
+    ArchiveStorage,
+    BlobStorage,
+    IndexReader,
+    MessageIndex,
+)
 from imapsync_decl.store.journal import Journal
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
 from imapsync_decl.store.verify import (
@@ -50,18 +56,22 @@ __all__ = [
     "ArchiveIndexError",
     "ArchiveLock",
     "ArchiveLocked",
+    "ArchiveStorage",
     "ArchivedMessage",
     "BlobDamaged",
     "BlobError",
     "BlobInfo",
     "BlobMissing",
+    "BlobStorage",
     "BlobStore",
     "Checkpoint",
     "Index",
     "IndexCorrupt",
+    "IndexReader",
     "IndexTooNew",
     "InvalidBlobName",
     "Journal",
+    "MessageIndex",
     "PlacementConflict",
     "PlacementRow",
     "Recorded",
