@@ -7,6 +7,10 @@ set. The index never names a blob that is not on disk, and the journal holds
 every placement the index holds (``rebuild-index`` restores the index from it);
 a crash leaves at worst an orphan blob, which ``verify`` reports as information
 and the next put of the same content reuses.
+
+The layers above use the store through the protocols of ``interfaces.py`` (the
+operations, not SQL or paths). The store imports nothing but the base modules
+(errors, secrets, log, fs) and its own.
 """
 
 from __future__ import annotations
