@@ -530,6 +530,7 @@ def test_invalid_directory_users_in_the_index_are_warnings_of_validate(
     import json
 
     from imapsync_decl.cli.main import main
+    from imapsync_decl.sources.users import sync_directory_users
     from imapsync_decl.store import Archive
     from imapsync_decl.store.index import UserRecord
 
@@ -541,7 +542,8 @@ def test_invalid_directory_users_in_the_index_are_warnings_of_validate(
         },
     )
     with Archive.open(tmp_path / "archive") as archive:
-        archive.index.sync_directory_users(
+        sync_directory_users(
+            archive.index,
             "ldaps://dir.example.test/dc=x",
             [
                 UserRecord("ann", "ann@example.test", None),

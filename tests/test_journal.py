@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from imapsync_decl.store import MIGRATIONS, ArchivedMessage, BlobStore, Index, Journal
-from imapsync_decl.store.index import _statements
 from imapsync_decl.store.journal import ReadStats, encode
 from imapsync_decl.store.message import MessageHeaders
 from imapsync_decl.store.rebuild import rebuild_index
+from imapsync_decl.store.schema import statements
 
 
 def stored(blobs: BlobStore, uid: int, data: bytes) -> ArchivedMessage:
@@ -28,7 +28,7 @@ def old_index(root: Path, blobs: BlobStore) -> Path:
     index._migrate(MIGRATIONS[:3])
     assert index.schema_version == 3
     info = blobs.put(b"Subject: old\r\n\r\nold\r\n")
-    for statement in _statements(
+    for statement in statements(
         """
         INSERT INTO users (id, name, created_at) VALUES (1, 'alice', 'now');
         INSERT INTO mailboxes (id, user_id, archive_folder, login, profile)

@@ -34,15 +34,20 @@ from imapsync_decl.store import (
     ArchiveIndexError,
     ArchiveLock,
     ArchiveLocked,
+    ArchiveStorage,
     BlobDamaged,
     BlobInfo,
     BlobMissing,
+    BlobStorage,
     BlobStore,
     Checkpoint,
     Index,
+    IndexReader,
     IndexTooNew,
     InvalidBlobName,
+    MessageIndex,
     PlacementConflict,
+    Recorded,
     verify,
 )
 from imapsync_decl.store.message import MAX_VALUE_LENGTH, MessageHeaders, parse_headers
@@ -408,7 +413,8 @@ CHILD = textwrap.dedent(
     import random, sys
     from pathlib import Path
     from imapsync_decl.store.message import parse_headers
-    from imapsync_decl.store import Archive, ArchivedMessage
+    from imapsync_decl.store import ArchivedMessage
+    from imapsync_decl.store.archive import open_for_writing
 
     root, seed = Path(sys.argv[1]), int(sys.argv[2])
     rng = random.Random(seed)
@@ -420,7 +426,7 @@ CHILD = textwrap.dedent(
         noise = rng.randbytes(rng.randrange(200_000))
         return b"Subject: unique\\r\\n\\r\\n" + noise
 
-    with Archive.open(root) as archive, archive.lock("crash test"):
+    with open_for_writing(root, "crash test") as archive:
         archive.blobs.remove_temp_files()
         index = archive.index
         user = index.ensure_user("u", "u@example.com")
@@ -933,3 +939,31 @@ def test_archive_open_creates_everything(tmp_path: Path) -> None:
         assert archive.blobs.root == root
         assert archive.index.counts()["users"] == 0
         assert datetime.now(UTC).year >= 2024
+
+
+# -- storage interfaces ------------------------------------------------------------
+
+
+def test_the_sqlite_index_and_the_blob_directory_fill_the_storage_interfaces(
+    tmp_path: Path,
+) -> None:
+    """mypy checks the assignments (the SQLite Index and the local BlobStore satisfy the
+    protocols planning, apply, verify and export are written against); the calls check
+    that the archive answers through them."""
+    with Archive.open(tmp_path / "archive") as archive:
+        storage: ArchiveStorage = archive
+        blobs: BlobStorage = archive.blobs
+        index: MessageIndex = archive.index
+        reader: IndexReader = archive.index
+        info = blobs.put(TEXT)
+        with index.atomic():
+            user = index.ensure_user("alice", "alice@example.com")
+            mailbox = index.ensure_mailbox(user, "alice@example.com", "alice", "staff")
+            folder = index.ensure_folder(mailbox, "INBOX")
+            entry = ArchivedMessage(1, info, None, (), parse_headers(TEXT))
+            assert index.record(folder, 7, [entry], None) == Recorded(1, 1)
+        assert reader.find_folder("alice", "alice@example.com", "INBOX") == folder
+        assert reader.archived_uids(folder, 7) == {1}
+        assert list(reader.iter_message_hashes()) == [info.sha256]
+        assert list(storage.blobs.iter_hashes()) == [info.sha256]
+        assert verify(storage.blobs, storage.index).ok

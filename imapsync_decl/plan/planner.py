@@ -36,7 +36,7 @@ from imapsync_decl.plan.reconcile import (
     reconcile_mailbox,
     up_to_date,
 )
-from imapsync_decl.store import Index
+from imapsync_decl.store import Index, IndexReader
 from imapsync_decl.store.index import default_journal_dir
 from imapsync_decl.store.journal import Journal
 
@@ -56,7 +56,7 @@ def source_server(server: Server) -> str:
 
 
 def archived_folder(
-    index: Index | None,
+    index: IndexReader | None,
     mailbox: Mailbox,
     server: str,
     path: str,
@@ -96,7 +96,7 @@ def archived_folder(
 
 def plan_folder(
     session: ImapSession,
-    index: Index | None,
+    index: IndexReader | None,
     mailbox: Mailbox,
     folder: FolderInfo,
     rules: Filters,
@@ -150,7 +150,7 @@ def plan_folder(
 def plan_mailbox(
     profile: Loaded[Profile],
     mailbox: Mailbox,
-    index: Index | None,
+    index: IndexReader | None,
     connect: Connect,
     repair: AbstractSet[str] = frozenset(),
 ) -> MailboxPlan:
@@ -198,7 +198,7 @@ def plan_mailbox(
 def make_plan(
     config: Config,
     profile_names: Sequence[str] | None = None,
-    index: Index | None = None,
+    index: IndexReader | None = None,
     *,
     connect: Connect = ImapSession.connect,
     directory_error: str | None = None,

@@ -46,8 +46,8 @@ from imapsync_decl.plan.planner import source_server
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
 from imapsync_decl.store import (
-    Archive,
     ArchivedMessage,
+    ArchiveStorage,
     BlobError,
     VerifyReport,
     repair_outcome,
@@ -148,7 +148,7 @@ class Executor:
     def __init__(
         self,
         config: Config,
-        archive: Archive,
+        archive: ArchiveStorage,
         run_id: str,
         *,
         connect: Connect = ImapSession.connect,

@@ -9,6 +9,7 @@ never removed). ``read`` only reads, for ``plan``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from imapsync_decl.sources.directory import (
     read_directory,
     resolve_password,
 )
-from imapsync_decl.store import Index
+from imapsync_decl.store import Index, UserRecord
 
 log = structlog.get_logger(__name__)
 
@@ -100,13 +101,55 @@ def load_with_index_users(config_dir: Path, display: str) -> Config:
     return dataclasses.replace(config, problems=(*config.problems, *warnings))
 
 
+def sync_directory_users(
+    index: Index, directory: str, users: Sequence[UserRecord]
+) -> dict[str, list[str]]:
+    """Make the users of ``directory`` in the index what the directory says, in one
+    transaction: add the new ones, update the changed ones, mark the ones that are no
+    longer there as gone (never removing anything archived). A user of a Users document
+    or a CSV profile is theirs to describe and is left as it is. Returns the user names
+    per change: ``added``, ``updated``, ``gone``, ``returned``."""
+    changes: dict[str, list[str]] = {"added": [], "updated": [], "gone": [], "returned": []}
+    seen: set[str] = set()
+    with index.atomic():
+        for user in users:
+            seen.add(user.name)
+            listed = dataclasses.replace(
+                user, source="directory", status="active", directory=directory
+            )
+            known = index.find_user(user.name)
+            if known is None:
+                index.add_user(listed)
+                changes["added"].append(user.name)
+                continue
+            if known.source != "directory":
+                continue
+            if known.status == "gone":
+                changes["returned"].append(user.name)
+            elif (known.email, known.display_name, known.aliases) != (
+                user.email,
+                user.display_name,
+                tuple(user.aliases),
+            ):
+                changes["updated"].append(user.name)
+            else:
+                continue
+            index.update_user(listed)
+        for known in index.list_users(source="directory"):
+            listed_here = known.directory == directory and known.status == "active"
+            if listed_here and known.name not in seen:
+                index.set_user_status(known.name, "gone")
+                changes["gone"].append(known.name)
+    return changes
+
+
 def sync(config: Config, index: Index) -> tuple[dict[str, dict[str, list[str]]], DirectoryResult]:
     """Read every directory and bring its users in the index up to date."""
     read = read_all(config)
     changes: dict[str, dict[str, list[str]]] = {}
     if read.error is None:
         for key, records in read.records.items():
-            changes[key] = index.sync_directory_users(key, records)
+            changes[key] = sync_directory_users(index, key, records)
             log.info(
                 "directory_synced", directory=key, **{k: len(v) for k, v in changes[key].items()}
             )

@@ -7,6 +7,10 @@ set. The index never names a blob that is not on disk, and the journal holds
 every placement the index holds (``rebuild-index`` restores the index from it);
 a crash leaves at worst an orphan blob, which ``verify`` reports as information
 and the next put of the same content reuses.
+
+The layers above use the store through the protocols of ``interfaces.py`` (the
+operations, not SQL or paths). The store imports nothing but the base modules
+(errors, secrets, log, fs) and its own.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from imapsync_decl.store.index import (
     Recorded,
     UserRecord,
 )
+from imapsync_decl.store.interfaces import (
+    ArchiveStorage,
+    BlobStorage,
+    IndexReader,
+    MessageIndex,
+)
 from imapsync_decl.store.journal import Journal
 from imapsync_decl.store.lock import ArchiveLock, ArchiveLocked
 from imapsync_decl.store.verify import (
@@ -50,18 +60,22 @@ __all__ = [
     "ArchiveIndexError",
     "ArchiveLock",
     "ArchiveLocked",
+    "ArchiveStorage",
     "ArchivedMessage",
     "BlobDamaged",
     "BlobError",
     "BlobInfo",
     "BlobMissing",
+    "BlobStorage",
     "BlobStore",
     "Checkpoint",
     "Index",
     "IndexCorrupt",
+    "IndexReader",
     "IndexTooNew",
     "InvalidBlobName",
     "Journal",
+    "MessageIndex",
     "PlacementConflict",
     "PlacementRow",
     "Recorded",

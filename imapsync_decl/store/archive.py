@@ -37,7 +37,8 @@ ROOT_MODE = 0o700
 class Archive:
     """``root/blobs/`` (a BlobStore) and ``root/index.sqlite`` (an Index).
 
-    Opening does not lock; writers take ``lock(command)`` first.
+    Opening does not lock; writers open it with :func:`open_for_writing`, which takes
+    the archive's lock first.
     """
 
     def __init__(self, root: Path, blobs: BlobStore, index: Index) -> None:
@@ -72,10 +73,6 @@ class Archive:
                 )
             index = Index.open(root / INDEX_NAME)
         return cls(root, BlobStore(root), index)
-
-    def lock(self, command: str) -> ArchiveLock:
-        """The archive lock for ``command`` (use it as a context manager)."""
-        return ArchiveLock(self.root, command)
 
     def close(self) -> None:
         self.index.close()

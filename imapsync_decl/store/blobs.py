@@ -40,7 +40,7 @@ import structlog
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
-from imapsync_decl.fs import fsync_dir, open_nofollow
+from imapsync_decl.fs import create_exclusive, fsync_dir, open_nofollow, write_all
 
 log = structlog.get_logger(__name__)
 
@@ -372,16 +372,13 @@ class BlobStore:
         while True:
             temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                fd = create_exclusive(temp, FILE_MODE)
             except FileExistsError:
                 continue
             break
         try:
             os.fchmod(fd, FILE_MODE)
-            view = memoryview(content)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, content)
             if sync:
                 os.fsync(fd)
         except BaseException:

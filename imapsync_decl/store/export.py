@@ -36,7 +36,9 @@ from pathlib import Path
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.fs import DIR_MODE, AtomicFile, UnsafePath, check_private_dir
-from imapsync_decl.store import Archive, BlobError, PlacementRow
+from imapsync_decl.store.blobs import BlobError
+from imapsync_decl.store.interfaces import ArchiveStorage
+from imapsync_decl.store.rows import PlacementRow
 
 FORMATS = ("eml", "mbox", "maildir")
 
@@ -198,7 +200,7 @@ class ExportResult:
 
 
 def export_archive(
-    archive: Archive,
+    archive: ArchiveStorage,
     destination: Path,
     export_format: str,
     *,
@@ -233,7 +235,7 @@ def export_archive(
 
 
 def export_eml(
-    archive: Archive,
+    archive: ArchiveStorage,
     destination: Path,
     *,
     user: str | None = None,
@@ -248,7 +250,7 @@ def export_eml(
 
 
 def export_mbox(
-    archive: Archive,
+    archive: ArchiveStorage,
     destination: Path,
     *,
     user: str | None = None,
@@ -263,7 +265,7 @@ def export_mbox(
 
 
 def export_maildir(
-    archive: Archive,
+    archive: ArchiveStorage,
     destination: Path,
     *,
     user: str | None = None,
@@ -308,7 +310,7 @@ def _parts(row: PlacementRow) -> list[str]:
     return [row.user, row.tree_folder or row.archive_folder, *row.folder.split("/")]
 
 
-def _by_folder(archive: Archive, user: str | None, folder: str | None) -> Iterator[_Folder]:
+def _by_folder(archive: ArchiveStorage, user: str | None, folder: str | None) -> Iterator[_Folder]:
     """The selected placements folder by folder, with the folder's path parts."""
     yield from groupby(archive.index.iter_placements(user=user, folder=folder), key=_parts)
 
@@ -317,7 +319,7 @@ class _Export:
     """One export run: the destination's directories (checked once each), the message
     reads (a damaged or missing blob is recorded, not raised) and the counts."""
 
-    def __init__(self, archive: Archive, destination: Path) -> None:
+    def __init__(self, archive: ArchiveStorage, destination: Path) -> None:
         self.archive = archive
         self.destination = destination
         self.messages = self.files = self.bytes = 0

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from imapsync_decl.store.blobs import BlobError, BlobStore
-from imapsync_decl.store.index import Index
+from imapsync_decl.store.blobs import BlobError
+from imapsync_decl.store.interfaces import BlobStorage, IndexReader
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class RepairOutcome:
         }
 
 
-def remove_damaged_orphans(blobs: BlobStore, report: VerifyReport) -> tuple[str, ...]:
+def remove_damaged_orphans(blobs: BlobStorage, report: VerifyReport) -> tuple[str, ...]:
     """Delete the damaged blobs no index row names; return their names."""
     for sha256 in report.damaged_orphans:
         blobs.remove(sha256)
@@ -76,7 +76,7 @@ def remove_damaged_orphans(blobs: BlobStore, report: VerifyReport) -> tuple[str,
 
 
 def repair_outcome(
-    blobs: BlobStore, to_repair: Iterable[str], removed_orphans: Sequence[str] = ()
+    blobs: BlobStorage, to_repair: Iterable[str], removed_orphans: Sequence[str] = ()
 ) -> RepairOutcome:
     """Check each blob of ``to_repair`` again (re-hashed from disk)."""
     repaired: list[str] = []
@@ -92,8 +92,8 @@ def repair_outcome(
 
 
 def verify(
-    blobs: BlobStore,
-    index: Index,
+    blobs: BlobStorage,
+    index: IndexReader,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Re-hash every blob on disk and compare the blobs with the index.
