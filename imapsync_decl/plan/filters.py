@@ -57,6 +57,10 @@ def search_criteria(filters: Filters, on: dt.date) -> tuple[str, ...]:
     return tuple(keys)
 
 
+# The condition of a folder that is searched on every run (flag filters without CONDSTORE).
+SEARCH_ALWAYS = "search-always"
+
+
 def condition(filters: Filters, state: FolderState, on: dt.date) -> str | None:
     """What must stay the same for a checkpoint taken under these filters to hold.
 
@@ -71,7 +75,7 @@ def condition(filters: Filters, state: FolderState, on: dt.date) -> str | None:
         parts["day"] = on.isoformat()
     if filters.skip_unread or filters.skip_flagged:
         if state.highestmodseq is None:
-            return "search-always"
+            return SEARCH_ALWAYS
         parts["highestmodseq"] = state.highestmodseq
     text = json.dumps(parts, sort_keys=True)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -42,8 +42,6 @@ from imapsync_decl.store.journal import Journal
 
 log = structlog.get_logger(__name__)
 
-Connect = Callable[..., ImapSession]
-
 
 def profile_warnings(server: Server) -> tuple[str, ...]:
     """Warnings that every plan and run protocol of the profile carries."""
@@ -151,13 +149,17 @@ def plan_mailbox(
     profile: Loaded[Profile],
     mailbox: Mailbox,
     index: IndexReader | None,
-    connect: Connect,
     repair: AbstractSet[str] = frozenset(),
+    should_stop: Callable[[], bool] | None = None,
 ) -> MailboxPlan:
     server = profile.doc.server
     with structlog.contextvars.bound_contextvars(mailbox=mailbox.login):
         try:
-            session = connect(imap_endpoint(server, profile.origin.base_dir), mailbox=mailbox.login)
+            session = ImapSession.connect(
+                imap_endpoint(server, profile.origin.base_dir),
+                mailbox=mailbox.login,
+                should_stop=should_stop,
+            )
         except ImapError as exc:
             log.warning("mailbox_failed", error=str(exc))
             return failed_mailbox(mailbox, str(exc))
@@ -200,7 +202,6 @@ def make_plan(
     profile_names: Sequence[str] | None = None,
     index: IndexReader | None = None,
     *,
-    connect: Connect = ImapSession.connect,
     directory_error: str | None = None,
     users_added: Sequence[str] = (),
     repair: AbstractSet[str] = frozenset(),
@@ -220,8 +221,6 @@ def make_plan(
     synchronise with them are errors, with nothing planned. ``users_added``: users a
     directory sync adds, shown on those profiles.
     """
-    if should_stop is not None:
-        connect = functools.partial(connect, should_stop=should_stop)
     profiles = []
     for item in config.profiles:
         if profile_names and item.doc.name not in profile_names:
@@ -234,26 +233,22 @@ def make_plan(
             if not c.selected
         )
         if needs_directory and directory_error is not None:
-            profiles.append(
-                ProfilePlan(
-                    name=item.doc.name,
-                    server=f"{server.host}:{server.effective_port}",
-                    security=server.security,
-                    warnings=profile_warnings(server),
-                    error=f"{directory_error}; nothing is archived for this profile",
+            error: str | None = f"{directory_error}; nothing is archived for this profile"
+            mailboxes: tuple[MailboxPlan, ...] = ()
+        else:
+            error = None
+            with structlog.contextvars.bound_contextvars(profile=item.doc.name):
+                mailboxes = tuple(
+                    in_parallel(
+                        item.doc.max_concurrent_jobs,
+                        [
+                            functools.partial(
+                                plan_mailbox, item, mailbox, index, repair, should_stop
+                            )
+                            for mailbox in config.mailboxes.get(item.doc.name, ())
+                        ],
+                    )
                 )
-            )
-            continue
-        with structlog.contextvars.bound_contextvars(profile=item.doc.name):
-            mailboxes = tuple(
-                in_parallel(
-                    item.doc.max_concurrent_jobs,
-                    [
-                        functools.partial(plan_mailbox, item, mailbox, index, connect, repair)
-                        for mailbox in config.mailboxes.get(item.doc.name, ())
-                    ],
-                )
-            )
         profiles.append(
             ProfilePlan(
                 name=item.doc.name,
@@ -261,8 +256,9 @@ def make_plan(
                 security=server.security,
                 warnings=profile_warnings(server),
                 mailboxes=mailboxes,
-                users_added=tuple(users_added) if needs_directory else (),
-                not_selected=not_selected,
+                users_added=tuple(users_added) if needs_directory and error is None else (),
+                not_selected=not_selected if error is None else (),
+                error=error,
             )
         )
     return Plan(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from imapsync_decl.config.resolve import Mailbox
 from imapsync_decl.imap.facts import FolderInfo, FolderState
 from imapsync_decl.plan import deletion
+from imapsync_decl.plan.filters import SEARCH_ALWAYS
 from imapsync_decl.plan.folders import FolderChoice
 from imapsync_decl.plan.model import ExcludedFolder, FolderPlan, MailboxPlan
 
@@ -40,9 +41,6 @@ class ArchivedFolder:
     archived_other: int = 0  # placements under other UIDVALIDITY values
     condition: str | None = None  # the checkpoint's condition
     to_repair: frozenset[int] = frozenset()  # UIDs whose blob is damaged or missing
-
-
-SEARCH_ALWAYS = "search-always"
 
 
 def up_to_date(state: FolderState, archived: ArchivedFolder, condition: str | None = None) -> bool:

@@ -56,7 +56,6 @@ from imapsync_decl.store.message import parse_headers
 
 log = structlog.get_logger(__name__)
 
-Connect = Callable[..., ImapSession]
 
 RETRIES = 3  # reconnects per mailbox after a dropped connection
 BACKOFF_SECONDS = 1.0  # doubled after each retry
@@ -151,20 +150,16 @@ class Executor:
         archive: ArchiveStorage,
         run_id: str,
         *,
-        connect: Connect = ImapSession.connect,
         batching: Batching = Batching(),
         stop: StopRequested | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         progress: Progress | None = None,
         repair: VerifyReport | None = None,
     ) -> None:
         self.config = config
         self.archive = archive
         self.run_id = run_id
-        self.connect = connect
         self.batching = batching
         self.stop = stop if stop is not None else StopRequested()
-        self.sleep = sleep
         self.progress: Progress = progress if progress is not None else NoProgress()
         # apply --repair: what verify found, and the damaged or missing blobs not yet
         # written again.
@@ -295,7 +290,7 @@ class Executor:
         attempt = 0
         while True:
             try:
-                session = self.connect(
+                session = ImapSession.connect(
                     imap_endpoint(profile.doc.server, profile.origin.base_dir),
                     mailbox=plan.login,
                     should_stop=self.stop.__bool__,  # a stop wakes a waiting read
@@ -326,7 +321,7 @@ class Executor:
                     raise
                 delay = BACKOFF_SECONDS * 2 ** (attempt - 1)
                 log.warning("connection_lost", error=str(exc), retry_in=delay, attempt=attempt)
-                self.sleep(delay)
+                time.sleep(delay)
 
     def _complete(self, folder_id: int, plan: FolderPlan) -> None:
         """The folder holds everything up to the planned state: checkpoint it."""
