@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.plan.model import ExcludedFolder, FolderPlan, MailboxPlan, Plan, ProfilePlan
 from imapsync_decl.run import executor
 from imapsync_decl.store import BlobStore, Index
 
@@ -247,56 +246,6 @@ def test_plan_and_apply_leave_the_server_unchanged(bed: Bed) -> None:
         after = client.fetch(client.search("ALL"), ["FLAGS"])
     assert {u: d[b"FLAGS"] for u, d in after.items()} == {u: d[b"FLAGS"] for u, d in before.items()}
     assert all(b"\\Seen" not in d[b"FLAGS"] for d in after.values())
-
-
-def test_plan_json_round_trips() -> None:
-    plan = Plan(
-        id="p1",
-        created_at="2026-11-29T00:00:00+00:00",
-        archive="/srv/archive",
-        archive_id=None,
-        profiles=(
-            ProfilePlan(
-                "staff",
-                "imap.example.com:993",
-                "tls",
-                ("w",),
-                (
-                    MailboxPlan(
-                        "staff",
-                        "master",
-                        "alice",
-                        "alice@example.com",
-                        "alice@example.com",
-                        "alice@example.com",
-                        folders=(
-                            FolderPlan(
-                                "INBOX", "INBOX", "archive", 7, 10, 9, None, (1, 2, 9), 300, 6
-                            ),
-                            FolderPlan(
-                                "Übersicht",
-                                "&ANw-bersicht",
-                                "rescan",
-                                8,
-                                3,
-                                2,
-                                5,
-                                (1, 2),
-                                20,
-                                0,
-                                "n",
-                            ),
-                            FolderPlan("X", "X", "error", note="gone"),
-                        ),
-                        excluded=(ExcludedFolder("Trash", "default exclusion: \\Trash"),),
-                    ),
-                ),
-            ),
-        ),
-    )
-    body = json.loads(json.dumps(plan.to_json()))
-    assert Plan.from_json(body) == plan
-    assert body["totals"]["messages"] == 5
 
 
 def test_a_second_concurrent_apply_exits_13_naming_the_first(
