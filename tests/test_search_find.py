@@ -57,7 +57,7 @@ def archive(directory: Path) -> Path:
     return directory
 
 
-def hits(directory: Path, text: str, scope: Scope = Scope()) -> list[tuple[str, str]]:
+def hits(directory: Path, text: str, scope: Scope | None = None) -> list[tuple[str, str]]:
     with SearchIndex.open(directory) as search:
         found = find(search, parse_query(text), scope, sort="date")
     return sorted((h.user, h.folder) for h in found)
