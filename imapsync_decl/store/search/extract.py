@@ -155,7 +155,29 @@ class _RawHeaders(Compat32):
 
 
 def _parse(raw: bytes) -> Message:
-    """The message tree of ``raw``, as far as it could be parsed."""
+    """The message tree of ``raw``, as far as it could be parsed.
+
+    A message of one part whose body is longer than anything read of it (a large
+    text or a single attachment) has only its header section parsed; its body is cut
+    before it is handed over, so that it is never copied whole.
+    """
+    if not raw.startswith((b"\r\n", b"\n")):
+        end = _HEADER_END.search(raw)
+        if end is not None and len(raw) - end.end() > _SINGLE_PART_BODY:
+            head = _feed(raw[: end.end()])
+            if not head.defects and head.get_content_maintype() not in _CONTAINERS:
+                body = raw[end.end() : end.end() + _SINGLE_PART_BODY]
+                head.set_payload(body.decode("ascii", "surrogateescape"))
+                return head
+    return _feed(raw)
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_SINGLE_PART_BODY = 3 * MAX_PART_TEXT  # covers MAX_PART_TEXT bytes in base64 or quoted-printable
+_CONTAINERS = ("multipart", "message")
+
+
+def _feed(raw: bytes) -> Message:
     factory = _Counted()
     parser = BytesFeedParser(policy=_RawHeaders(message_factory=factory))
     try:
