@@ -353,18 +353,27 @@ def test_a_20_mb_message_takes_a_few_times_its_size() -> None:
             _text_part("see the attached archive"),
             b"Content-Type: application/octet-stream; name=big.bin\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(payload),
+            _text_part("a word after the archive"),
         ]
     )
     assert len(raw) > 20 * 1024 * 1024
     document, peak = _peak(raw)
     assert document.attachment_names == ("big.bin",)
-    assert "attached archive" in document.body
-    assert peak < 4 * len(raw)
+    assert "see the attached archive" in document.body
+    assert "a word after the archive" in document.body
+    assert peak < 3 * len(raw)
 
-    text = ("Grüße aus der Ferne. " * (21 * 1024 * 1024 // 22)).encode()
-    document, peak = _peak(b"Subject: long\r\nContent-Type: text/plain\r\n\r\n" + text)
-    assert document.body.startswith("Grüße aus der Ferne.")
-    assert peak < 4 * len(text)
+
+@pytest.mark.parametrize("line_end", ["\r\n", " "])
+def test_a_20_mb_text_takes_a_few_times_its_size(line_end: str) -> None:
+    line = "Grüße aus der Ferne." + line_end
+    text = (line * (20 * 1024 * 1024 // len(line))).encode()
+    raw = _multipart([_text_part("first"), _text_part(text.decode()), _text_part("last")])
+    document, peak = _peak(raw)
+    assert document.body.startswith("first\nGrüße aus der Ferne.")
+    assert document.body.endswith("\nlast")
+    assert MAX_PART_TEXT / 2 < len(document.body) < MAX_PART_TEXT
+    assert peak < 5 * len(raw)
 
 
 # Never raises ---------------------------------------------------------------------------

@@ -155,37 +155,47 @@ class _RawHeaders(Compat32):
 
 
 def _parse(raw: bytes) -> Message:
-    """The message tree of ``raw``, as far as it could be parsed.
-
-    A message of one part whose body is longer than anything read of it (a large
-    text or a single attachment) has only its header section parsed; its body is cut
-    before it is handed over, so that it is never copied whole.
-    """
-    if not raw.startswith((b"\r\n", b"\n")):
-        end = _HEADER_END.search(raw)
-        if end is not None and len(raw) - end.end() > _SINGLE_PART_BODY:
-            head = _feed(raw[: end.end()])
-            if not head.defects and head.get_content_maintype() not in _CONTAINERS:
-                body = raw[end.end() : end.end() + _SINGLE_PART_BODY]
-                head.set_payload(body.decode("ascii", "surrogateescape"))
-                return head
-    return _feed(raw)
-
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_SINGLE_PART_BODY = 3 * MAX_PART_TEXT  # covers MAX_PART_TEXT bytes in base64 or quoted-printable
-_CONTAINERS = ("multipart", "message")
-
-
-def _feed(raw: bytes) -> Message:
+    """The message tree of ``raw``, as far as it could be parsed."""
     factory = _Counted()
     parser = BytesFeedParser(policy=_RawHeaders(message_factory=factory))
     try:
-        for start in range(0, len(raw), _FEED_CHUNK):
-            parser.feed(raw[start : start + _FEED_CHUNK])
+        for piece in _bounded(raw):
+            for start in range(0, len(piece), _FEED_CHUNK):
+                parser.feed(bytes(piece[start : start + _FEED_CHUNK]))
         return parser.close()
     except Exception:  # the part limit, or the parser tripping over deep nesting
         return factory.root if factory.root is not None else Message()
+
+
+_DASH_LINE = re.compile(rb"[\r\n]--")
+_STRETCH = 3 * MAX_PART_TEXT  # MAX_PART_TEXT bytes even in quoted-printable, at 3 bytes each
+
+
+def _bounded(raw: bytes) -> list[memoryview | bytes]:
+    """``raw``, as pieces to parse, with every stretch between two lines that begin with
+    "--" cut to ``_STRETCH`` bytes.
+
+    MIME boundaries are such lines, so a cut never loses a part: it drops the end of
+    one part's content, beyond what is read of it (attachments are only named, text
+    is read up to ``MAX_PART_TEXT`` bytes). The parser then never holds more than that
+    of any part, however large the message.
+    """
+    if len(raw) <= _STRETCH:
+        return [raw]
+    view = memoryview(raw)
+    pieces: list[memoryview | bytes] = []
+    piece = stretch = 0
+    ends = [match.start() + 1 for match in _DASH_LINE.finditer(raw)]
+    for end in [*ends, len(raw)]:
+        if end - stretch > _STRETCH:
+            limit = stretch + _STRETCH
+            pieces.append(view[piece:limit])
+            if raw[limit - 1 : limit] not in (b"\r", b"\n"):
+                pieces.append(b"\r\n")  # cut inside a line: the next boundary starts one
+            piece = end
+        stretch = end
+    pieces.append(view[piece:])
+    return pieces
 
 
 # Headers ------------------------------------------------------------------------------
