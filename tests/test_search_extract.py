@@ -4,7 +4,9 @@ robustness on arbitrary bytes, and the documents found through an FTS5 table."""
 from __future__ import annotations
 
 import base64
+import quopri
 import sqlite3
+import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import fields
@@ -24,6 +26,7 @@ from imapsync_decl.store.search.extract import (
     SearchDocument,
     extract,
 )
+from imapsync_decl.store.search.markup import MAX_NESTING, html_text
 from imapsync_decl.store.search.text import FTS_TOKENIZER, searchable
 
 MAIL = Path(__file__).parent / "fixtures" / "mail"
@@ -139,6 +142,30 @@ def test_html_is_text_without_markup_scripts_or_styles() -> None:
     assert not document.has_attachment
 
 
+def _html_mail(markup: str) -> bytes:
+    return b"Subject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + markup.encode()
+
+
+def test_deeply_nested_html_is_read_in_linear_time() -> None:
+    depth = 100 * MAX_NESTING
+    markup = (
+        "<div>" * depth + "deepword <!-- hiddencomment --><b>bold</b>er &eacute;t&eacute;"
+        "<style>hiddenstyle</style><p>next<script>hiddenscript"
+    )
+    started = time.monotonic()
+    body = extract(_html_mail(markup)).body
+    assert time.monotonic() - started < 10  # the HTML5 parser would take minutes
+    assert body.split() == ["deepword", "bolder", "été", "next"]
+
+
+def test_the_linear_reading_gives_the_words_of_the_parser() -> None:
+    raw = mail("html-only.eml")
+    markup = quopri.decodestring(raw.split(b"\n\n", 1)[1]).decode()
+    deep = "<div>" * (MAX_NESTING + 1) + markup
+    assert extract(_html_mail(deep)).body.split() == extract(raw).body.split()
+    assert html_text(markup).split() == html_text(deep).split()
+
+
 def test_nested_alternative_takes_the_plain_text_and_names_the_attachment() -> None:
     document = doc("nested.eml")
     assert "plainword" in document.body
@@ -227,7 +254,7 @@ def test_headers_stay_when_the_body_cannot_be_read(monkeypatch: pytest.MonkeyPat
     def broken(html: str) -> str:
         raise RuntimeError("parser failure")
 
-    monkeypatch.setattr(extract_module, "_html_text", broken)
+    monkeypatch.setattr(extract_module, "html_text", broken)
     document = doc("html-only.eml")
     assert not document.extracted
     assert document.body == ""

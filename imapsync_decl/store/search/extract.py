@@ -29,8 +29,7 @@ from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.policy import Compat32, Policy
 
-from selectolax.lexbor import LexborHTMLParser
-
+from imapsync_decl.store.search.markup import html_text
 from imapsync_decl.store.search.text import searchable
 
 MAX_PARTS = 1000
@@ -165,6 +164,8 @@ def _parse(raw: bytes) -> Message:
         return parser.close()
     except Exception:  # the part limit, or the parser tripping over deep nesting
         return factory.root if factory.root is not None else Message()
+    finally:
+        factory.root = None  # each part's policy holds the factory: no cycle back to the tree
 
 
 _DASH_LINE = re.compile(rb"[\r\n]--")
@@ -387,26 +388,6 @@ def _valid(text: str) -> str:
 
 # Body and attachments ----------------------------------------------------------------
 
-_BLOCKS = (
-    "address, article, aside, blockquote, br, caption, center, dd, div, dl, dt, footer, "
-    "form, h1, h2, h3, h4, h5, h6, header, hr, li, main, nav, ol, p, pre, section, "
-    "table, td, th, tr, ul"
-)
-_HIDDEN = ["script", "style", "noscript", "template", "head"]
-
-
-def _html_text(html: str) -> str:
-    """The text of an HTML document: scripts, styles and the head dropped, entities
-    decoded, a line break after each block, so that words of two blocks stay apart."""
-    tree = LexborHTMLParser(html)
-    tree.strip_tags(_HIDDEN, recursive=True)
-    root = tree.root
-    if root is None:
-        return ""
-    for node in root.css(_BLOCKS):
-        node.insert_after("\n")
-    return root.text(separator="")
-
 
 @dataclass
 class _Body:
@@ -520,5 +501,5 @@ def _part_text(part: Message, html: bool) -> str:
     charset = part.get_content_charset()
     text = _charset_text(data, charset)
     if html:
-        text = _html_text(text)
+        text = html_text(text)
     return text.replace("\x00", " ")
