@@ -1,0 +1,505 @@
+"""Extraction: a message's bytes to the fields the search index holds about it.
+
+``extract`` reads a raw message with the standard library's ``email`` package and
+gives a ``SearchDocument``: the texts of the FTS columns (sender, recipients,
+subject, body, attachment, other), already passed through ``text.searchable``, and
+the values shown in results (decoded From, To and Subject, the date, the size,
+the attachment names).
+
+Mail in the wild is broken in every way the standards leave open, so ``extract``
+never raises: headers are decoded leniently (8-bit bytes as UTF-8, else
+Windows-1252; RFC 2047 encoded words, also when folded in the middle), a charset
+that is missing, wrong or unknown falls back to UTF-8, then Windows-1252, and a
+body that cannot be read still leaves a document with its header fields
+(``extracted`` is False). The work is bounded: at most ``MAX_PARTS`` parts are
+parsed, ``MAX_DEPTH`` levels of nesting walked, ``MAX_PART_TEXT`` bytes of each
+part decoded and ``MAX_BODY_TEXT`` characters of body text kept; what is beyond is
+cut, and the rest of the document stands.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import email.utils
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.feedparser import BytesFeedParser
+from email.message import Message
+from email.policy import Compat32, Policy
+
+from imapsync_decl.store.search.markup import html_text
+from imapsync_decl.store.search.text import searchable
+
+MAX_PARTS = 1000
+"""At most this many MIME parts of a message are parsed and looked at."""
+
+MAX_DEPTH = 20
+"""Parts nested deeper than this (multipart in multipart ...) are not looked at."""
+
+MAX_PART_TEXT = 4 * 1024 * 1024
+"""At most this many bytes of a part's decoded content are read as text."""
+
+MAX_BODY_TEXT = 8 * 1024 * 1024
+"""At most this many characters of body text are kept per message."""
+
+MAX_HEADER_TEXT = 64 * 1024
+"""Each decoded header value is cut to this many characters."""
+
+MAX_DISPLAY = 1000
+"""``from_display``, ``to_display`` and ``subject_display`` are cut to this many characters."""
+
+_FEED_CHUNK = 1024 * 1024
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SearchDocument:
+    """What the search index holds about one message.
+
+    The first six fields are the texts of the FTS columns, normalised by
+    ``text.searchable``; the others are plain values for results and filters.
+    """
+
+    sender: str
+    recipients: str
+    subject: str
+    body: str
+    attachment: str
+    other: str
+    from_display: str
+    to_display: str
+    subject_display: str
+    date: datetime | None
+    size: int
+    has_attachment: bool
+    attachment_names: tuple[str, ...]
+    extracted: bool
+
+
+def extract(raw: bytes, internal_date: datetime | None = None) -> SearchDocument:
+    """The search document of a raw message (the exact bytes of the server's ``BODY[]``).
+
+    ``internal_date`` (the server's INTERNALDATE) stands in for a Date header that
+    is missing, unparsable, before 1970 or more than a day in the future. Never
+    raises on any input.
+    """
+    message = _parse(raw)
+    headers = _Headers(message)
+    body = _Body()
+    extracted = True
+    try:
+        body.walk(message, depth=0, embedded=False, quiet=False)
+    except Exception:  # the email package and codecs fail in odd ways on broken mail
+        extracted = False
+    if not extracted:
+        body = _Body()
+
+    sender = [*headers.texts("from"), *headers.texts("reply-to")]
+    recipients = [*headers.texts("to"), *headers.texts("cc"), *headers.texts("bcc")]
+    subject = headers.first("subject")
+    date_texts = headers.texts("date")
+    other = [*headers.texts("message-id"), *headers.texts("list-id"), *date_texts]
+    names = tuple(body.names)
+    return SearchDocument(
+        sender=searchable("\n".join(sender)),
+        recipients=searchable("\n".join(recipients)),
+        subject=searchable(subject),
+        body=searchable(body.text()),
+        attachment=searchable("\n".join(names)),
+        other=searchable("\n".join(other)),
+        from_display=_display(headers, "from"),
+        to_display=_display(headers, "to"),
+        subject_display=_one_line(subject)[:MAX_DISPLAY],
+        date=_message_date(date_texts[0] if date_texts else None, internal_date),
+        size=len(raw),
+        has_attachment=body.has_attachment,
+        attachment_names=names,
+        extracted=extracted,
+    )
+
+
+# Parsing ------------------------------------------------------------------------------
+
+
+class _PartLimit(Exception):
+    """Raised by the message factory when a message has more parts than are parsed."""
+
+
+class _Counted:
+    """The parser's message factory: counts the parts it makes, stops at ``MAX_PARTS``,
+    and keeps the first one (the message itself) for when parsing stops early."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.root: Message | None = None
+
+    def __call__(self, policy: Policy[Message]) -> Message:
+        self.made += 1
+        if self.made > MAX_PARTS + 1:
+            raise _PartLimit
+        message = Message(policy=policy)
+        if self.root is None:
+            self.root = message
+        return message
+
+
+class _RawHeaders(Compat32):
+    """The forgiving ``compat32`` policy, handing out header values as they stand
+    (folded, 8-bit bytes as surrogate escapes), for this module to decode."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+def _parse(raw: bytes) -> Message:
+    """The message tree of ``raw``, as far as it could be parsed."""
+    factory = _Counted()
+    parser = BytesFeedParser(policy=_RawHeaders(message_factory=factory))
+    try:
+        for piece in _bounded(raw):
+            for start in range(0, len(piece), _FEED_CHUNK):
+                parser.feed(bytes(piece[start : start + _FEED_CHUNK]))
+        return parser.close()
+    except Exception:  # the part limit, or the parser tripping over deep nesting
+        return factory.root if factory.root is not None else Message()
+    finally:
+        factory.root = None  # each part's policy holds the factory: no cycle back to the tree
+
+
+_DASH_LINE = re.compile(rb"[\r\n]--")
+_STRETCH = 3 * MAX_PART_TEXT  # MAX_PART_TEXT bytes even in quoted-printable, at 3 bytes each
+
+
+def _bounded(raw: bytes) -> list[memoryview | bytes]:
+    """``raw``, as pieces to parse, with every stretch between two lines that begin with
+    "--" cut to ``_STRETCH`` bytes.
+
+    MIME boundaries are such lines, so a cut never loses a part: it drops the end of
+    one part's content, beyond what is read of it (attachments are only named, text
+    is read up to ``MAX_PART_TEXT`` bytes). The parser then never holds more than that
+    of any part, however large the message.
+    """
+    if len(raw) <= _STRETCH:
+        return [raw]
+    view = memoryview(raw)
+    pieces: list[memoryview | bytes] = []
+    piece = stretch = 0
+    ends = [match.start() + 1 for match in _DASH_LINE.finditer(raw)]
+    for end in [*ends, len(raw)]:
+        if end - stretch > _STRETCH:
+            limit = stretch + _STRETCH
+            pieces.append(view[piece:limit])
+            if raw[limit - 1 : limit] not in (b"\r", b"\n"):
+                pieces.append(b"\r\n")  # cut inside a line: the next boundary starts one
+            piece = end
+        stretch = end
+    pieces.append(view[piece:])
+    return pieces
+
+
+# Headers ------------------------------------------------------------------------------
+
+
+_FOLD_IN_WORD = re.compile(r"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*)\r?\n[ \t]+(?=[^?\s]*\?=)")
+_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n$")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+_SPACES = re.compile(r"\s+")
+
+
+class _Headers:
+    """The header fields of a message, unfolded and decoded on demand."""
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+
+    def raw(self, name: str) -> list[str]:
+        """The unfolded values of every field called ``name``, 8-bit bytes decoded, but
+        encoded words left as they are (for address parsing)."""
+        try:
+            values = self._message.get_all(name) or []
+        except Exception:
+            return []
+        return [_unfold(str(value))[:MAX_HEADER_TEXT] for value in values]
+
+    def texts(self, name: str) -> list[str]:
+        """The decoded values of every field called ``name``."""
+        return [_decode_words(value)[:MAX_HEADER_TEXT] for value in self.raw(name)]
+
+    def first(self, name: str) -> str:
+        texts = self.texts(name)
+        return texts[0] if texts else ""
+
+
+def _unfold(value: str) -> str:
+    """A header value on one line; 8-bit bytes (surrogate escapes) read as UTF-8, else
+    Windows-1252."""
+    if any("\udc80" <= char <= "\udcff" for char in value):
+        value = _bytes_text(value.encode("utf-8", "surrogateescape"))
+    value = _FOLD_IN_WORD.sub(r"\1", value)
+    return _FOLD.sub("", value)
+
+
+def _decode_words(value: str) -> str:
+    """``value`` with its RFC 2047 encoded words decoded. Whitespace between two
+    encoded words goes; adjacent words in one charset are decoded together, so that a
+    character split across them comes out whole. A word that does not decode stays."""
+    if "=?" not in value:
+        return value
+    pieces: list[str] = []
+    charset: str | None = None
+    pending = bytearray()
+    end = 0
+    for match in _ENCODED_WORD.finditer(value):
+        data = _word_bytes(match.group(2), match.group(3))
+        if data is None:
+            continue
+        gap = value[end : match.start()]
+        word_charset = match.group(1).split("*", 1)[0].lower()
+        if charset is None or gap.strip() or word_charset != charset:
+            if charset is not None:
+                pieces.append(_charset_text(bytes(pending), charset))
+                pending.clear()
+            if charset is None or gap.strip():
+                pieces.append(gap)
+        charset = word_charset
+        pending += data
+        end = match.end()
+    if charset is not None:
+        pieces.append(_charset_text(bytes(pending), charset))
+    pieces.append(value[end:])
+    return "".join(pieces)
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes | None:
+    """The bytes an encoded word carries, or None when it carries none."""
+    try:
+        data = payload.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    if encoding in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    data = data.rstrip(b"=")
+    if len(data) % 4 == 1:  # a lone last character carries no whole byte
+        data = data[:-1]
+    try:
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _display(headers: _Headers, name: str) -> str:
+    """The addresses of a field as ``Name <address>``, joined by ", "."""
+    raw = headers.raw(name)
+    try:
+        pairs = email.utils.getaddresses(raw)
+    except Exception:
+        pairs = []
+    shown: list[str] = []
+    for display_name, address in pairs:
+        display_name = _one_line(_decode_words(display_name))
+        address = _one_line(address)
+        if display_name and address:
+            shown.append(f"{display_name} <{address}>")
+        elif display_name or address:
+            shown.append(display_name or address)
+    if not shown:
+        shown = [_one_line(text) for text in headers.texts(name)]
+    return ", ".join(text for text in shown if text)[:MAX_DISPLAY]
+
+
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+def _message_date(header: str | None, internal_date: datetime | None) -> datetime | None:
+    """The Date header as an aware UTC datetime, if it is sensible; else the internal
+    date; else None."""
+    fallback = _utc(internal_date) if internal_date is not None else None
+    if not header:
+        return fallback
+    try:
+        date = email.utils.parsedate_to_datetime(header)
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return fallback
+    date = _utc(date)
+    if date < _EPOCH or date > datetime.now(UTC) + timedelta(days=1):
+        return fallback
+    return date
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+# Charsets -----------------------------------------------------------------------------
+
+# Labels that real mail uses for text in a larger charset: decode with the superset.
+_SUPERSETS = {
+    "iso8859-1": "cp1252",
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "big5": "big5hkscs",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "iso2022_jp": "iso2022_jp_ext",
+}
+
+
+def _charset_text(data: bytes, charset: str | None) -> str:
+    """``data`` in ``charset``. No charset, US-ASCII (often a wrong label) or a name that
+    is not a known text encoding: UTF-8 if it is valid, else Windows-1252."""
+    if not charset:
+        return _bytes_text(data)
+    try:
+        codec = codecs.lookup(charset.strip().strip("\"'")).name
+    except (LookupError, ValueError, TypeError):
+        return _bytes_text(data)
+    if codec == "ascii":
+        return _bytes_text(data)
+    try:
+        return _valid(data.decode(_SUPERSETS.get(codec, codec), "replace"))
+    except Exception:  # not a text encoding (base64, zlib ...), or a codec that fails
+        return _bytes_text(data)
+
+
+def _bytes_text(data: bytes) -> str:
+    """Unlabelled 8-bit text: UTF-8 if it is valid, else Windows-1252."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _valid(text: str) -> str:
+    """``text`` without lone surrogates, which no database or parser takes."""
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+# Body and attachments ----------------------------------------------------------------
+
+
+@dataclass
+class _Body:
+    """Body text and attachments, gathered by walking a message's parts."""
+
+    pieces: list[str] = field(default_factory=list)
+    room: int = MAX_BODY_TEXT
+    names: list[str] = field(default_factory=list)
+    has_attachment: bool = False
+    parts: int = 0
+
+    def text(self) -> str:
+        return "\n".join(self.pieces)
+
+    def add(self, text: str) -> None:
+        text = text.strip()
+        if text and self.room > 0:
+            text = text[: self.room]
+            self.pieces.append(text)
+            self.room -= len(text) + 1
+
+    def walk(self, part: Message, depth: int, embedded: bool, quiet: bool) -> None:
+        """Gather ``part``: its text as body unless ``quiet`` (an alternative not taken),
+        its attachments always. ``embedded``: inside a message/rfc822 part already."""
+        self.parts += 1
+        if self.parts > MAX_PARTS or depth > MAX_DEPTH:
+            return
+        content_type = part.get_content_type()
+        if part.is_multipart():
+            children = [child for child in part.get_payload() if isinstance(child, Message)]
+            if content_type in ("message/rfc822", "message/global"):
+                self._message(part, children, depth, embedded, quiet)
+            elif content_type.startswith("message/"):  # delivery reports: header blocks
+                if _is_attachment(part, content_type):
+                    self._attachment(part)
+            else:
+                taken = _taken(children) if content_type == "multipart/alternative" else None
+                for child in children:
+                    skip = quiet or (taken is not None and child is not taken)
+                    self.walk(child, depth + 1, embedded, skip)
+        elif _is_attachment(part, content_type):
+            self._attachment(part)
+        elif content_type.startswith("text/") and not quiet:
+            self.add(_part_text(part, html=content_type == "text/html"))
+
+    def _message(
+        self, part: Message, children: list[Message], depth: int, embedded: bool, quiet: bool
+    ) -> None:
+        """A message/rfc822 part: an attachment, whose subject and text are body text of
+        the outer message (one level down; deeper ones are attachments only)."""
+        inner = children[0] if children else None
+        subject = _Headers(inner).first("subject") if inner is not None else ""
+        self._attachment(part, fallback=_one_line(subject))
+        if inner is not None and not embedded and not quiet:
+            self.add(subject)
+            self.walk(inner, depth + 1, embedded=True, quiet=False)
+
+    def _attachment(self, part: Message, fallback: str = "") -> None:
+        self.has_attachment = True
+        name = _file_name(part) or fallback
+        if name:
+            self.names.append(name[:MAX_DISPLAY])
+
+
+def _taken(children: list[Message]) -> Message | None:
+    """The alternative whose text is the body: the plain one, else the last (the
+    richest, by RFC 2046's order)."""
+    for child in children:
+        if child.get_content_type() == "text/plain" and not _is_attachment(child, "text/plain"):
+            return child
+    return children[-1] if children else None
+
+
+def _is_attachment(part: Message, content_type: str) -> bool:
+    """An attachment: so declared, or named, or a leaf that is not text and not shown
+    inline (an image of a multipart/related body, without name, is inline)."""
+    disposition = _disposition(part)
+    if disposition == "attachment" or _file_name(part):
+        return True
+    if content_type.startswith(("text/", "multipart/", "message/")):
+        return False
+    return disposition != "inline" and not part.get("content-id")
+
+
+def _disposition(part: Message) -> str:
+    value = part.get("content-disposition")
+    return str(value).split(";", 1)[0].strip().lower() if value else ""
+
+
+def _file_name(part: Message) -> str:
+    """The decoded file name of a part: the disposition's ``filename`` or the content
+    type's ``name`` (RFC 2231 continuations and charsets, RFC 2047 words in quotes)."""
+    try:
+        name: object = part.get_filename() or part.get_param("name")
+        if isinstance(name, tuple):
+            name = email.utils.collapse_rfc2231_value(name)
+    except Exception:  # a broken RFC 2231 parameter: no name rather than no body
+        return ""
+    if not isinstance(name, str):
+        return ""
+    return _one_line(_decode_words(_unfold(name)))
+
+
+def _part_text(part: Message, html: bool) -> str:
+    """The text of a leaf part: transfer encoding undone, at most ``MAX_PART_TEXT``
+    bytes, in its charset; markup stripped for HTML."""
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return ""
+    data = data[:MAX_PART_TEXT]
+    charset = part.get_content_charset()
+    text = _charset_text(data, charset)
+    if html:
+        text = html_text(text)
+    return text.replace("\x00", " ")

@@ -1,0 +1,514 @@
+"""Extraction for the search index: fixture messages as real mail has them, limits,
+robustness on arbitrary bytes, and the documents found through an FTS5 table."""
+
+from __future__ import annotations
+
+import base64
+import quopri
+import sqlite3
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imapsync_decl.store.search import extract as extract_module
+from imapsync_decl.store.search.extract import (
+    MAX_BODY_TEXT,
+    MAX_DEPTH,
+    MAX_PART_TEXT,
+    MAX_PARTS,
+    SearchDocument,
+    extract,
+)
+from imapsync_decl.store.search.markup import MAX_NESTING, html_text
+from imapsync_decl.store.search.text import FTS_TOKENIZER, searchable
+
+MAIL = Path(__file__).parent / "fixtures" / "mail"
+FIXTURES = sorted(MAIL.glob("*.eml"))
+INTERNAL = datetime(2024, 11, 1, 8, 30, tzinfo=UTC)
+
+
+def mail(name: str) -> bytes:
+    return (MAIL / name).read_bytes()
+
+
+def doc(name: str, internal_date: datetime | None = None) -> SearchDocument:
+    return extract(mail(name), internal_date)
+
+
+# Header fields --------------------------------------------------------------------------
+
+# (fixture, field, expected value) for the decoded display fields.
+DISPLAYS = [
+    ("latin1-q.eml", "subject_display", "Grüße aus Köln"),
+    ("latin1-q.eml", "from_display", "Jürgen Müller <juergen.mueller@example.de>"),
+    ("latin2-b.eml", "subject_display", "Zażółć gęślą jaźń"),
+    ("latin2-b.eml", "from_display", "Łukasz Wójcik <lukasz@example.pl>"),
+    ("windows-1252.eml", "subject_display", "\u201cSpecial\u201d offer \u2013 only 100 \u20ac"),
+    ("windows-1252.eml", "from_display", "O'Brien, Sean <sean@example.ie>"),
+    ("koi8-r.eml", "subject_display", "Привет из Москвы"),
+    ("koi8-r.eml", "from_display", "Иван Петров <ivan@example.ru>"),
+    ("iso-2022-jp.eml", "subject_display", "東京都庁の会議について"),
+    ("iso-2022-jp.eml", "from_display", "山田太郎 <yamada@example.jp>"),
+    ("shift-jis.eml", "subject_display", "見積書の送付"),
+    ("gb2312.eml", "subject_display", "关于北京会议"),
+    ("gb2312.eml", "from_display", "王小明 <wang@example.cn>"),
+    ("big5.eml", "subject_display", "臺北開會通知"),
+    ("utf8-folded.eml", "subject_display", "Grüße und Dank für die Förderung"),
+    ("utf8-folded.eml", "from_display", "Françoise Lefèvre <francoise@example.fr>"),
+    ("missing-charset-cp1252.eml", "subject_display", "Café crème"),
+    ("missing-charset-cp1252.eml", "from_display", "René <rene@example.fr>"),
+    ("missing-charset-utf8.eml", "subject_display", "Bestätigung"),
+    ("unknown-charset.eml", "subject_display", "Qapla' and café"),
+    ("no-separator.eml", "subject_display", "cron output"),
+]
+
+
+@pytest.mark.parametrize(("name", "attribute", "expected"), DISPLAYS)
+def test_header_fields_are_decoded(name: str, attribute: str, expected: str) -> None:
+    document = doc(name)
+    assert getattr(document, attribute) == expected
+    if attribute == "subject_display":
+        assert document.subject == searchable(expected)
+
+
+def test_address_fields_take_every_address_and_display_name() -> None:
+    document = doc("latin1-q.eml")
+    assert document.to_display == "Anna Schmidt <anna@example.com>"
+    assert "Björn" in document.recipients
+    assert "bjoern@example.com" in document.recipients
+    assert "anna@example.com" in document.recipients
+    assert "juergen.mueller@example.de" in document.sender
+    folded = doc("utf8-folded.eml")
+    assert "Françoise au bureau" in folded.sender  # Reply-To, its encoded word folded inside
+    assert "bureau@example.fr" in folded.sender
+
+
+def test_other_holds_message_id_list_id_and_date_text() -> None:
+    other = doc("latin1-q.eml").other
+    assert "20241014091240.4F2A1@mx.example.de" in other
+    assert "stammtisch.lists.example.de" in other
+    assert "Mon, 14 Oct 2024 09:12:40 +0200" in other
+
+
+# Body text ------------------------------------------------------------------------------
+
+BODIES = [
+    ("latin1-q.eml", "schöne Grüße vom Rhein"),
+    ("latin1-q.eml", "Café Müller."),  # a soft line break in the middle of a word
+    ("latin2-b.eml", "Dzień dobry, spotkanie w Łodzi."),
+    ("windows-1252.eml", "The \u201cdeluxe\u201d package costs 250 \u20ac \u2013 naïve"),
+    ("koi8-r.eml", "Встреча в пятницу, Ольга."),
+    ("iso-2022-jp.eml", searchable("来週の会議は新宿で行います。")),
+    ("shift-jis.eml", searchable("お見積もりを添付します。")),
+    ("gb2312.eml", searchable("朱镕基在北京开会。")),  # a GBK character in text labelled GB2312
+    ("big5.eml", searchable("會議在臺北舉行。")),
+    ("utf8-folded.eml", "Merci beaucoup pour la Förderung — à bientôt."),
+    ("missing-charset-utf8.eml", "Ihre Bestellung über 3 Stück wurde bestätigt."),
+    ("missing-charset-cp1252.eml", "Le café crème coûte 3 € à Genève."),
+    ("unknown-charset.eml", "Naïve utf8 text in an unknown charset."),
+    ("unknown-charset.eml", "Windows text déjà vu."),
+    ("unknown-charset.eml", "notcompressed plain words"),  # charset=zlib is not applied
+    ("truncated-multipart.eml", "The first part arrived: survivorword."),
+    ("no-separator.eml", "backup finished without separatorword errors"),
+    ("broken-date.eml", "The date header above is garbage."),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), BODIES)
+def test_body_text_is_decoded(name: str, expected: str) -> None:
+    document = doc(name)
+    assert expected in document.body
+    assert document.extracted
+
+
+def test_html_is_text_without_markup_scripts_or_styles() -> None:
+    document = doc("html-only.eml")
+    body = document.body
+    for text in ("Café & Crème", "Prices from 10 € <today> only", "Unsubscribe here"):
+        assert text in body
+    assert "alpha" in body.split()
+    assert "beta" in body.split()  # two table cells stay two words
+    for hidden in ("hiddenscript", "hiddenstyle", "hiddencomment", "hiddennoscript", "font-family"):
+        assert hidden not in body
+    for markup in ("<p>", "<h1>", "&amp;", "&euro;", "&nbsp;", "<td>"):
+        assert markup not in body
+    assert not document.has_attachment
+
+
+def _html_mail(markup: str) -> bytes:
+    return b"Subject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + markup.encode()
+
+
+def test_deeply_nested_html_is_read_in_linear_time() -> None:
+    depth = 100 * MAX_NESTING
+    markup = (
+        "<div>" * depth + "deepword <!-- hiddencomment --><b>bold</b>er &eacute;t&eacute;"
+        "<style>hiddenstyle</style><p>next<script>hiddenscript"
+    )
+    started = time.monotonic()
+    body = extract(_html_mail(markup)).body
+    assert time.monotonic() - started < 10  # the HTML5 parser would take minutes
+    assert body.split() == ["deepword", "bolder", "été", "next"]
+
+
+def test_the_linear_reading_gives_the_words_of_the_parser() -> None:
+    raw = mail("html-only.eml")
+    markup = quopri.decodestring(raw.split(b"\n\n", 1)[1]).decode()
+    deep = "<div>" * (MAX_NESTING + 1) + markup
+    assert extract(_html_mail(deep)).body.split() == extract(raw).body.split()
+    assert html_text(markup).split() == html_text(deep).split()
+
+
+def test_nested_alternative_takes_the_plain_text_and_names_the_attachment() -> None:
+    document = doc("nested.eml")
+    assert "plainword" in document.body
+    assert "htmlonlyword" not in document.body
+    assert "multi-part message in MIME format" not in document.body
+    assert document.attachment_names == ("report-q3.pdf",)
+    assert document.has_attachment
+    assert document.attachment == "report-q3.pdf"
+
+
+def test_an_inline_image_of_a_related_body_is_not_an_attachment() -> None:
+    raw = mail("nested.eml")
+    without_pdf = raw[: raw.rindex(b"--==outer==\r\nContent-Type: application/pdf")]
+    document = extract(without_pdf + b"--==outer==--\r\n")
+    assert not document.has_attachment
+    assert document.attachment_names == ()
+    assert "plainword" in document.body
+
+
+def test_html_alternative_is_taken_when_there_is_no_plain_one() -> None:
+    raw = mail("nested.eml").replace(
+        b"Content-Type: text/plain; charset=us-ascii", b"Content-Type: text/enriched"
+    )
+    body = extract(raw).body
+    assert "htmlonlyword" in body
+    assert "plainword" not in body
+
+
+def test_rfc2231_names_with_charsets_and_continuations() -> None:
+    document = doc("rfc2231.eml")
+    assert document.attachment_names == (
+        "Übersicht Q3.xlsx",
+        "Jahresbericht für 2024.pdf",
+        "Straßen.txt",
+    )
+    assert "textattachmentcontent" not in document.body  # a named text part is an attachment
+    assert "Anbei die Unterlagen." in document.body
+
+
+def test_rfc2047_encoded_file_names_and_unnamed_binary_parts() -> None:
+    document = doc("rfc2047-filename.eml")
+    assert document.attachment_names == ("Angebot König.pdf",)
+    assert document.has_attachment
+    assert document.body == "Siehe Anhang."
+
+
+def test_a_forwarded_message_is_an_attachment_whose_text_is_body() -> None:
+    document = doc("forwarded.eml")
+    assert "See the forwarded message." in document.body
+    assert "Vertragsentwurf für Zebra GmbH" in document.body
+    assert "innerbodyword" in document.body
+    assert document.attachment_names == ("Vertragsentwurf für Zebra GmbH", "contract.doc")
+    assert document.has_attachment
+    assert document.subject_display == "Fwd: Contract draft"
+
+
+def test_only_one_level_of_forwarded_messages_is_read() -> None:
+    inner = mail("forwarded.eml")
+    outer = b"From: a@example.com\r\nSubject: twice\r\nContent-Type: message/rfc822\r\n\r\n" + inner
+    document = extract(outer)
+    assert "Fwd: Contract draft" in document.body
+    assert "See the forwarded message." in document.body
+    assert "innerbodyword" not in document.body
+    assert "Fwd: Contract draft" in document.attachment_names
+
+
+# Broken mail ----------------------------------------------------------------------------
+
+
+def test_garbage_gives_a_document() -> None:
+    raw = mail("garbage.eml")
+    document = extract(raw, INTERNAL)
+    assert document.size == len(raw)
+    assert document.date == INTERNAL
+    assert document.body  # read as Windows-1252 text, not dropped
+    assert "\x00" not in document.body
+
+
+def test_a_truncated_multipart_keeps_what_arrived() -> None:
+    document = doc("truncated-multipart.eml")
+    assert document.attachment_names == ("photos.zip",)
+    assert document.subject_display == "Cut off in transit"
+
+
+def test_headers_stay_when_the_body_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(html: str) -> str:
+        raise RuntimeError("parser failure")
+
+    monkeypatch.setattr(extract_module, "html_text", broken)
+    document = doc("html-only.eml")
+    assert not document.extracted
+    assert document.body == ""
+    assert document.subject_display == "Autumn sale"
+    assert document.from_display == "Newsletter <news@shop.example>"
+    assert doc("latin1-q.eml").extracted  # plain text does not need the HTML parser
+
+
+# Dates ----------------------------------------------------------------------------------
+
+
+def test_the_date_header_is_utc() -> None:
+    assert doc("latin1-q.eml", INTERNAL).date == datetime(2024, 10, 14, 7, 12, 40, tzinfo=UTC)
+    assert doc("shift-jis.eml").date == datetime(2024, 10, 6, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Tue, 35 Foo 20x1 99:99:99 +9999",
+        "Wed, 31 Dec 1969 23:59:59 +0000",
+        "Fri, 01 Jan 2100 00:00:00 +0000",
+        "",
+    ],
+)
+def test_a_broken_or_absurd_date_falls_back_to_the_internal_date(date: str) -> None:
+    raw = mail("broken-date.eml").replace(b"Tue, 35 Foo 20x1 99:99:99 +9999", date.encode("ascii"))
+    assert extract(raw, INTERNAL).date == INTERNAL
+    assert extract(raw).date is None
+
+
+def test_a_date_up_to_a_day_ahead_is_kept() -> None:
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=20)
+    header = soon.strftime("%a, %d %b %Y %H:%M:%S +0000").encode("ascii")
+    raw = mail("broken-date.eml").replace(b"Tue, 35 Foo 20x1 99:99:99 +9999", header)
+    assert extract(raw, INTERNAL).date == soon
+
+
+def test_the_internal_date_is_given_in_utc() -> None:
+    local = datetime(2024, 11, 1, 10, 30, tzinfo=timezone(timedelta(hours=2)))
+    naive = datetime(2024, 11, 1, 8, 30)
+    raw = mail("broken-date.eml")
+    assert extract(raw, local).date == INTERNAL
+    assert extract(raw, naive).date == INTERNAL
+    without = raw.replace(b"Date: Tue, 35 Foo 20x1 99:99:99 +9999\r\n", b"")
+    assert extract(without, local).date == INTERNAL
+
+
+# Limits ---------------------------------------------------------------------------------
+
+
+def _multipart(parts: list[bytes], boundary: bytes = b"b") -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts)
+    return (
+        b"Subject: many\r\nContent-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n"
+        b"" + body + b"--" + boundary + b"--\r\n"
+    )
+
+
+def _text_part(text: str) -> bytes:
+    return b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + text.encode()
+
+
+def test_at_most_max_parts_are_read() -> None:
+    raw = _multipart([_text_part(f"word{i}x") for i in range(MAX_PARTS + 500)])
+    words = extract(raw).body.split()
+    assert "word0x" in words
+    assert f"word{MAX_PARTS - 2}x" in words
+    assert f"word{MAX_PARTS + 100}x" not in words
+    assert extract(raw).subject_display == "many"
+
+
+def test_parts_nested_too_deep_are_not_read() -> None:
+    part = _text_part("deepest")
+    for level in range(MAX_DEPTH + 10, 0, -1):
+        boundary = f"level{level}".encode()
+        part = (
+            b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n"
+            b"--" + boundary + b"\r\n" + _text_part(f"at{level}") + b"\r\n"
+            b"--" + boundary + b"\r\n" + part + b"\r\n--" + boundary + b"--"
+        )
+    words = extract(b"Subject: deep\r\n" + part).body.split()
+    assert "at1" in words
+    assert f"at{MAX_DEPTH}" in words
+    assert f"at{MAX_DEPTH + 2}" not in words
+    assert "deepest" not in words
+
+
+def test_thousands_of_nested_multiparts_do_not_raise() -> None:
+    depth = 3000
+    opening = b"".join(
+        f"Content-Type: multipart/mixed; boundary=n{i}\r\n\r\n--n{i}\r\n".encode()
+        for i in range(depth)
+    )
+    document = extract(b"Subject: nest\r\n" + opening + _text_part("bottom"))
+    assert document.subject_display == "nest"
+    assert "bottom" not in document.body
+
+
+def test_text_is_cut_per_part_and_per_message() -> None:
+    big = "ab " * (MAX_PART_TEXT // 2)
+    one = extract(b"Subject: big\r\n\r\n" + big.encode()).body
+    assert len(one) <= MAX_PART_TEXT
+    assert len(one) > MAX_PART_TEXT - 10
+    three = extract(_multipart([_text_part(big), _text_part(big), _text_part(big)])).body
+    assert len(three) <= MAX_BODY_TEXT
+    assert len(three) > MAX_BODY_TEXT - 10
+
+
+def _peak(raw: bytes) -> tuple[SearchDocument, int]:
+    tracemalloc.start()
+    try:
+        document = extract(raw)
+        return document, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_20_mb_message_takes_a_few_times_its_size() -> None:
+    payload = bytes(range(256)) * (15 * 1024 * 1024 // 256)
+    raw = _multipart(
+        [
+            _text_part("see the attached archive"),
+            b"Content-Type: application/octet-stream; name=big.bin\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(payload),
+            _text_part("a word after the archive"),
+        ]
+    )
+    assert len(raw) > 20 * 1024 * 1024
+    document, peak = _peak(raw)
+    assert document.attachment_names == ("big.bin",)
+    assert "see the attached archive" in document.body
+    assert "a word after the archive" in document.body
+    assert peak < 3 * len(raw)
+
+
+@pytest.mark.parametrize("line_end", ["\r\n", " "])
+def test_a_20_mb_text_takes_a_few_times_its_size(line_end: str) -> None:
+    line = "Grüße aus der Ferne." + line_end
+    text = (line * (20 * 1024 * 1024 // len(line))).encode()
+    raw = _multipart([_text_part("first"), _text_part(text.decode()), _text_part("last")])
+    document, peak = _peak(raw)
+    assert document.body.startswith("first\nGrüße aus der Ferne.")
+    assert document.body.endswith("\nlast")
+    assert MAX_PART_TEXT / 2 < len(document.body) < MAX_PART_TEXT
+    assert peak < 5 * len(raw)
+
+
+# Never raises ---------------------------------------------------------------------------
+
+
+def _well_formed(document: SearchDocument) -> None:
+    for item in fields(document):
+        value = getattr(document, item.name)
+        if isinstance(value, str):
+            value.encode("utf-8")  # no lone surrogates: the database takes every text
+    for name in document.attachment_names:
+        name.encode("utf-8")
+    assert document.date is None or document.date.tzinfo is UTC
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4000))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    document = extract(raw)
+    assert document.size == len(raw)
+    _well_formed(document)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    raw = bytearray(mail(draw(st.sampled_from([path.name for path in FIXTURES]))))
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(raw)))
+        action = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        if action == "flip" and position < len(raw):
+            raw[position] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del raw[position:]
+        elif action == "insert":
+            raw[position:position] = draw(
+                st.sampled_from([b"\r\n", b"\n\n", b"=?", b"?=", b"--", b";", b'"', b"\x00"])
+                | st.binary(max_size=20)
+            )
+        elif action == "delete":
+            del raw[position : position + draw(st.integers(1, 40))]
+    return bytes(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_fixtures_never_raise(raw: bytes) -> None:
+    document = extract(raw, INTERNAL)
+    assert document.size == len(raw)
+    _well_formed(document)
+
+
+# Found through FTS5 ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fts() -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(":memory:")
+    connection.execute(
+        "CREATE VIRTUAL TABLE fts USING fts5("
+        "sender, recipients, subject, body, attachment, other, "
+        f"tokenize = '{FTS_TOKENIZER}')"
+    )
+    for rowid, path in enumerate(FIXTURES, start=1):
+        document = extract(path.read_bytes())
+        connection.execute(
+            "INSERT INTO fts (rowid, sender, recipients, subject, body, attachment, other) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                rowid,
+                document.sender,
+                document.recipients,
+                document.subject,
+                document.body,
+                document.attachment,
+                document.other,
+            ),
+        )
+    yield connection
+    connection.close()
+
+
+def _found(connection: sqlite3.Connection, query: str) -> set[str]:
+    rows = connection.execute("SELECT rowid FROM fts WHERE fts MATCH ?", (query,))
+    return {FIXTURES[rowid - 1].name for (rowid,) in rows}
+
+
+def _phrase(term: str) -> str:
+    return '"' + " ".join(searchable(term).split()) + '"'
+
+
+def test_fts_finds_mueller_without_the_umlaut(fts: sqlite3.Connection) -> None:
+    assert "latin1-q.eml" in _found(fts, "Muller")
+    assert "latin1-q.eml" in _found(fts, "sender : Muller")
+    assert "latin1-q.eml" in _found(fts, "body : Muller")  # "Café Mü=\r\nller" in the body
+    assert _found(fts, "gesla") == {"latin2-b.eml"}
+
+
+def test_fts_finds_a_cjk_word_inside_a_longer_run(fts: sqlite3.Connection) -> None:
+    assert _found(fts, "subject : " + _phrase("都庁")) == {"iso-2022-jp.eml"}
+    assert _found(fts, _phrase("会議")) >= {"iso-2022-jp.eml"}
+    assert _found(fts, "body : " + _phrase("新宿")) == {"iso-2022-jp.eml"}
+    assert _found(fts, "body : " + _phrase("北京开会")) == {"gb2312.eml"}
+    assert _found(fts, _phrase("大阪")) == set()
+
+
+def test_fts_finds_attachment_names_in_the_attachment_column(fts: sqlite3.Connection) -> None:
+    assert _found(fts, "attachment : Jahresbericht") == {"rfc2231.eml"}
+    assert _found(fts, "attachment : Ubersicht") == {"rfc2231.eml"}
+    assert _found(fts, "attachment : Konig") == {"rfc2047-filename.eml"}
+    assert _found(fts, "body : Jahresbericht") == set()
+    assert _found(fts, "attachment : zebra") == {"forwarded.eml"}
