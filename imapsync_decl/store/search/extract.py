@@ -103,12 +103,12 @@ def extract(raw: bytes, internal_date: datetime | None = None) -> SearchDocument
     other = [*headers.texts("message-id"), *headers.texts("list-id"), *date_texts]
     names = tuple(body.names)
     return SearchDocument(
-        sender=searchable("\n".join(sender)),
-        recipients=searchable("\n".join(recipients)),
-        subject=searchable(subject),
-        body=searchable(body.text()),
-        attachment=searchable("\n".join(names)),
-        other=searchable("\n".join(other)),
+        sender=searchable("\n".join(sender), document=True),
+        recipients=searchable("\n".join(recipients), document=True),
+        subject=searchable(subject, document=True),
+        body=searchable(body.text(), document=True),
+        attachment=searchable("\n".join(names), document=True),
+        other=searchable("\n".join(other), document=True),
         from_display=_display(headers, "from"),
         to_display=_display(headers, "to"),
         subject_display=_one_line(subject)[:MAX_DISPLAY],
