@@ -75,7 +75,7 @@ def test_header_fields_are_decoded(name: str, attribute: str, expected: str) -> 
     document = doc(name)
     assert getattr(document, attribute) == expected
     if attribute == "subject_display":
-        assert document.subject == searchable(expected)
+        assert document.subject == searchable(expected, document=True)
 
 
 def test_address_fields_take_every_address_and_display_name() -> None:
