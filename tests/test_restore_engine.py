@@ -8,6 +8,7 @@ a hostile --to-folder. The same guarantees against Dovecot are in test_restore.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -243,7 +244,7 @@ def test_a_query_without_a_search_index_says_to_build_it(bench: Bench) -> None:
 
 def test_a_damaged_blob_is_not_restored_and_the_others_are(bench: Bench) -> None:
     del bench.mailbox.folders["Sent"]
-    damaged = BlobStore(bench.archive).path(__import__("hashlib").sha256(message(3)).hexdigest())
+    damaged = BlobStore(bench.archive).path(hashlib.sha256(message(3)).hexdigest())
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.chmod(0o600)
@@ -258,4 +259,5 @@ def test_a_locked_archive_is_exit_13(bench: Bench) -> None:
     with ArchiveLock(bench.archive, "imapsync-decl apply"):
         code, out = bench.run("archive", "restore", "1", "--profile", "fake")
     assert code == 13
+    assert "imapsync-decl apply" in out  # the holder is named
     assert bench.mailbox.server.commands == []
