@@ -8,13 +8,13 @@ import sqlite3
 from typing import Any
 
 import pytest
+from test_search_database import Doc
 
 from imapsync_decl.store.search.database import SearchIndex
 from imapsync_decl.store.search.text import searchable
 
 from bed import Bed, sha
 from servers.dovecot import make_message
-from test_search_database import Doc
 
 pytestmark = pytest.mark.dovecot
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from imapsync_decl.cli.main import main
+from imapsync_decl.cli.restore import shown
 from imapsync_decl.imap.appender import appendable_flags
 from imapsync_decl.imap.wire import decode_name, encode_name, folder_path, wire_name
 from imapsync_decl.store import ArchiveLock, BlobStore
@@ -202,6 +203,9 @@ def test_restore_appends_the_archived_bytes_once(bench: Bench) -> None:
     assert doc["totals"]["already_there"] == 2
     bench.run("runs", "--format", "json")
     assert [r["command"] for r in json.loads(bench.stdout)] == ["restore", "restore", "apply"]
+    bench.run("runs", "--last")
+    assert "(restore): ok" in bench.stdout
+    assert "alice@example.test Sent: restored 0, already there 2, failed 0" in bench.stdout
 
 
 def test_a_hostile_to_folder_is_refused_before_anything_is_sent(bench: Bench) -> None:
@@ -253,6 +257,11 @@ def test_a_damaged_blob_is_not_restored_and_the_others_are(bench: Bench) -> None
     assert code == 12
     assert list(bench.mailbox.folders["Sent"].messages.values()) == [message(4)]
     assert doc["totals"] == {"restored": 1, "already_there": 0, "failed": 1, "damaged": 1}
+
+
+def test_text_output_escapes_control_characters() -> None:
+    assert shown("Inbox\x1b]0;owned\x07") == "Inbox\\x1b]0;owned\\x07"
+    assert shown("Übersicht 日本") == "Übersicht 日本"
 
 
 def test_a_locked_archive_is_exit_13(bench: Bench) -> None:
