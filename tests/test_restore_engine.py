@@ -21,6 +21,7 @@ from imapsync_decl.cli.main import main
 from imapsync_decl.cli.restore import shown
 from imapsync_decl.imap.appender import appendable_flags
 from imapsync_decl.imap.wire import decode_name, encode_name, folder_path, wire_name
+from imapsync_decl.run.restore import sizes_on_a_server
 from imapsync_decl.store import ArchiveLock, BlobStore
 
 from helpers import write_config
@@ -270,3 +271,31 @@ def test_a_locked_archive_is_exit_13(bench: Bench) -> None:
     assert code == 13
     assert "imapsync-decl apply" in out  # the holder is named
     assert bench.mailbox.server.commands == []
+
+
+def test_a_message_without_message_id_is_known_by_its_sha256(bench: Bench) -> None:
+    # Neither has a Message-ID: only the archive's SHA-256 of UID 1 (still there under
+    # the archived UIDVALIDITY) tells that it is there; UID 2 is gone from the server.
+    bench.mailbox.folders["Notes"] = FakeFolder(uidvalidity=5, messages={1: b"a\r\n", 2: b"b\r\n"})
+    assert bench.run("apply")[0] == 0
+    bench.mailbox.folders["Notes"].messages.pop(2)
+    code, doc = bench.restore("--user", "alice@example.test", "--folder", "Notes")
+    assert code == 0, doc
+    assert doc["totals"]["restored"] == 1
+    assert doc["totals"]["already_there"] == 1
+    assert sorted(bench.mailbox.folders["Notes"].messages.values()) == [b"a\r\n", b"b\r\n"]
+
+
+def test_an_unknown_user_is_a_usage_error(bench: Bench) -> None:
+    code, out = bench.run("archive", "restore", "--user", "mallory", "--profile", "fake")
+    assert code == 10
+    assert "no archive user 'mallory'" in out
+    assert bench.mailbox.server.commands == []
+
+
+@pytest.mark.parametrize(
+    ("body", "sizes"),
+    [(b"a\r\nb\r\n", {6}), (b"a\nb\n", {4, 6}), (b"a\r\nb\n", {5, 6}), (b"", {0})],
+)
+def test_sizes_a_server_may_report(body: bytes, sizes: set[int]) -> None:
+    assert sizes_on_a_server(body) == sizes

@@ -220,9 +220,17 @@ def select(archive: Archive, request: RestoreRequest) -> list[RestoreItem]:
             )
         return items
     assert request.user is not None
+    if index.find_user(request.user) is None:
+        raise UsageError(f"no archive user {request.user!r} in the archive")
     if request.query is None:
         return index.placements_of_user(request.user, request.folder)
     return index.placements_by_id(_search_ids(archive, request))
+
+
+def sizes_on_a_server(body: bytes) -> set[int]:
+    """The RFC822.SIZE a server may give these bytes: their length, or (servers that
+    store lines with bare LF, such as Dovecot) their length with every line ending CRLF."""
+    return {len(body), len(body) + body.count(b"\n") - body.count(b"\r\n")}
 
 
 def _search_ids(archive: Archive, request: RestoreRequest) -> list[int]:
@@ -395,7 +403,9 @@ class _Restorer:
                 self._outcome(item, mailbox, FAILED, error=f"not restored: {exc}")
                 done.add(item.id)
                 continue
-            same_id = item.message_id is not None and (item.message_id, len(body)) in known_ids
+            same_id = item.message_id is not None and any(
+                (item.message_id, size) in known_ids for size in sizes_on_a_server(body)
+            )
             if item.sha256 in known_sha or same_id:
                 self._outcome(item, mailbox, ALREADY_THERE)
             elif appender is None:
@@ -418,7 +428,7 @@ class _Restorer:
                 )
             known_sha.add(item.sha256)
             if item.message_id is not None:
-                known_ids.add((item.message_id, len(body)))
+                known_ids.update((item.message_id, size) for size in sizes_on_a_server(body))
             done.add(item.id)
 
     def _held(
