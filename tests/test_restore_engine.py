@@ -230,6 +230,8 @@ def test_ids_and_user_together_are_a_usage_error(bench: Bench) -> None:
     code, out = bench.run("archive", "restore", "99999", "--profile", "fake")
     assert code == 10
     assert "no placement with id 99999" in out
+    bench.run("runs", "--format", "json")
+    assert [r["command"] for r in json.loads(bench.stdout)] == ["apply"]  # no run begun
     code, out = bench.run("archive", "restore", "1", "--profile", "nope")
     assert code == 10
     assert bench.mailbox.server.commands == []

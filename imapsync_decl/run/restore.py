@@ -192,15 +192,16 @@ def restore(
     result = RestoreResult(run_id or str(uuid.uuid4()), request.profile, request.dry_run, _now())
     if request.dry_run:
         with Archive.open(root, read_only=True) as archive:
-            _Restorer(config, archive, request, result, should_stop).run()
+            _Restorer(config, archive, request, result, should_stop).run(select(archive, request))
         return result
     with (
         open_for_writing(root, "imapsync-decl archive restore") as archive,
         structlog.contextvars.bound_contextvars(run_id=result.run_id),
     ):
+        items = select(archive, request)  # an unknown id or user ends it before the run
         archive.index.begin_run(result.run_id, "restore")
         try:
-            _Restorer(config, archive, request, result, should_stop).run()
+            _Restorer(config, archive, request, result, should_stop).run(items)
         finally:
             result.finished_at = _now()
             archive.index.finish_run(result.run_id, result.status, result.to_json())
@@ -272,9 +273,9 @@ class _Restorer:
         self.profile = loaded
         self.server = source_server(loaded.doc.server)
 
-    def run(self) -> None:
+    def run(self, items: Sequence[RestoreItem]) -> None:
         groups: dict[tuple[str, str], tuple[Mailbox, list[RestoreItem]]] = {}
-        for item in select(self.archive, self.request):
+        for item in items:
             mailbox = self._mailbox_for(item)
             if mailbox is None:
                 self._unreached(item)
