@@ -20,6 +20,7 @@ from imapsync_decl.cli.options import (
     valid_config,
 )
 from imapsync_decl.cli.render import plural, render_run, render_run_list, render_stats
+from imapsync_decl.cli.restore import restore_command
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.plan.planner import open_index_if_exists
 from imapsync_decl.run.service import list_runs, rebuild_archive_index, show_run
@@ -32,6 +33,9 @@ from imapsync_decl.store.stats import gather_stats
 @click.group("archive", epilog=EXIT_CODES)
 def archive_group() -> None:
     """Read the archive back: export messages, verify integrity."""
+
+
+archive_group.add_command(restore_command)
 
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:

@@ -330,6 +330,8 @@ def render_run(run: dict[str, Any]) -> str:
         lines.append(f"  plan      {doc['plan_id']}")
     for warning in doc.get("warnings") or ():
         lines.append(f"  ! warning: {warning}")
+    if doc.get("command") == "restore":
+        return "\n".join(lines + _restore_lines(doc))
     mailboxes = doc.get("mailboxes") or []
     for mailbox in mailboxes:
         lines.extend(_mailbox_lines(mailbox))
@@ -343,6 +345,32 @@ def render_run(run: dict[str, Any]) -> str:
             f" vanished {_count(totals.get('vanished'))}."
         )
     return "\n".join(lines)
+
+
+def _restore_lines(doc: dict[str, Any]) -> list[str]:
+    """The folders and totals of a restore run's protocol."""
+    lines = [f"  profile   {_printable(doc.get('profile'))}"]
+    for folder in doc.get("folders") or ():
+        if isinstance(folder, dict):
+            lines.append(
+                f"  {_printable(folder.get('user'))} {_printable(folder.get('folder'))}:"
+                f" restored {_count(folder.get('restored'))},"
+                f" already there {_count(folder.get('already_there'))},"
+                f" failed {_count(folder.get('failed'))}"
+            )
+    lines.extend(f"  ! error: {_printable(e)}" for e in doc.get("errors") or ())
+    found = doc.get("totals")
+    totals: dict[str, Any] = found if isinstance(found, dict) else {}
+    lines.append(
+        f"Total: restored {_count(totals.get('restored'))},"
+        f" already there {_count(totals.get('already_there'))},"
+        f" failed {_count(totals.get('failed'))}."
+    )
+    return lines
+
+
+def _printable(text: object) -> str:
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in str(text))
 
 
 def _mailbox_lines(mailbox: dict[str, Any]) -> list[str]:

@@ -7,7 +7,8 @@ folders of the personal namespace, their state, the UIDs and sizes of their mess
 and the messages themselves. Reading changes nothing on the server: folders are opened
 with EXAMINE (read-only) and bodies are fetched with ``BODY.PEEK[]`` (so ``\\Seen`` is
 never set). A session has no command that changes the server; verified deletion asks
-for a :class:`~imapsync_decl.imap.writer.FolderWriter` with :meth:`open_for_deletion`.
+for a :class:`~imapsync_decl.imap.writer.FolderWriter` with :meth:`open_for_deletion`,
+restore for an :class:`~imapsync_decl.imap.appender.Appender` with :meth:`open_for_restore`.
 
 Failures surface as the errors of :mod:`imapsync_decl.imap.errors`; the bytes on the
 wire are bounded and checked by :mod:`imapsync_decl.imap.connection`.
@@ -25,6 +26,7 @@ from typing import Any, Self
 import structlog
 from imapclient.response_parser import parse_fetch_response
 
+from imapsync_decl.imap.appender import Appender
 from imapsync_decl.imap.channel import Channel
 from imapsync_decl.imap.connection import Authenticator, open_connection
 from imapsync_decl.imap.errors import (
@@ -407,6 +409,14 @@ class ImapSession:
         state = self._open(folder, "SELECT")
         return FolderWriter(self._channel, folder, state)
 
+    def open_for_restore(self) -> Appender:
+        """The handle that creates folders and appends messages (restore only); the
+        personal namespace gives the wire names of folder paths."""
+        personal = next(ns for ns in self._namespaces() if ns.personal)
+        return Appender(
+            self._channel, personal.prefix, personal.delimiter or self._list_delimiter()
+        )
+
     @property
     def can_delete_exactly(self) -> bool:
         """UIDPLUS: UID EXPUNGE removes exactly the given messages. Without it, an
@@ -515,6 +525,23 @@ class ImapSession:
                 if uid in wanted and isinstance(size, int):
                     sizes[uid] = size
         return sizes
+
+    def fetch_message_ids(self, uids: Sequence[int]) -> dict[int, tuple[bytes, int]]:
+        """The Message-ID header (raw, b"" without one) and RFC822.SIZE of each UID of the
+        examined folder, :data:`SIZE_CHUNK` at a time, each header at most 64 KiB."""
+        self._channel.require_selected()
+        ordered = sorted(set(uids))
+        items = "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+        found: dict[int, tuple[bytes, int]] = {}
+        for start in range(0, len(ordered), SIZE_CHUNK):
+            chunk = ordered[start : start + SIZE_CHUNK]
+            self._imap.expect_bodies(SIZE_MARGIN, SIZE_MARGIN * len(chunk), "Message-ID headers")
+            for uid, item in self._uid_fetch(chunk, items, "FETCH Message-IDs").items():
+                size = item.get(b"RFC822.SIZE")
+                header = next((v for k, v in item.items() if k.startswith(b"BODY[HEADER")), b"")
+                if isinstance(size, int):
+                    found[uid] = (header if isinstance(header, bytes) else b"", size)
+        return found
 
     def fetch_messages(
         self,

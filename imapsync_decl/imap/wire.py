@@ -38,6 +38,7 @@ __all__ = [
     "check",
     "decode_name",
     "encode_argument",
+    "encode_name",
     "fetched_message",
     "folder_path",
     "modified_uids",
@@ -53,6 +54,7 @@ __all__ = [
     "search_atom",
     "sequence_set",
     "wire_bytes",
+    "wire_name",
     "wire_text",
 ]
 
@@ -148,6 +150,41 @@ def decode_name(raw: bytes) -> str:
         return raw.decode("utf-8", "replace")
 
 
+def encode_name(name: str) -> bytes:
+    """A mailbox name encoded in modified UTF-7 (RFC 3501 5.1.3), the inverse of
+    :func:`decode_name`: printable ASCII stays, ``&`` becomes ``&-``, the rest is
+    base64 of UTF-16 between ``&`` and ``-``."""
+    return imap_utf7.encode(name)  # type: ignore[no-any-return]
+
+
+def wire_name(path: str, prefix: str, delimiter: str | None) -> str:
+    """The server's name of the project's folder ``path`` (the inverse of
+    :func:`folder_path`): levels joined by ``delimiter``, each encoded in modified
+    UTF-7, behind the personal namespace's ``prefix`` (as on the wire). INBOX and its
+    sub-folders are never put behind a prefix that does not start with INBOX.
+
+    Raises ValueError for a path that has no such name: an empty level, a level that
+    holds the delimiter, or levels on a server without a hierarchy delimiter.
+    """
+    levels = path.strip("/").split("/")
+    if any(not level for level in levels):
+        raise ValueError(f"the folder path {path!r} has an empty level")
+    if levels[0].upper() == "INBOX":
+        levels[0] = "INBOX"
+    if len(levels) > 1 and not delimiter:
+        raise ValueError(f"the server has no hierarchy delimiter for the folder path {path!r}")
+    if delimiter and any(delimiter in level for level in levels):
+        raise ValueError(
+            f"a level of the folder path {path!r} holds the server's delimiter {delimiter!r}"
+        )
+    encoded = (delimiter or "").join(encode_name(level).decode("ascii") for level in levels)
+    if levels == ["INBOX"]:
+        return "INBOX"
+    if levels[0] == "INBOX" and not prefix.upper().startswith("INBOX"):
+        return encoded
+    return prefix + encoded
+
+
 def wire_text(raw: bytes) -> str:
     """A name as received, kept as text (undecodable bytes as surrogate escapes)."""
     return raw.decode("utf-8", "surrogateescape")
@@ -218,6 +255,8 @@ def encode_argument(arg: Any) -> bytes | Literal:
                 f"the command argument {arg!r} is not printable ASCII; nothing was sent"
             )
         return raw
+    if isinstance(arg, Literal):
+        return arg  # message contents (APPEND): sent as they are, counted, never parsed
     raise TypeError(f"not a command argument: {type(arg).__name__}")
 
 

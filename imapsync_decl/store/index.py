@@ -47,6 +47,7 @@ from imapsync_decl.store.connection import (
 )
 from imapsync_decl.store.journal import JOURNAL_NAME, Journal
 from imapsync_decl.store.replay import JournalReplay
+from imapsync_decl.store.restoring import RestoreLookup
 from imapsync_decl.store.rows import (
     ArchivedMessage,
     Checkpoint,
@@ -78,7 +79,7 @@ __all__ = [
 DB_MODE = 0o600
 
 
-class Index(JournalReplay, RunLog, ArchiveTotals, Migrations):
+class Index(JournalReplay, RunLog, ArchiveTotals, RestoreLookup, Migrations):
     """The archive's SQLite index. Safe to share between threads (one connection, locked)."""
 
     @classmethod

@@ -1,7 +1,7 @@
 """A small mailbox behind the scripted IMAP server: canned answers computed from its folders.
 
-It answers what the planner and the executor ask (LIST, STATUS, EXAMINE, SELECT,
-UID SEARCH, UID FETCH, UID STORE, UID EXPUNGE) from plain Python data, so their unit
+It answers what the planner, the executor and restore ask (LIST, STATUS, EXAMINE,
+SELECT, UID SEARCH, UID FETCH, UID STORE, UID EXPUNGE, CREATE, APPEND) from plain Python data, so their unit
 tests need no Dovecot. Every command is recorded by :class:`FakeImap` (``commands``,
 ``lines``). A test changes the mailbox between runs by editing ``folders``.
 """
@@ -37,6 +37,7 @@ READ_ONLY_COMMANDS = frozenset(
 class FakeFolder:
     uidvalidity: int = 7
     messages: dict[int, bytes] = field(default_factory=dict)  # UID -> body
+    appended: dict[int, str] = field(default_factory=dict)  # UID -> APPEND's flags and date
     deleted: set[int] = field(default_factory=set)
     expunged_up_to: int = 0  # UIDs are never given twice, as on a real server
 
@@ -70,6 +71,8 @@ class FakeMailbox:
             "UID FETCH": self._fetch,
             "UID STORE": self._store,
             "UID EXPUNGE": self._expunge,
+            "CREATE": self._create,
+            "APPEND": self._append,
         }
         self.server = FakeImap(replies, capabilities=capabilities)
 
@@ -141,6 +144,10 @@ class FakeMailbox:
             out += f"* {seq} FETCH ({' '.join(parts)}".encode()
             if "BODY.PEEK[]" in items:
                 out += f" BODY[] {{{len(body)}}}\r\n".encode() + body
+            if "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" in items:
+                found = re.search(rb"^Message-ID:[^\r\n]*\r\n", body, re.IGNORECASE | re.MULTILINE)
+                header = (found.group(0) if found else b"") + b"\r\n"
+                out += f" BODY[HEADER.FIELDS (MESSAGE-ID)] {{{len(header)}}}\r\n".encode() + header
             out += b")\r\n"
         return bytes(out) + f"{tag} OK FETCH done\r\n".encode()
 
@@ -157,6 +164,22 @@ class FakeMailbox:
             if uid in folder.deleted:
                 folder.expunge(uid)
         return _lines(f"{tag} OK EXPUNGE done")
+
+    def _create(self, tag: str, args: str) -> bytes:
+        name, _ = _folder_argument(args)
+        if name in self.folders:
+            return _lines(f"{tag} NO [ALREADYEXISTS] exists")
+        self.folders[name] = FakeFolder(uidvalidity=100 + len(self.folders))
+        return _lines(f"{tag} OK CREATE done")
+
+    def _append(self, tag: str, args: str) -> bytes:
+        name, rest = _folder_argument(args)
+        folder = self.folders.get(name)
+        if folder is None:
+            return _lines(f"{tag} NO [TRYCREATE] no such folder")
+        uid = folder.add(self.server.literals[-1])
+        folder.appended[uid] = rest.removesuffix("<literal>").strip()
+        return _lines(f"{tag} OK [APPENDUID {folder.uidvalidity} {uid}] APPEND done")
 
 
 def _lines(*items: str) -> bytes:
