@@ -66,6 +66,19 @@ def create_exclusive(path: Path, mode: int = FILE_MODE) -> int:
     return os.open(path, _CREATE_FLAGS, mode)
 
 
+def ensure_private_file(path: Path, mode: int = FILE_MODE) -> None:
+    """Create ``path`` empty with exactly ``mode`` (whatever the umask) if it does not
+    exist yet; never through a symlink. An existing file is left as it is."""
+    try:
+        fd = create_exclusive(path, mode)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def open_nofollow(path: Path, flags: int = os.O_RDONLY, mode: int = FILE_MODE) -> int:
     """``os.open`` that refuses a symbolic link as the last component (ELOOP)."""
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)

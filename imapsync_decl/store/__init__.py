@@ -1,4 +1,4 @@
-"""The embedded archive store: content-addressed blobs, an SQLite index, verify, lock.
+"""The archive store: content-addressed blobs, the SQLite index and its journal, search, verify.
 
 Write order, which keeps the archive consistent after a crash at any point:
 the blob is durably on disk, then the batch's journal records are durable, then

@@ -34,7 +34,7 @@ from imapsync_decl.fs import (
     UnsafePath,
     check_private_dir,
     check_private_file,
-    create_exclusive,
+    ensure_private_file,
     is_writable,
 )
 from imapsync_decl.store.connection import (
@@ -116,7 +116,7 @@ class Index(JournalReplay, RunLog, ArchiveTotals, RestoreLookup, Migrations):
         if read_only and not _ours_and_writable(path):
             return cls._open_read_only(path)
         _check_index_files(path)
-        _create_private(path)
+        ensure_private_file(path, DB_MODE)
         connection = sqlite3.connect(
             str(path),
             timeout=BUSY_TIMEOUT_SECONDS,
@@ -238,16 +238,3 @@ def _read_only_uri(path: Path) -> str:
     if not any(os.path.lexists(f"{path}{suffix}") for suffix in ("-wal", "-shm")):
         uri += "&immutable=1"
     return uri
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file with mode 0600 (whatever the umask) if it does not exist;
-    never through a symlink."""
-    try:
-        fd = create_exclusive(path, DB_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, DB_MODE)
-    finally:
-        os.close(fd)

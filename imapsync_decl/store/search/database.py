@@ -17,7 +17,6 @@ finds them (the next ``apply`` and ``rebuild-search`` index them). One row of
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,7 @@ from types import TracebackType
 from typing import Protocol
 
 from imapsync_decl.errors import ArchiveNotWritable
-from imapsync_decl.fs import UnsafePath, check_private_file, create_exclusive
+from imapsync_decl.fs import UnsafePath, check_private_file, ensure_private_file
 from imapsync_decl.store.search.text import FTS_TOKENIZER
 
 SEARCH_NAME = "search.sqlite"
@@ -130,7 +129,7 @@ class SearchIndex:
         except UnsafePath as exc:
             raise ArchiveNotWritable(f"the search index cannot be used: {exc}") from None
         if create:
-            _create_private(path)
+            ensure_private_file(path, DB_MODE)
         connection = sqlite3.connect(
             "file::memory:", uri=True, isolation_level=None, check_same_thread=False
         )
@@ -251,14 +250,3 @@ class SearchIndex:
 
 def _uri(path: Path, mode: str) -> str:
     return f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
-
-
-def _create_private(path: Path) -> None:
-    try:
-        fd = create_exclusive(path, DB_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, DB_MODE)
-    finally:
-        os.close(fd)
