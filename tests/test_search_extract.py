@@ -403,6 +403,18 @@ def test_a_20_mb_text_takes_a_few_times_its_size(line_end: str) -> None:
     assert peak < 5 * len(raw)
 
 
+def test_a_flood_of_short_lines_takes_a_few_times_its_size() -> None:
+    raw = b"Subject: dashes\r\n\r\n" + b"--\r\n" * (5 * 1024 * 1024)
+    document, peak = _peak(raw)
+    assert document.subject_display == "dashes"
+    assert peak < 3 * len(raw)
+    many = _multipart([_text_part("first"), b"\r\n" + b"a\r\n" * 6_000_000, _text_part("lastpart")])
+    document, peak = _peak(many)
+    assert document.body.startswith("first\na\r\n")
+    assert document.body.endswith("\nlastpart")  # the part after the cut one is there
+    assert peak < 3 * len(many)
+
+
 # Never raises ---------------------------------------------------------------------------
 
 
