@@ -253,10 +253,7 @@ class _Headers:
     def raw(self, name: str) -> list[str]:
         """The unfolded values of every field called ``name``, 8-bit bytes decoded, but
         encoded words left as they are (for address parsing)."""
-        try:
-            values = self._message.get_all(name) or []
-        except Exception:
-            return []
+        values = self._message.get_all(name) or []
         return [_unfold(str(value))[:MAX_HEADER_TEXT] for value in values]
 
     def texts(self, name: str) -> list[str]:
