@@ -194,6 +194,13 @@ def test_html_alternative_is_taken_when_there_is_no_plain_one() -> None:
     assert "plainword" not in body
 
 
+def test_html_alternative_is_taken_when_the_plain_one_is_empty() -> None:
+    raw = mail("nested.eml").replace(b"Plain version: revenue grew by plainword percent.", b" ")
+    document = extract(raw)
+    assert document.body == "HTML version: htmlonlyword"
+    assert document.attachment_names == ("report-q3.pdf",)
+
+
 def test_rfc2231_names_with_charsets_and_continuations() -> None:
     document = doc("rfc2231.eml")
     assert document.attachment_names == (

@@ -458,15 +458,29 @@ class _Body:
             elif content_type.startswith("message/"):  # delivery reports: header blocks
                 if _is_attachment(part, content_type):
                     self._attachment(part)
+            elif content_type == "multipart/alternative":
+                self._alternative(children, depth, embedded, quiet)
             else:
-                taken = _taken(children) if content_type == "multipart/alternative" else None
                 for child in children:
-                    skip = quiet or (taken is not None and child is not taken)
-                    self.walk(child, depth + 1, embedded, skip)
+                    self.walk(child, depth + 1, embedded, quiet)
         elif _is_attachment(part, content_type):
             self._attachment(part)
         elif content_type.startswith("text/") and not quiet:
             self.add(_part_text(part, html=content_type == "text/html"))
+
+    def _alternative(
+        self, children: list[Message], depth: int, embedded: bool, quiet: bool
+    ) -> None:
+        """A multipart/alternative: the text of one alternative (the plain one, else, or
+        when that is empty, the last), the attachments of all."""
+        taken = _taken(children)
+        before = len(self.pieces)
+        if taken is not None:
+            self.walk(taken, depth + 1, embedded, quiet)
+        others = [child for child in children if child is not taken]
+        fallback = others[-1] if others and len(self.pieces) == before else None
+        for child in others:
+            self.walk(child, depth + 1, embedded, quiet or child is not fallback)
 
     def _message(
         self, part: Message, children: list[Message], depth: int, embedded: bool, quiet: bool
