@@ -22,7 +22,9 @@ from __future__ import annotations
 import binascii
 import codecs
 import email.utils
+import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.feedparser import BytesFeedParser
@@ -168,30 +170,31 @@ def _parse(raw: bytes) -> Message:
         factory.root = None  # each part's policy holds the factory: no cycle back to the tree
 
 
-_DASH_LINE = re.compile(rb"[\r\n]--")
 _STRETCH = 3 * MAX_PART_TEXT  # MAX_PART_TEXT bytes even in quoted-printable, at 3 bytes each
+_STRETCH_LINES = 256 * 1024  # the parser holds each line of a part as an object of its own
+_BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]*)"|([^\s;"]+))', re.IGNORECASE)
 
 
 def _bounded(raw: bytes) -> list[memoryview | bytes]:
-    """``raw``, as pieces to parse, with every stretch between two lines that begin with
-    "--" cut to ``_STRETCH`` bytes.
+    """``raw``, as pieces to parse, with each stretch between two boundary lines (of
+    the boundaries that ``raw`` declares) cut to ``_STRETCH`` bytes and
+    ``_STRETCH_LINES`` lines.
 
-    MIME boundaries are such lines, so a cut never loses a part: it drops the end of
-    one part's content, beyond what is read of it (attachments are only named, text
-    is read up to ``MAX_PART_TEXT`` bytes). The parser then never holds more than that
-    of any part, however large the message.
+    A cut never loses a part: it drops the end of one part's content, beyond what is
+    read of it (attachments are only named, text is read up to ``MAX_PART_TEXT``
+    bytes). The parser then never holds more than that of any part, however large
+    the message.
     """
-    if len(raw) <= _STRETCH:
+    if len(raw) <= _STRETCH and _lines(raw, 0, len(raw)) <= _STRETCH_LINES:
         return [raw]
     view = memoryview(raw)
     pieces: list[memoryview | bytes] = []
     piece = stretch = 0
-    ends = [match.start() + 1 for match in _DASH_LINE.finditer(raw)]
-    for end in [*ends, len(raw)]:
-        if end - stretch > _STRETCH:
-            limit = stretch + _STRETCH
-            pieces.append(view[piece:limit])
-            if raw[limit - 1 : limit] not in (b"\r", b"\n"):
+    for end in itertools.chain(_boundary_lines(raw), [len(raw)]):
+        stop = _cut(raw, stretch, end)
+        if stop < end:
+            pieces.append(view[piece:stop])
+            if raw[stop - 1 : stop] not in (b"\r", b"\n"):
                 pieces.append(b"\r\n")  # cut inside a line: the next boundary starts one
             piece = end
         stretch = end
@@ -199,11 +202,43 @@ def _bounded(raw: bytes) -> list[memoryview | bytes]:
     return pieces
 
 
+def _boundary_lines(raw: bytes) -> Iterator[int]:
+    """Where the lines of ``raw`` begin that begin with one of its declared boundaries."""
+    declared = itertools.islice(_BOUNDARY_PARAM.finditer(raw), MAX_PARTS)
+    found = {(match.group(1) or match.group(2) or b"").rstrip() for match in declared}
+    found.discard(b"")
+    if not found:
+        return iter(())
+    alternatives = b"|".join(re.escape(b) for b in sorted(found, key=len, reverse=True))
+    pattern = re.compile(rb"[\r\n]--(?:" + alternatives + rb")")
+    return (match.start() + 1 for match in pattern.finditer(raw))
+
+
+def _lines(raw: bytes, start: int, end: int) -> int:
+    """About how many lines the parser sees in ``raw[start:end]`` (CR, LF or CRLF ends)."""
+    return max(raw.count(b"\n", start, end), raw.count(b"\r", start, end))
+
+
+def _cut(raw: bytes, start: int, end: int) -> int:
+    """Where the stretch ``raw[start:end]`` ends once cut to its allowance."""
+    limit = min(end, start + _STRETCH)
+    if _lines(raw, start, limit) > _STRETCH_LINES:
+        for line_end in (b"\n", b"\r"):
+            position = start
+            for _ in range(_STRETCH_LINES):
+                position = raw.find(line_end, position, limit) + 1
+                if position == 0:
+                    break
+            else:
+                limit = min(limit, position)
+    return limit
+
+
 # Headers ------------------------------------------------------------------------------
 
 
-_FOLD_IN_WORD = re.compile(r"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*)\r?\n[ \t]+(?=[^?\s]*\?=)")
-_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n$")
+_FOLD_IN_WORD = re.compile(r"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*)(?:\r\n|\r|\n)[ \t]+(?=[^?\s]*\?=)")
+_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])|[\r\n]+$")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
@@ -218,10 +253,7 @@ class _Headers:
     def raw(self, name: str) -> list[str]:
         """The unfolded values of every field called ``name``, 8-bit bytes decoded, but
         encoded words left as they are (for address parsing)."""
-        try:
-            values = self._message.get_all(name) or []
-        except Exception:
-            return []
+        values = self._message.get_all(name) or []
         return [_unfold(str(value))[:MAX_HEADER_TEXT] for value in values]
 
     def texts(self, name: str) -> list[str]:
@@ -237,7 +269,10 @@ def _unfold(value: str) -> str:
     """A header value on one line; 8-bit bytes (surrogate escapes) read as UTF-8, else
     Windows-1252."""
     if any("\udc80" <= char <= "\udcff" for char in value):
-        value = _bytes_text(value.encode("utf-8", "surrogateescape"))
+        try:
+            value = _bytes_text(value.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:  # other surrogates too, from a decoded parameter
+            value = _valid(value)
     value = _FOLD_IN_WORD.sub(r"\1", value)
     return _FOLD.sub("", value)
 
@@ -423,15 +458,29 @@ class _Body:
             elif content_type.startswith("message/"):  # delivery reports: header blocks
                 if _is_attachment(part, content_type):
                     self._attachment(part)
+            elif content_type == "multipart/alternative":
+                self._alternative(children, depth, embedded, quiet)
             else:
-                taken = _taken(children) if content_type == "multipart/alternative" else None
                 for child in children:
-                    skip = quiet or (taken is not None and child is not taken)
-                    self.walk(child, depth + 1, embedded, skip)
+                    self.walk(child, depth + 1, embedded, quiet)
         elif _is_attachment(part, content_type):
             self._attachment(part)
         elif content_type.startswith("text/") and not quiet:
             self.add(_part_text(part, html=content_type == "text/html"))
+
+    def _alternative(
+        self, children: list[Message], depth: int, embedded: bool, quiet: bool
+    ) -> None:
+        """A multipart/alternative: the text of one alternative (the plain one, else, or
+        when that is empty, the last), the attachments of all."""
+        taken = _taken(children)
+        before = len(self.pieces)
+        if taken is not None:
+            self.walk(taken, depth + 1, embedded, quiet)
+        others = [child for child in children if child is not taken]
+        fallback = others[-1] if others and len(self.pieces) == before else None
+        for child in others:
+            self.walk(child, depth + 1, embedded, quiet or child is not fallback)
 
     def _message(
         self, part: Message, children: list[Message], depth: int, embedded: bool, quiet: bool
