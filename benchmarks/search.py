@@ -13,11 +13,13 @@ the cost of indexing in apply on the default preset, and writes
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
 import hashlib
 import json
 import os
 import platform
+import pstats
 import random
 import shlex
 import shutil
@@ -36,11 +38,12 @@ sys.path.insert(0, str(HERE))
 import report  # noqa: E402
 import search_report  # noqa: E402
 from search_data import RARE_WORD, Corpus  # noqa: E402
-from search_seed import SeedFigures, index_batch, seed_archive, sizes  # noqa: E402
+from search_seed import SeedFigures, seed_archive, sizes  # noqa: E402
 from tools import IMAPSYNC_DECL  # noqa: E402
 
 from imapsync_decl.store.index import Index  # noqa: E402
 from imapsync_decl.store.search.database import SearchIndex  # noqa: E402
+from imapsync_decl.store.search.extract import extract  # noqa: E402
 from imapsync_decl.store.search.find import find  # noqa: E402
 from imapsync_decl.store.search.query import parse_query  # noqa: E402
 
@@ -228,6 +231,7 @@ def apply_cost(results_json: Path, work: Path, batch: int) -> dict[str, Any]:
     directory.mkdir(mode=0o700, parents=True)
     Index.open(directory / "index.sqlite").close()
     figures = SeedFigures(batch=batch)
+    classes = {name: {"messages": 0, "bytes": 0, "extract_s": 0.0} for name in ("small", "large")}
     internal = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
     generate_s = 0.0
     with SearchIndex.open(directory, create=True) as search:
@@ -240,9 +244,22 @@ def apply_cost(results_json: Path, work: Path, batch: int) -> dict[str, Any]:
             generate_s += time.perf_counter() - started
             for first in range(0, len(items), batch):
                 chunk = items[first : first + batch]
-                index_batch(search, chunk, figures)
+                documents = []
+                for sha256, raw, internal_date in chunk:
+                    begun = time.perf_counter()
+                    documents.append((sha256, extract(raw, internal_date)))
+                    spent = time.perf_counter() - begun
+                    size_class = classes["large" if len(raw) >= seed.LARGE_MIN else "small"]
+                    size_class["messages"] += 1
+                    size_class["bytes"] += len(raw)
+                    size_class["extract_s"] += spent
+                    figures.extract_s += spent
+                begun = time.perf_counter()
+                search.add(documents)
+                figures.add_s += time.perf_counter() - begun
                 figures.messages += len(chunk)
                 figures.message_bytes += sum(len(raw) for _, raw, _ in chunk)
+        profile = _extract_profile(seed, corpus, preset)
     shutil.rmtree(directory, ignore_errors=True)
     runs: list[dict[str, Any]] = []
     recorded: dict[str, Any] = {}
@@ -276,6 +293,35 @@ def apply_cost(results_json: Path, work: Path, batch: int) -> dict[str, Any]:
         "results_json_date": recorded.get("date"),
         "preset_in_results_json": (recorded.get("preset") or {}).get("name"),
         "runs": sorted(runs, key=lambda r: int(r["connections"])),
+        "size_classes": classes,
+        "large_min_bytes": seed.LARGE_MIN,
+        "profile": profile,
+    }
+
+
+def _extract_profile(seed: Any, corpus: Any, preset: Any, top: int = 10) -> dict[str, Any]:
+    """Where ``extract`` spends its time on the first mailbox of the preset: the functions
+    with the most time of their own under cProfile, with their share of the total."""
+    messages = [message for _f, _n, message in seed.iter_mailbox(corpus, preset, 0)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for message in messages:
+        extract(message)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in entries.values()) or 1.0
+    ranked = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return {
+        "messages": len(messages),
+        "functions": [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "self_share": own / total,
+                "calls": calls,
+            }
+            for (file, line, name), (_primitive, calls, own, _cumulative, _callers) in ranked
+        ],
     }
 
 

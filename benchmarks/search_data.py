@@ -383,8 +383,24 @@ def _encoded(text: str, charset: str = "utf-8") -> str:
         return text
     if charset == "utf-8":
         return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
-    data = quopri.encodestring(text.encode(charset), header=True).decode()
-    return f"=?{charset}?q?{data}?="
+    # "Q" encoding (RFC 2047 4.2), in encoded words of at most 75 characters, folded.
+    words: list[str] = []
+    current = ""
+    for char in text:
+        piece = "".join(
+            "_"
+            if byte == 0x20
+            else chr(byte)
+            if chr(byte).isascii() and chr(byte).isalnum()
+            else f"={byte:02X}"
+            for byte in char.encode(charset)
+        )
+        if len(current) + len(piece) > 75 - len(charset) - 7:
+            words.append(current)
+            current = ""
+        current += piece
+    words.append(current)
+    return "\r\n ".join(f"=?{charset}?q?{word}?=" for word in words)
 
 
 def _address(person: Person, charset: str = "utf-8") -> str:

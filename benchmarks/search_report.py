@@ -79,6 +79,7 @@ def _apply_cost(cost: dict[str, Any] | None, limit: float) -> list[str]:
             for run in cost["runs"]
         ],
     )
+    lines += ["", *_where_time_goes(cost)]
     lines += [
         "",
         "This is an **estimate from two runs**, not one measurement with and without "
@@ -89,6 +90,44 @@ def _apply_cost(cost: dict[str, Any] | None, limit: float) -> list[str]:
         "time in full (it is CPU-bound Python, under the GIL): with several connections it "
         "may overlap with waiting for the server and cost less. Limit "
         f"{100 * limit:.0f} %.",
+    ]
+    return lines
+
+
+def _where_time_goes(cost: dict[str, Any]) -> list[str]:
+    lines = ["Extraction time by message size:", ""]
+    rows = []
+    for name, label in (("small", "under"), ("large", "at least")):
+        part = cost["size_classes"][name]
+        if not part["messages"]:
+            continue
+        rows.append(
+            [
+                f"{label} {cost['large_min_bytes'] // 1024} KB",
+                f"{part['messages']:,}",
+                f"{part['bytes'] / part['messages'] / 1e3:,.0f}",
+                f"{part['extract_s']:.1f}",
+                f"{1000 * part['extract_s'] / part['messages']:.2f}",
+                f"{1e6 * part['extract_s'] / part['bytes']:.2f}",
+            ]
+        )
+    lines += _table(
+        ["messages", "count", "average KB", "extract s", "ms per message", "ms per MB"], rows
+    )
+    profile = cost["profile"]
+    lines += [
+        "",
+        f"Where `extract` spends its time (cProfile over the {profile['messages']} messages of "
+        "the first mailbox; time spent in the function itself, share of the total; the "
+        "profiler inflates small Python functions called often):",
+        "",
+        *_table(
+            ["function", "own share", "calls"],
+            [
+                [f"`{f['function']}`", f"{100 * f['self_share']:.0f} %", f"{f['calls']:,}"]
+                for f in profile["functions"]
+            ],
+        ),
     ]
     return lines
 

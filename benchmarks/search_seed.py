@@ -32,7 +32,7 @@ from imapsync_decl.store.search.database import SEARCH_NAME, SearchIndex  # noqa
 from imapsync_decl.store.search.extract import extract  # noqa: E402
 
 #: Changed whenever the generated data changes, so that a cached archive is not reused.
-DATA_VERSION = 1
+DATA_VERSION = 2
 MARKER = "seeded.json"
 UIDVALIDITY = 1
 
