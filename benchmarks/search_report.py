@@ -108,7 +108,7 @@ def _where_time_goes(cost: dict[str, Any]) -> list[str]:
                 f"{part['bytes'] / part['messages'] / 1e3:,.0f}",
                 f"{part['extract_s']:.1f}",
                 f"{1000 * part['extract_s'] / part['messages']:.2f}",
-                f"{1e6 * part['extract_s'] / part['bytes']:.2f}",
+                f"{1e9 * part['extract_s'] / part['bytes']:.0f}",
             ]
         )
     lines += _table(
