@@ -406,3 +406,29 @@ def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
         "self": [(name, 100 * n / total) for name, n in self_counts.most_common(top)],
         "inclusive": [(name, 100 * n / total) for name, n in inclusive.most_common(top)],
     }
+
+
+# -------------------------------------------------------------------------- search
+
+SEARCH_BEGIN = "<!-- search: written by benchmarks/search.py -->"
+SEARCH_END = "<!-- end of search -->"
+
+
+def search_section(text: str) -> str | None:
+    """The search benchmark's section of a RESULTS.md, markers included, if it has one."""
+    start = text.find(SEARCH_BEGIN)
+    end = text.find(SEARCH_END, start)
+    if start < 0 or end < 0:
+        return None
+    return text[start : end + len(SEARCH_END)]
+
+
+def with_search_section(text: str, section: str | None) -> str:
+    """``text`` with its search section replaced by ``section`` (markers included), or
+    with ``section`` appended when it has none; ``text`` as it is when ``section`` is None."""
+    if section is None:
+        return text
+    old = search_section(text)
+    if old is not None:
+        return text.replace(old, section)
+    return text.rstrip("\n") + ("\n\n" if text.strip() else "") + section + "\n"
