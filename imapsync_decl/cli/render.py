@@ -396,6 +396,17 @@ def _failed(totals: dict[str, Any]) -> str:
 # --- archive stats ------------------------------------------------------------------------------
 
 
+def _search_line(search: dict[str, Any] | None) -> str:
+    if search is None:
+        return "no search index (run `imapsync-decl archive rebuild-search`)"
+    if search.get("error"):
+        return "damaged (run `imapsync-decl archive rebuild-search --force`)"
+    return (
+        f"{search['indexed']} indexed ({search['headers_only']} by headers only),"
+        f" {search['unindexed']} not indexed"
+    )
+
+
 def render_stats(stats: ArchiveStats) -> str:
     """The text form of ``archive stats``."""
 
@@ -414,6 +425,7 @@ def render_stats(stats: ArchiveStats) -> str:
         f"dedup        {_times(stats.dedup_ratio)} (in folders / original)",
         f"compression  {_times(stats.compression_ratio)} (original / stored)",
         f"overall      {_times(stats.total_ratio)} (in folders / stored)",
+        f"search       {_search_line(stats.search)}",
     ]
     if stats.per_user:
         header = ("USER", "MAILBOXES", "FOLDERS", "MESSAGES", "PLACEMENTS", "ORIGINAL", "STORED")

@@ -120,6 +120,38 @@ def extract(raw: bytes, internal_date: datetime | None = None) -> SearchDocument
     )
 
 
+@dataclass(frozen=True)
+class Readable:
+    """A message as a person reads it (``archive show``): every header field decoded,
+    in order, the body text and the attachment names; not normalised for search."""
+
+    headers: tuple[tuple[str, str], ...]
+    text: str
+    attachment_names: tuple[str, ...]
+    extracted: bool
+
+
+def readable(raw: bytes) -> Readable:
+    """The decoded headers, body text and attachment names of a raw message. Never
+    raises on any input; ``extracted`` is False when only the headers could be read."""
+    message = _parse(raw)
+    body = _Body()
+    extracted = True
+    try:
+        body.walk(message, depth=0, embedded=False, quiet=False)
+    except Exception:  # the email package and codecs fail in odd ways on broken mail
+        extracted = False
+        body = _Body()
+    fields: list[tuple[str, str]] = []
+    try:
+        items = message.items()
+    except Exception:
+        items = []
+    for name, value in items:
+        fields.append((str(name), _decode_words(_unfold(str(value)))[:MAX_HEADER_TEXT]))
+    return Readable(tuple(fields), body.text(), tuple(body.names), extracted)
+
+
 # Parsing ------------------------------------------------------------------------------
 
 
