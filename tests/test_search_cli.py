@@ -183,6 +183,7 @@ def test_an_invalid_query_exits_10_with_a_message(archived: Archived, query: lis
 
 # Sort orders, limit, offset ----------------------------------------------------------
 
+
 def test_sort_by_date_either_way_and_by_relevance(archived: Archived) -> None:
     oldest = search(archived, "--user", archived.alice, "after:2024-10-01", "--sort", "date")
     dates = [hit["date"] for hit in oldest]
@@ -210,6 +211,7 @@ def test_limit_and_offset_page_through_the_hits(archived: Archived) -> None:
 
 
 # Scopes ------------------------------------------------------------------------------
+
 
 def test_a_user_never_sees_another_users_messages(archived: Archived) -> None:
     alice, bob = archived.alice, archived.bob
@@ -261,7 +263,8 @@ def test_text_output_is_one_line_per_hit_then_the_snippet(archived: Archived) ->
     assert "Quarterly report" in head
     assert head.endswith("]")
     assert "[id " in head
-    assert snippet.startswith("    ") and "plainword" in snippet
+    assert snippet.startswith("    ")
+    assert "plainword" in snippet
     code, out, _ = archived.bed.run("archive", "search", "nosuchwordanywhere")
     assert (code, out) == (0, "no messages found\n")
 
@@ -274,6 +277,7 @@ def test_an_archive_without_a_search_index_says_how_to_build_it(archived: Archiv
 
 
 # Show ---------------------------------------------------------------------------------
+
 
 def hit_id(archived: Archived, *query: str) -> int:
     (hit,) = search(archived, "--user", archived.alice, *query)
@@ -355,7 +359,7 @@ def test_show_of_an_unknown_id_and_of_a_damaged_blob(archived: Archived) -> None
     data[len(data) // 2] ^= 0xFF
     blob.chmod(0o600)
     blob.write_bytes(bytes(data))
-    code, out, err = archived.bed.run("archive", "show", str(hit["id"]))
+    code, _out, err = archived.bed.run("archive", "show", str(hit["id"]))
     assert code == 12
     assert hit["sha256"] in err
     assert "Traceback" not in err
