@@ -27,7 +27,8 @@ from imapsync_decl.store.search.database import SEARCH_NAME, SearchIndex
 from imapsync_decl.store.search.extract import extract
 
 CATCH_UP_BATCH = 200
-REBUILD_HINT = "run `imapsync-decl archive rebuild-search`"
+REBUILD = "imapsync-decl archive rebuild-search"
+REBUILD_HINT = f"run `{REBUILD}`"
 
 
 class SearchIndexMissing(UsageError):
@@ -124,7 +125,7 @@ def open_search(root: Path) -> SearchIndex:
 def damaged(root: Path, exc: Exception) -> SearchIndexDamaged:
     return SearchIndexDamaged(
         f"the search index {Path(root) / SEARCH_NAME} cannot be read ({exc});"
-        f" {REBUILD_HINT} --force"
+        f" run `{REBUILD} --force`"
     )
 
 
