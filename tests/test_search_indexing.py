@@ -14,13 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_engine import Engine, message
 
 from imapsync_decl.cli.search import terminal_text
 from imapsync_decl.run import indexing
 from imapsync_decl.store.search.database import SearchIndex
 from imapsync_decl.store.search.indexer import index_messages
-
-from test_engine import Engine, message
 
 
 @pytest.fixture
