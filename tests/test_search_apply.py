@@ -138,8 +138,9 @@ def test_rebuild_search_is_resumable_and_force_starts_over(bed: Bed) -> None:
     fixture_archive(bed)
     assert bed.apply_json()[0] == 0
     forget_documents(bed, 10)
-    code, out, _ = bed.run("archive", "rebuild-search")
+    code, out, err = bed.run("archive", "rebuild-search", "--progress")
     assert code == 0
+    assert "10/10" in err  # the bar, on stderr
     assert out.startswith("indexed 10 messages; the search index holds 26 messages")
     code, out, _ = bed.run("archive", "rebuild-search", "--format", "json")
     assert json.loads(out)["indexed_now"] == 0
