@@ -567,15 +567,16 @@ class Executor:
             if moves:
                 index.repoint(folder_id, plan.uidvalidity, moves, self.run_id)
             recorded = index.record(folder_id, plan.uidvalidity, entries, self.run_id)
-        # Archived: contents new to the archive, counted in the index transaction, so
-        # two mailboxes storing the same message at once count it once.
-        # 3. the search documents of the new messages, from the bytes at hand
+        # 3. the search documents of the new messages, from the bytes at hand (a failure
+        # is logged and left to the catch-up: it never undoes what is archived)
         self.indexing.add(
             [
                 (sha, m.body, m.internal_date)
                 for m, sha in zip(to_store, to_store_hashes, strict=True)
             ]
         )
+        # Archived: contents new to the archive, counted in the index transaction, so
+        # two mailboxes storing the same message at once count it once.
         result.archived += recorded.messages
         result.already_present += len(batch) - recorded.messages
         log.debug("batch_committed", messages=len(batch), moved=len(moves))
