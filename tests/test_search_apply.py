@@ -179,6 +179,9 @@ def test_a_damaged_search_index_never_stops_archiving(bed: Bed) -> None:
     assert result["search"]["error"]
     assert "search_index_failed" in err
     assert len(bed.placements()) == 28
+    code, out, _ = bed.run("apply")
+    assert code == 0
+    assert "! search index: " in out
     code, _, err = bed.run("archive", "search", "latecomer")
     assert code == 12
     assert "rebuild-search --force" in err

@@ -155,6 +155,11 @@ def render_result(result: ApplyResult) -> str:
             " the server, or not in the selected profiles)"
             for sha256 in repair.unrepaired
         )
+    if result.search is not None and result.search.get("error"):
+        lines.append(
+            f"  ! search index: {result.search['error']}; nothing archived is lost, the"
+            " messages are indexed by the next apply or `archive rebuild-search --force`"
+        )
     if result.interrupted_by is not None:
         lines.append("Interrupted: the last batch was committed; run `apply` again to go on.")
     return "\n".join(lines)
