@@ -4,7 +4,9 @@
 gives a ``SearchDocument``: the texts of the FTS columns (sender, recipients,
 subject, body, attachment, other), already passed through ``text.searchable``, and
 the values shown in results (decoded From, To and Subject, the date, the size,
-the attachment names).
+the attachment names). ``readable`` reads a message the same way for a person
+(``archive show``): every header field decoded, the body text as it is, not
+normalised for search.
 
 Mail in the wild is broken in every way the standards leave open, so ``extract``
 never raises: headers are decoded leniently (8-bit bytes as UTF-8, else
