@@ -7,6 +7,7 @@ archiving: the run records the failure, and the next apply indexes what is missi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -91,3 +92,28 @@ def test_terminal_text_drops_escape_sequences_and_control_characters(text: str, 
 
 def test_terminal_text_keeps_lines_and_tabs_when_multiline() -> None:
     assert terminal_text("a\r\nb\tc\rd\x1b[2J", multiline=True) == "a\nb\tc\nd"
+
+
+def test_a_large_attachment_is_named_and_the_text_around_it_read() -> None:
+    from imapsync_decl.store.search.extract import extract, readable
+
+    blob = base64.encodebytes(bytes(range(256)) * 2000).replace(b"\n", b"\r\n")
+    raw = (
+        b"From: a@example.test\r\nSubject: scan\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nfirstword\r\n"
+        b'--b1\r\nContent-Type: image/png; name="big.png"\r\nContent-Transfer-Encoding: base64\r\n'
+        b'Content-Disposition: attachment; filename="big.png"\r\n\r\n' + blob + b"--b1\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>lastword</p>\r\n--b1--\r\n"
+    )
+    assert len(raw) > 500_000
+    document = extract(raw)
+    assert document.extracted
+    assert document.attachment_names == ("big.png",)
+    assert document.has_attachment
+    assert "firstword" in document.body
+    assert "lastword" in document.body
+    assert document.size == len(raw)
+    shown = readable(raw)
+    assert shown.attachment_names == ("big.png",)
+    assert "lastword" in shown.text

@@ -213,16 +213,23 @@ def _bounded(raw: bytes) -> list[memoryview | bytes]:
     MIME boundaries are such lines, so a cut never loses a part: it drops the end of
     one part's content, beyond what is read of it (attachments are only named, text
     is read up to ``MAX_PART_TEXT`` bytes). The parser then never holds more than that
-    of any part, however large the message.
+    of any part, however large the message. The content of a large part whose
+    Content-Type is not text, multipart or message (an attachment: only its name is
+    read, from its header) is left out altogether, so that the parser does not read
+    it line by line.
     """
-    if len(raw) <= _STRETCH:
+    if len(raw) <= _SKIP_AT:
         return [raw]
     view = memoryview(raw)
     pieces: list[memoryview | bytes] = []
     piece = stretch = 0
     ends = [match.start() + 1 for match in _DASH_LINE.finditer(raw)]
     for end in [*ends, len(raw)]:
-        if end - stretch > _STRETCH:
+        body = _binary_body(raw, stretch, end) if stretch and end - stretch > _SKIP_AT else None
+        if body is not None:
+            pieces.append(view[piece:body])
+            piece = end
+        elif end - stretch > _STRETCH:
             limit = stretch + _STRETCH
             pieces.append(view[piece:limit])
             if raw[limit - 1 : limit] not in (b"\r", b"\n"):
@@ -231,6 +238,24 @@ def _bounded(raw: bytes) -> list[memoryview | bytes]:
         stretch = end
     pieces.append(view[piece:])
     return pieces
+
+
+def _binary_body(raw: bytes, start: int, end: int) -> int | None:
+    """Where the content of the part at ``raw[start:end]`` (from its boundary line) begins,
+    when its header names a type other than text, multipart or message; else None."""
+    blank = _BLANK_LINE.search(raw, start, min(end, start + _HEADER_SCAN))
+    if blank is None:
+        return None
+    header = raw[start : blank.start()]
+    if _BINARY_TYPE.search(header) is None:
+        return None
+    return blank.end()
+
+
+_SKIP_AT = 64 * 1024  # parts shorter than this are parsed as they are
+_HEADER_SCAN = 16 * 1024
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_BINARY_TYPE = re.compile(rb"(?im)^content-type:[ \t]*(?!text/|multipart/|message/)[a-z]")
 
 
 # Headers ------------------------------------------------------------------------------
@@ -413,9 +438,12 @@ def _bytes_text(data: bytes) -> str:
         return data.decode("cp1252", "replace")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _valid(text: str) -> str:
     """``text`` without lone surrogates, which no database or parser takes."""
-    if any("\ud800" <= char <= "\udfff" for char in text):
+    if not text.isascii() and _SURROGATE.search(text):
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
 
