@@ -263,6 +263,14 @@ def _why(document: Document) -> list[str]:
                 f"- Client CPU per MB at {n} connection(s): imapsync-decl "
                 f"{1000 * per_mb:.1f} ms, raw baseline {1000 * raw_per_mb:.1f} ms."
             )
+        if row and row.get("search_seconds") is not None and row["wall_s"]:
+            lines.append(
+                f"- Search indexing in the first run at {n} connection(s): "
+                f"{row['search_seconds']:.1f} s for {row.get('search_indexed') or 0:,} messages"
+                f" ({100 * row['search_seconds'] / row['wall_s']:.0f} % of the wall time; the"
+                " time the storing thread spent extracting and indexing, which overlaps the"
+                " fetching, so at most the wall time indexing costs)."
+            )
         if row and row.get("archive_disk_bytes"):
             lines.append(
                 f"- Archive on disk after the first run at {n} connection(s): "

@@ -214,6 +214,10 @@ class Bench:
             summary = _apply_summary(directory / f"apply-{phase}.0.out")
             if summary is not None:
                 extra["summary_archived"] = summary
+            indexing = _apply_summary(directory / f"apply-{phase}.0.out", keys=("search",))
+            if indexing is not None:
+                extra["search_indexed"] = indexing.get("indexed")
+                extra["search_seconds"] = indexing.get("seconds")
             records.append(
                 _record(
                     "imapsync-decl",
@@ -278,14 +282,15 @@ class Bench:
         return figures
 
 
-def _apply_summary(path: Path) -> Any:
-    """The messages-archived figure of ``apply --format json``, if it can be found."""
+def _apply_summary(path: Path, keys: tuple[str, ...] = ("totals", "summary")) -> Any:
+    """The messages-archived figure of ``apply --format json`` (or the object under one of
+    ``keys``), if it can be found."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if isinstance(document, dict):
-        for key in ("totals", "summary"):
+        for key in keys:
             if isinstance(document.get(key), dict):
                 return document[key]
     return None

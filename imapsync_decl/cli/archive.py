@@ -21,6 +21,7 @@ from imapsync_decl.cli.options import (
 )
 from imapsync_decl.cli.render import plural, render_run, render_run_list, render_stats
 from imapsync_decl.cli.restore import restore_command
+from imapsync_decl.cli.search import archive_rebuild_search, archive_search, archive_show
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.plan.planner import open_index_if_exists
 from imapsync_decl.run.service import list_runs, rebuild_archive_index, show_run
@@ -32,10 +33,11 @@ from imapsync_decl.store.stats import gather_stats
 
 @click.group("archive", epilog=EXIT_CODES)
 def archive_group() -> None:
-    """Read the archive back: export messages, verify integrity."""
+    """Read the archive back: search, show, export and restore messages, verify integrity."""
 
 
-archive_group.add_command(restore_command)
+for _command in (archive_search, archive_show, archive_rebuild_search, restore_command):
+    archive_group.add_command(_command)
 
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
@@ -234,7 +236,8 @@ def archive_stats(config_dir: Path, archive_path: Path | None, output_format: st
     (every distinct message) and stored (compressed, on disk); the ratios
     dedup = in folders / original, compression = original / stored and overall =
     in folders / stored; and per user its mailboxes, folders, messages, placements
-    and bytes. Only the index is read.
+    and bytes; the search index: messages indexed, of them found by their headers
+    only (text not extractable), and not indexed yet. Only the indexes are read.
 
     \b
     Examples:
@@ -242,7 +245,7 @@ def archive_stats(config_dir: Path, archive_path: Path | None, output_format: st
       imapsync-decl archive stats --archive /srv/archive --format json
     """
     with _existing_archive(config_dir, archive_path) as archive:
-        stats = gather_stats(archive.index)
+        stats = gather_stats(archive.index, archive.root)
     if output_format == "json":
         print_json(stats.to_json())
     else:

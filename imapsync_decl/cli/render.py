@@ -155,6 +155,11 @@ def render_result(result: ApplyResult) -> str:
             " the server, or not in the selected profiles)"
             for sha256 in repair.unrepaired
         )
+    if result.search is not None and result.search.get("error"):
+        lines.append(
+            f"  ! search index: {result.search['error']}; nothing archived is lost, the"
+            " messages are indexed by the next apply or `archive rebuild-search --force`"
+        )
     if result.interrupted_by is not None:
         lines.append("Interrupted: the last batch was committed; run `apply` again to go on.")
     return "\n".join(lines)
@@ -424,6 +429,17 @@ def _failed(totals: dict[str, Any]) -> str:
 # --- archive stats ------------------------------------------------------------------------------
 
 
+def _search_line(search: dict[str, Any] | None) -> str:
+    if search is None:
+        return "no search index (run `imapsync-decl archive rebuild-search`)"
+    if search.get("error"):
+        return "damaged (run `imapsync-decl archive rebuild-search --force`)"
+    return (
+        f"{search['indexed']} indexed ({search['headers_only']} by headers only),"
+        f" {search['unindexed']} not indexed"
+    )
+
+
 def render_stats(stats: ArchiveStats) -> str:
     """The text form of ``archive stats``."""
 
@@ -442,6 +458,7 @@ def render_stats(stats: ArchiveStats) -> str:
         f"dedup        {_times(stats.dedup_ratio)} (in folders / original)",
         f"compression  {_times(stats.compression_ratio)} (original / stored)",
         f"overall      {_times(stats.total_ratio)} (in folders / stored)",
+        f"search       {_search_line(stats.search)}",
     ]
     if stats.per_user:
         header = ("USER", "MAILBOXES", "FOLDERS", "MESSAGES", "PLACEMENTS", "ORIGINAL", "STORED")

@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -43,6 +44,7 @@ from imapsync_decl.plan import deletion, filters
 from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan
 from imapsync_decl.plan.parallel import in_parallel
 from imapsync_decl.plan.planner import source_server
+from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
 from imapsync_decl.store import (
@@ -154,8 +156,11 @@ class Executor:
         stop: StopRequested | None = None,
         progress: Progress | None = None,
         repair: VerifyReport | None = None,
+        indexing: SearchIndexing | None = None,
     ) -> None:
         self.config = config
+        # The search index, fed after each batch's placements are committed (never before).
+        self.indexing = indexing if indexing is not None else SearchIndexing(Path(), enabled=False)
         self.archive = archive
         self.run_id = run_id
         self.batching = batching
@@ -185,7 +190,10 @@ class Executor:
                     jobs, [functools.partial(self._mailbox, m) for m in profile_plan.mailboxes]
                 )
                 result.mailboxes.extend(m for m in done if m is not None)
+            if not self.stop and not self._unwritable:
+                self.indexing.catch_up(self.archive.blobs, self.stop.__bool__)
         finally:
+            result.search = self.indexing.to_json()
             if self.damage is not None:
                 result.repair = repair_outcome(
                     self.archive.blobs, self.damage.to_repair, self.damage.damaged_orphans
@@ -559,6 +567,14 @@ class Executor:
             if moves:
                 index.repoint(folder_id, plan.uidvalidity, moves, self.run_id)
             recorded = index.record(folder_id, plan.uidvalidity, entries, self.run_id)
+        # 3. the search documents of the new messages, from the bytes at hand (a failure
+        # is logged and left to the catch-up: it never undoes what is archived)
+        self.indexing.add(
+            [
+                (sha, m.body, m.internal_date)
+                for m, sha in zip(to_store, to_store_hashes, strict=True)
+            ]
+        )
         # Archived: contents new to the archive, counted in the index transaction, so
         # two mailboxes storing the same message at once count it once.
         result.archived += recorded.messages

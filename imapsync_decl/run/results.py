@@ -92,6 +92,7 @@ class ApplyResult:
     users: dict[str, Any] = field(default_factory=dict)  # directory sync: changes per directory
     interrupted_by: int | None = None
     repair: RepairOutcome | None = None  # apply --repair: the blobs repaired and not
+    search: dict[str, Any] | None = None  # search indexing: indexed, seconds, error
 
     @property
     def stale(self) -> bool:
@@ -136,6 +137,7 @@ class ApplyResult:
             "errors": self.errors,
             "users": self.users,
             **({"repair": self.repair.to_json()} if self.repair is not None else {}),
+            **({"search": self.search} if self.search is not None else {}),
             "totals": {
                 "mailboxes": len(self.mailboxes),
                 "failed_mailboxes": sum(1 for m in self.mailboxes if m.failed),

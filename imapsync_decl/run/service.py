@@ -12,9 +12,11 @@ progress factory and, for planning, the context to hold while servers are read.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,28 @@ from imapsync_decl.plan.model import Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
 from imapsync_decl.run.executor import Batching, Executor, StopRequested
+from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import ProgressFactory, no_progress
 from imapsync_decl.run.results import ApplyResult
 from imapsync_decl.sources import users as userlist
 from imapsync_decl.sources.users import DirectoryResult
 from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, verify
-from imapsync_decl.store.archive import open_for_writing
+from imapsync_decl.store.archive import open_for_writing, writing
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
+from imapsync_decl.store.search.database import SearchCounts, SearchIndex
+from imapsync_decl.store.search.indexer import catch_up, damaged, remove_search_files
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchRebuild:
+    """What ``archive rebuild-search`` did, and the search index's counts after it."""
+
+    indexed: int
+    skipped: tuple[str, ...]  # messages whose blob is damaged or missing
+    counts: SearchCounts
 
 
 def needs_directory(config: Config, profile_names: Sequence[str]) -> bool:
@@ -114,6 +128,7 @@ def apply_profiles(
     progress: ProgressFactory = no_progress,
     run_id: str | None = None,
     repair: bool = False,
+    index_search: bool = True,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
@@ -123,6 +138,7 @@ def apply_profiles(
     again under the lock (another apply may have run in between).
     ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
     or missing blobs as not archived (apply --repair; not with a saved plan).
+    ``index_search``: index what is archived in the search index (off only to measure).
     """
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
@@ -184,6 +200,7 @@ def apply_profiles(
         if stop:
             return None
         run_id = run_id or str(uuid.uuid4())
+        indexing = SearchIndexing(config.archive_path, enabled=index_search)
         with (
             structlog.contextvars.bound_contextvars(run_id=run_id),
             progress(the_plan) as bars,
@@ -196,8 +213,12 @@ def apply_profiles(
                 batching=batching,
                 progress=bars,
                 repair=damage,
+                indexing=indexing,
             )
-            result = executor.apply(the_plan)
+            try:
+                result = executor.apply(the_plan)
+            finally:
+                indexing.close()
             result.users = users_changes
         return result
 
@@ -246,3 +267,35 @@ def rebuild_archive_index(archive: Path, *, force: bool) -> RebuildReport:
         raise UsageError(f"no archive at {archive}")
     with ArchiveLock(archive, "imapsync-decl archive rebuild-index"):
         return rebuild_index(archive / "index.sqlite", BlobStore(archive), force=force)
+
+
+def rebuild_search_index(
+    archive: Path,
+    *,
+    force: bool,
+    progress: Callable[[int, int], AbstractContextManager[Callable[[int], None]]] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SearchRebuild:
+    """Index every archived message without a search document, from its blob, under the
+    archive's lock (``archive rebuild-search``). What is indexed stays; ``force`` deletes
+    the search index first (also a damaged one). ``progress(done, total)`` gives the
+    callback told how many messages each batch dealt with."""
+    if not (archive / "index.sqlite").is_file():
+        raise UsageError(f"no archive at {archive} (run `apply` first)")
+    with ArchiveLock(archive, "imapsync-decl archive rebuild-search"), writing(archive):
+        if force:
+            remove_search_files(archive)
+        try:
+            search = SearchIndex.open(archive)
+            counts = search.counts()
+        except sqlite3.DatabaseError as exc:
+            raise damaged(archive, exc) from None
+        with search:
+            total = counts.unindexed
+            bars = progress(counts.indexed, total) if progress else contextlib.nullcontext(None)
+            with bars as advanced:
+                done = catch_up(
+                    search, BlobStore(archive), advanced=advanced, should_stop=should_stop
+                )
+            log.info("search_indexed", count=done.indexed, skipped=len(done.skipped))
+            return SearchRebuild(done.indexed, tuple(done.skipped), search.counts())

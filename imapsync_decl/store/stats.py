@@ -13,15 +13,24 @@ Definitions (the same in text and JSON):
 Per user, ``messages`` and the byte sums count the distinct messages in that user's
 folders, so a message two users hold counts for each of them: the per-user sums can
 exceed the totals.
+
+``search`` (when the archive has a search index): ``indexed`` messages with a search
+document, of them ``headers_only`` whose text could not be extracted (found by their
+headers), and ``unindexed`` messages without a document yet (``archive
+rebuild-search`` indexes them); ``error`` when ``search.sqlite`` cannot be read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from imapsync_decl.store import Index
+from imapsync_decl.store.search.database import SEARCH_NAME, SearchIndex
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class ArchiveStats:
     bytes_stored: int
     bytes_placed: int
     per_user: tuple[UserStats, ...]
+    search: dict[str, Any] | None = None  # the search index's counts, None without one
 
     @property
     def dedup_ratio(self) -> float | None:
@@ -77,11 +87,13 @@ class ArchiveStats:
             "compression_ratio": _rounded(self.compression_ratio),
             "total_ratio": _rounded(self.total_ratio),
             "per_user": [u.to_json() for u in self.per_user],
+            "search": self.search,
         }
 
 
-def gather_stats(index: Index) -> ArchiveStats:
-    """Count and sum the archive's index (blobs are not read)."""
+def gather_stats(index: Index, root: Path | None = None) -> ArchiveStats:
+    """Count and sum the archive's index (blobs are not read), and the search index's
+    documents when ``root`` is given and has one."""
     counts = index.counts()
     sizes = index.storage_totals()
     per_user = tuple(UserStats(**row) for row in index.user_totals())
@@ -95,7 +107,25 @@ def gather_stats(index: Index) -> ArchiveStats:
         bytes_stored=sizes["bytes_stored"],
         bytes_placed=sizes["bytes_placed"],
         per_user=per_user,
+        search=search_counts(root) if root is not None else None,
     )
+
+
+def search_counts(root: Path) -> dict[str, Any] | None:
+    """The counts of the search index of the archive at ``root``; None without one."""
+    if not os.path.lexists(Path(root) / SEARCH_NAME):
+        return None
+    try:
+        with SearchIndex.open(Path(root), create=False) as search:
+            counts = search.counts()
+    except sqlite3.DatabaseError as exc:
+        return {"indexed": None, "headers_only": None, "unindexed": None, "error": str(exc)}
+    return {
+        "indexed": counts.indexed,
+        "headers_only": counts.headers_only,
+        "unindexed": counts.unindexed,
+        "error": None,
+    }
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:

@@ -4,7 +4,9 @@
 gives a ``SearchDocument``: the texts of the FTS columns (sender, recipients,
 subject, body, attachment, other), already passed through ``text.searchable``, and
 the values shown in results (decoded From, To and Subject, the date, the size,
-the attachment names).
+the attachment names). ``readable`` reads a message the same way for a person
+(``archive show``): every header field decoded, the body text as it is, not
+normalised for search.
 
 Mail in the wild is broken in every way the standards leave open, so ``extract``
 never raises: headers are decoded leniently (8-bit bytes as UTF-8, else
@@ -122,6 +124,38 @@ def extract(raw: bytes, internal_date: datetime | None = None) -> SearchDocument
     )
 
 
+@dataclass(frozen=True)
+class Readable:
+    """A message as a person reads it (``archive show``): every header field decoded,
+    in order, the body text and the attachment names; not normalised for search."""
+
+    headers: tuple[tuple[str, str], ...]
+    text: str
+    attachment_names: tuple[str, ...]
+    extracted: bool
+
+
+def readable(raw: bytes) -> Readable:
+    """The decoded headers, body text and attachment names of a raw message. Never
+    raises on any input; ``extracted`` is False when only the headers could be read."""
+    message = _parse(raw)
+    body = _Body()
+    extracted = True
+    try:
+        body.walk(message, depth=0, embedded=False, quiet=False)
+    except Exception:  # the email package and codecs fail in odd ways on broken mail
+        extracted = False
+        body = _Body()
+    fields: list[tuple[str, str]] = []
+    try:
+        items = message.items()
+    except Exception:
+        items = []
+    for name, value in items:
+        fields.append((str(name), _decode_words(_unfold(str(value)))[:MAX_HEADER_TEXT]))
+    return Readable(tuple(fields), body.text(), tuple(body.names), extracted)
+
+
 # Parsing ------------------------------------------------------------------------------
 
 
@@ -183,14 +217,22 @@ def _bounded(raw: bytes) -> list[memoryview | bytes]:
     A cut never loses a part: it drops the end of one part's content, beyond what is
     read of it (attachments are only named, text is read up to ``MAX_PART_TEXT``
     bytes). The parser then never holds more than that of any part, however large
-    the message.
+    the message. The content of a large part whose Content-Type is not text,
+    multipart or message (an attachment: only its name is read, from its header) is
+    left out altogether, so that the parser does not read it line by line.
     """
-    if len(raw) <= _STRETCH and _lines(raw, 0, len(raw)) <= _STRETCH_LINES:
+    if len(raw) <= _SKIP_AT and _lines(raw, 0, len(raw)) <= _STRETCH_LINES:
         return [raw]
     view = memoryview(raw)
     pieces: list[memoryview | bytes] = []
     piece = stretch = 0
     for end in itertools.chain(_boundary_lines(raw), [len(raw)]):
+        body = _binary_body(raw, stretch, end) if stretch and end - stretch > _SKIP_AT else None
+        if body is not None:
+            pieces.append(view[piece:body])
+            piece = end
+            stretch = end
+            continue
         stop = _cut(raw, stretch, end)
         if stop < end:
             pieces.append(view[piece:stop])
@@ -232,6 +274,24 @@ def _cut(raw: bytes, start: int, end: int) -> int:
             else:
                 limit = min(limit, position)
     return limit
+
+
+def _binary_body(raw: bytes, start: int, end: int) -> int | None:
+    """Where the content of the part at ``raw[start:end]`` (from its boundary line) begins,
+    when its header names a type other than text, multipart or message; else None."""
+    blank = _BLANK_LINE.search(raw, start, min(end, start + _HEADER_SCAN))
+    if blank is None:
+        return None
+    header = raw[start : blank.start()]
+    if _BINARY_TYPE.search(header) is None:
+        return None
+    return blank.end()
+
+
+_SKIP_AT = 64 * 1024  # parts shorter than this are parsed as they are
+_HEADER_SCAN = 16 * 1024
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_BINARY_TYPE = re.compile(rb"(?im)^content-type:[ \t]*(?!text/|multipart/|message/)[a-z]")
 
 
 # Headers ------------------------------------------------------------------------------
@@ -414,9 +474,12 @@ def _bytes_text(data: bytes) -> str:
         return data.decode("cp1252", "replace")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _valid(text: str) -> str:
     """``text`` without lone surrogates, which no database or parser takes."""
-    if any("\ud800" <= char <= "\udfff" for char in text):
+    if not text.isascii() and _SURROGATE.search(text):
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
 
