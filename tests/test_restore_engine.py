@@ -238,6 +238,8 @@ def test_ids_and_user_together_are_a_usage_error(bench: Bench) -> None:
 
 
 def test_a_query_without_a_search_index_says_to_build_it(bench: Bench) -> None:
+    for name in ("search.sqlite", "search.sqlite-wal", "search.sqlite-shm"):
+        (bench.archive / name).unlink(missing_ok=True)  # apply wrote one
     code, out = bench.run(
         "archive", "restore", "--user", "alice@example.test", "--query", "x", "--profile", "fake"
     )
