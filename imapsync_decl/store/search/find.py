@@ -94,6 +94,8 @@ def find(
     """The hits of ``query`` in ``scope``, in ``sort`` order (``relevance``, ``date``,
     ``-date``), ``limit`` of them from ``offset``."""
     compiled = compile_query(query)
+    if sort == "relevance" and compiled.rank_match is None:
+        sort = "-date"  # nothing to rank by: the same order, without the ranking expression
     params = dict(compiled.params)
     params["limit"] = max(0, min(limit, MAX_LIMIT))
     params["offset"] = max(0, offset)

@@ -49,7 +49,9 @@ TEXT_FIELDS: dict[str, TextField] = {
 }
 FIELDS = ("from", "to", "subject", "attachment", "has", "after", "before", "larger", "smaller")
 
-_NEWEST = "d.date IS NULL, d.date DESC, d.id DESC"
+# SQLite orders NULL before every value, so DESC puts undated messages last, and the
+# index on docs (date) serves the order.
+_NEWEST = "d.date DESC, d.id DESC"
 # bm25() weights per FTS5 column, in table order: sender, recipients, subject, body,
 # attachment, other. A word in the subject or the sender says more about a message
 # than one in a long body or in a Message-ID.
@@ -57,7 +59,7 @@ _BY_RELEVANCE = (
     "CASE WHEN :search_rank IS NULL THEN 0 ELSE coalesce(("
     "SELECT bm25(fts, 2.0, 1.0, 3.0, 1.0, 1.0, 0.5) FROM search.fts"
     " WHERE fts MATCH :search_rank AND rowid = d.id"
-    "), 0) END, d.date IS NULL, d.date DESC, d.id DESC"
+    "), 0) END, d.date DESC, d.id DESC"
 )
 
 

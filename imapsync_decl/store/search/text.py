@@ -39,10 +39,18 @@ def searchable(text: str, *, document: bool = False) -> str:
     """``text`` normalised for the index and for query terms: NFKC (full-width letters
     and ligatures become plain ones, ``ß`` stays for the tokenizer) and CJK runs as
     bigrams; with ``document``, the distinct CJK characters follow at the end."""
+    if text.isascii():  # most mail: nothing to normalise, no CJK
+        return text
     normal = unicodedata.normalize("NFKC", text)
-    out = _CJK.sub(_bigrams, normal)
+    runs: list[str] = []
+
+    def bigrams(match: re.Match[str]) -> str:
+        runs.append(match.group(0))
+        return _bigrams(match)
+
+    out = _CJK.sub(bigrams, normal)
     if document:
-        singles = dict.fromkeys(c for run in _CJK.findall(normal) if len(run) > 1 for c in run)
+        singles = dict.fromkeys(c for run in runs if len(run) > 1 for c in run)
         if singles:
             out += " " + " ".join(singles)
     return out
