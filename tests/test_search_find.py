@@ -97,3 +97,25 @@ def test_hits_carry_a_snippet_and_the_placement_id(tmp_path: Path) -> None:
         assert hit.to_json()["sha256"] == sha(0)
         paged = find(search, parse_query("vertrag"), sort="date", limit=2, offset=3)
         assert len(paged) == 1
+
+
+def test_a_snippet_of_long_tokens_stays_short(tmp_path: Path) -> None:
+    root = archive(tmp_path)
+    with sqlite3.connect(root / "index.sqlite") as db:
+        db.execute(
+            "INSERT INTO messages (sha256, size, stored_size, first_archived_at)"
+            " VALUES (?, 10, 10, ?)",
+            (sha(9), NOW),
+        )
+        db.execute(
+            "INSERT INTO placements (folder_id, uidvalidity, uid, sha256, archived_at)"
+            " VALUES (1, 1, 9, ?, ?)",
+            (sha(9), NOW),
+        )
+    with SearchIndex.open(root) as search:
+        search.add([(sha(9), Doc("long", body=" ".join(["x" * 80] * 20) + " needle"))])
+        (hit,) = find(search, parse_query("long"))
+        (found,) = find(search, parse_query("needle"))
+    assert len(hit.snippet) <= 240
+    assert hit.snippet.endswith("…")
+    assert "[needle]" in found.snippet

@@ -18,6 +18,7 @@ from imapsync_decl.store.search.query import CompiledQuery, Query, compile_query
 
 MAX_LIMIT = 10_000
 SNIPPET_TOKENS = 16
+SNIPPET_CHARS = 240  # long tokens (URLs, encoded data) still give a short line
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,15 @@ def find(
 
 
 def _snippet(search: SearchIndex, compiled: CompiledQuery, doc_id: int) -> str:
+    text = _snippet_text(search, compiled, doc_id)
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    start = max(0, text.find("[") - SNIPPET_CHARS // 3)  # keep the first match in view
+    window = text[start : start + SNIPPET_CHARS - 2].strip()
+    return ("…" if start > 0 else "") + window + "…"
+
+
+def _snippet_text(search: SearchIndex, compiled: CompiledQuery, doc_id: int) -> str:
     """A few words of the body around the first match of the free-text terms, the match
     in [brackets]; without free-text terms, the body's first words."""
     match = compiled.rank_match
