@@ -31,7 +31,7 @@ from imapsync_decl.cli.render import plural
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.run.service import rebuild_search_index
 from imapsync_decl.store import Archive
-from imapsync_decl.store.rows import PlacementRow
+from imapsync_decl.store.restoring import RestoreItem
 from imapsync_decl.store.search.extract import Readable, readable
 from imapsync_decl.store.search.find import Hit, Scope, find
 from imapsync_decl.store.search.indexer import damaged, open_search
@@ -191,9 +191,10 @@ def archive_show(
     """
     root = _archive_root(config_dir, archive_path)
     with Archive.open(root, read_only=True) as archive:
-        placement = archive.index.placement(message_id)
-        if placement is None:
+        found = archive.index.placements_by_id([message_id])
+        if not found:
             raise UsageError(f"no message with id {message_id}")
+        placement = found[0]
         raw = archive.blobs.get(placement.sha256)
     if part == "raw":
         sys.stdout.flush()
@@ -223,7 +224,7 @@ def archive_show(
     return ExitCode.OK
 
 
-def _show_json(message_id: int, placement: PlacementRow, message: Readable) -> dict[str, object]:
+def _show_json(message_id: int, placement: RestoreItem, message: Readable) -> dict[str, object]:
     return {
         "id": message_id,
         "user": placement.user,

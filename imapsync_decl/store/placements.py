@@ -292,32 +292,6 @@ class PlacementRows(IndexConnection):
                     break
                 after = (int(rows[-1][0]), int(rows[-1][1]))
 
-    def placement(self, placement_id: int) -> PlacementRow | None:
-        """The placement with row id ``placement_id`` (a search hit's id), or None."""
-        row = self._one(
-            "SELECT u.name, m.archive_folder, f.path, p.uidvalidity, p.uid, p.sha256,"
-            " g.size, p.internal_date, p.flags, m.server, m.login"
-            " FROM placements p JOIN messages g ON g.sha256 = p.sha256"
-            " JOIN folders f ON f.id = p.folder_id JOIN mailboxes m ON m.id = f.mailbox_id"
-            " JOIN users u ON u.id = m.user_id WHERE p.id = ?",
-            (placement_id,),
-        )
-        if row is None:
-            return None
-        return PlacementRow(
-            user=row[0],
-            archive_folder=row[1],
-            folder=row[2],
-            uidvalidity=int(row[3]),
-            uid=int(row[4]),
-            sha256=row[5],
-            size=int(row[6]),
-            internal_date=parse_datetime(row[7]),
-            flags=parse_flags(row[8]),
-            server=row[9],
-            login=row[10],
-        )
-
     def iter_message_hashes(self) -> Iterator[str]:
         """Every SHA-256 of the messages table, in sorted order, read in pages."""
         after = ""

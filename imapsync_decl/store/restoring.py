@@ -1,6 +1,7 @@
-"""What restore reads of the index: placements by id or by user and folder, with their message.
+"""Placements by id or by user and folder, with their message: what show and restore read.
 
-A placement's row id is the ``id`` of a search hit and what ``archive restore`` takes;
+A placement's row id is the ``id`` of a search hit and what ``archive show`` and
+``archive restore`` take;
 each :class:`RestoreItem` carries what putting the message back needs: its mailbox
 (user, archive folder, login, server), folder path, SHA-256, size, Message-ID, flags
 and internal date.
@@ -14,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from imapsync_decl.store.connection import IndexConnection
-from imapsync_decl.store.rows import parse_datetime, parse_flags
+from imapsync_decl.store.rows import parse_datetime, parse_flags, subfolders_pattern
 
 _IN_CHUNK = 500  # host parameters per IN (...) query
 
@@ -85,7 +86,7 @@ class RestoreLookup(IndexConnection):
         below = None
         if folder is not None:
             folder = folder.strip("/")
-            below = folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+            below = subfolders_pattern(folder)
         rows = self._all(
             f"{_SELECT} WHERE u.name = ?1"
             " AND (?2 IS NULL OR f.path = ?2 OR f.path LIKE ?3 ESCAPE '\\')"

@@ -168,6 +168,12 @@ def run_dict(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def subfolders_pattern(folder: str) -> str:
+    """A LIKE pattern (with ESCAPE '\\') for the subfolders of ``folder``: its text
+    taken literally, then ``/%``."""
+    return folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+
+
 def now_text() -> str:
     """The current time as stored: UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from imapsync_decl.store.rows import subfolders_pattern
 from imapsync_decl.store.search.database import SearchIndex
 from imapsync_decl.store.search.query import CompiledQuery, Query, compile_query, order_by
 
@@ -74,13 +75,9 @@ def _scope_sql(scope: Scope, params: dict[str, str | int | None]) -> str:
     if scope.folder is not None:
         folder = scope.folder.strip("/")
         params["scope_folder"] = folder
-        params["scope_below"] = _like_escaped(folder) + "/%"
+        params["scope_below"] = subfolders_pattern(folder)
         clauses.append("(f.path = :scope_folder OR f.path LIKE :scope_below ESCAPE '\\')")
     return "".join(f" AND {c}" for c in clauses)
-
-
-def _like_escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def find(
