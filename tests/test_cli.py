@@ -253,3 +253,29 @@ def test_sigterm_exits_143(tmp_path: Path) -> None:
     )
     assert proc.returncode == 143, proc.stderr
     assert "terminated" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--version"], 0),
+        (["archive", "search", "--archive", "{tmp}/none", "budget"], 10),
+        (["archive", "search", "--archive", "{tmp}/none", "NOT"], 10),
+    ],
+)
+def test_quick_commands_import_only_what_they_use(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    # Commands are imported lazily: these start without the configuration models
+    # (pydantic), the logging set-up (structlog) and the IMAP client.
+    script = (
+        "import sys\n"
+        "from imapsync_decl.cli.main import main\n"
+        f"code = main({[a.replace('{tmp}', str(tmp_path)) for a in args]!r})\n"
+        "heavy = sorted(m for m in ('pydantic', 'structlog', 'imapclient', 'rich') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert proc.stdout.splitlines()[-1] == f"{code} []", proc.stdout + proc.stderr

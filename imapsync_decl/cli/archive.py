@@ -20,8 +20,6 @@ from imapsync_decl.cli.options import (
     valid_config,
 )
 from imapsync_decl.cli.render import plural, render_run, render_run_list, render_stats
-from imapsync_decl.cli.restore import restore_command
-from imapsync_decl.cli.search import archive_rebuild_search, archive_search, archive_show
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.plan.planner import open_index_if_exists
 from imapsync_decl.run.service import list_runs, rebuild_archive_index, show_run
@@ -29,15 +27,6 @@ from imapsync_decl.store import Archive, verify
 from imapsync_decl.store.export import export_archive
 from imapsync_decl.store.runs import list_document, protocol_document
 from imapsync_decl.store.stats import gather_stats
-
-
-@click.group("archive", epilog=EXIT_CODES)
-def archive_group() -> None:
-    """Read the archive back: search, show, export and restore messages, verify integrity."""
-
-
-for _command in (archive_search, archive_show, archive_rebuild_search, restore_command):
-    archive_group.add_command(_command)
 
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
@@ -49,7 +38,7 @@ def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:
     return Archive.open(root, read_only=True)
 
 
-@archive_group.command("export", epilog=EXIT_CODES)
+@click.command("export", epilog=EXIT_CODES)
 @config_dir_option
 @archive_option
 @click.option(
@@ -126,7 +115,7 @@ def archive_export(
     return ExitCode.OK
 
 
-@archive_group.command("verify", epilog=EXIT_CODES)
+@click.command("verify", epilog=EXIT_CODES)
 @config_dir_option
 @archive_option
 @format_option
@@ -164,7 +153,7 @@ def archive_verify(config_dir: Path, archive_path: Path | None, output_format: s
     return ExitCode.OK if report.ok else ExitCode.INTEGRITY
 
 
-@archive_group.command("rebuild-index", epilog=EXIT_CODES)
+@click.command("rebuild-index", epilog=EXIT_CODES)
 @config_dir_option
 @archive_option
 @format_option
@@ -224,7 +213,7 @@ def archive_rebuild_index(
     return ExitCode.INTEGRITY if problems else ExitCode.OK
 
 
-@archive_group.command("stats", epilog=EXIT_CODES)
+@click.command("stats", epilog=EXIT_CODES)
 @config_dir_option
 @archive_option
 @format_option

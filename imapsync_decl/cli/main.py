@@ -18,15 +18,34 @@ from types import FrameType
 import click
 
 from imapsync_decl import __version__
-from imapsync_decl.cli.archive import archive_group, runs_command
-from imapsync_decl.cli.config_commands import mailboxes, schema, validate
+from imapsync_decl.cli.lazy import LazyGroup
 from imapsync_decl.cli.options import EXIT_CODES, check_output, print_problems
-from imapsync_decl.cli.plan_apply import apply, plan_command
-from imapsync_decl.cli.schedule import daemon_command, schedule_group
-from imapsync_decl.cli.users import users_group
 from imapsync_decl.errors import ConfigError, ExitCode, ImapsyncError
 
 __all__ = ["EXIT_CODES", "cli", "main"]
+
+# Each command is imported when it runs (``cli.lazy``): a command pays only for its own imports.
+COMMANDS = {
+    "validate": "imapsync_decl.cli.config_commands:validate",
+    "schema": "imapsync_decl.cli.config_commands:schema",
+    "mailboxes": "imapsync_decl.cli.config_commands:mailboxes",
+    "plan": "imapsync_decl.cli.plan_apply:plan_command",
+    "apply": "imapsync_decl.cli.plan_apply:apply",
+    "daemon": "imapsync_decl.cli.schedule:daemon_command",
+    "schedule": "imapsync_decl.cli.schedule:schedule_group",
+    "runs": "imapsync_decl.cli.archive:runs_command",
+    "users": "imapsync_decl.cli.users:users_group",
+}
+ARCHIVE_COMMANDS = {
+    "export": "imapsync_decl.cli.archive:archive_export",
+    "verify": "imapsync_decl.cli.archive:archive_verify",
+    "rebuild-index": "imapsync_decl.cli.archive:archive_rebuild_index",
+    "stats": "imapsync_decl.cli.archive:archive_stats",
+    "search": "imapsync_decl.cli.search:archive_search",
+    "show": "imapsync_decl.cli.search:archive_show",
+    "rebuild-search": "imapsync_decl.cli.search:archive_rebuild_search",
+    "restore": "imapsync_decl.cli.restore:restore_command",
+}
 
 
 class Terminated(Exception):
@@ -34,6 +53,8 @@ class Terminated(Exception):
 
 
 @click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
     epilog=EXIT_CODES,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -83,19 +104,9 @@ def cli(ctx: click.Context, log_format: str, log_file: Path | None, log_level: s
     }
 
 
-for command in (
-    validate,
-    schema,
-    mailboxes,
-    plan_command,
-    apply,
-    daemon_command,
-    schedule_group,
-    archive_group,
-    runs_command,
-    users_group,
-):
-    cli.add_command(command)
+@cli.group("archive", cls=LazyGroup, lazy_commands=ARCHIVE_COMMANDS, epilog=EXIT_CODES)
+def archive_group() -> None:
+    """Read the archive back: search, show, export and restore messages, verify integrity."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -14,16 +14,19 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from imapsync_decl import log
-from imapsync_decl.config.resolve import Config
 from imapsync_decl.errors import ConfigError, Problem, UsageError
 from imapsync_decl.fs import UnsafePath, check_output_path
-from imapsync_decl.run.executor import StopRequested
-from imapsync_decl.sources.users import load_with_index_users
+
+if TYPE_CHECKING:
+    from imapsync_decl.config.resolve import Config
+    from imapsync_decl.run.executor import StopRequested
+
+# The layers below are imported where they are used, not here: every command imports this
+# module, and `archive search` or `--version` should not pay for pydantic or structlog.
 
 EXIT_CODES = """\b
 Exit codes:
@@ -92,6 +95,8 @@ def setup_logging(quiet_console: bool = False) -> None:
     ``quiet_console``: progress bars are shown, so on a console only warnings and
     errors are logged, unless --log-level was given.
     """
+    from imapsync_decl import log
+
     settings = click.get_current_context().find_root().obj or {}
     level = settings.get("log_level", "info")
     log_file = settings.get("log_file")
@@ -119,6 +124,8 @@ def catching_stop(stop: StopRequested) -> Iterator[None]:
 
 def valid_config(config_dir: Path) -> Config:
     """The configuration, with its warnings printed; invalid: ConfigError (exit 10)."""
+    from imapsync_decl.sources.users import load_with_index_users
+
     config = load_with_index_users(config_dir, str(config_dir))
     if not config.ok:
         raise ConfigError(config.problems)

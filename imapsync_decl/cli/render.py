@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from imapsync_decl.config.resolve import Config, Mailbox
 from imapsync_decl.errors import Problem
-from imapsync_decl.plan.model import FolderPlan, Plan
-from imapsync_decl.run.results import ApplyResult
 from imapsync_decl.store.runs import UNFINISHED, protocol_document
-from imapsync_decl.store.stats import ArchiveStats
+
+if TYPE_CHECKING:
+    from imapsync_decl.config.resolve import Config, Mailbox
+    from imapsync_decl.plan.model import FolderPlan, Plan
+    from imapsync_decl.run.results import ApplyResult
+    from imapsync_decl.store.stats import ArchiveStats
 
 SYMBOLS = {"archive": "+", "rescan": "~", "skip": " ", "error": "!"}
 

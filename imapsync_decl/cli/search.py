@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,13 +30,14 @@ from imapsync_decl.cli.options import (
 )
 from imapsync_decl.cli.render import plural
 from imapsync_decl.errors import ExitCode, UsageError
-from imapsync_decl.run.service import rebuild_search_index
 from imapsync_decl.store import Archive
-from imapsync_decl.store.restoring import RestoreItem
-from imapsync_decl.store.search.extract import Readable, readable
 from imapsync_decl.store.search.find import Hit, Scope, find
 from imapsync_decl.store.search.indexer import damaged, open_search
 from imapsync_decl.store.search.query import SORTS, parse_query
+
+if TYPE_CHECKING:
+    from imapsync_decl.store.restoring import RestoreItem
+    from imapsync_decl.store.search.extract import Readable
 
 # An escape sequence: CSI (ESC [ ... final), OSC/DCS/APC/PM/SOS (up to BEL or ST), or
 # ESC and one character; then every other control character (C0, DEL, C1).
@@ -201,6 +203,8 @@ def archive_show(
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
         return ExitCode.OK
+    from imapsync_decl.store.search.extract import readable  # only `show` parses a message
+
     message = readable(raw)
     if output_format == "json":
         print_json(_show_json(message_id, placement, message))
@@ -281,6 +285,8 @@ def archive_rebuild_search(
     """
     root = _archive_root(config_dir, archive_path)
     show = progress if progress is not None else sys.stderr.isatty()
+    from imapsync_decl.run.service import rebuild_search_index
+
     report = rebuild_search_index(root, force=force, progress=_bar if show else None)
     counts = report.counts
     if output_format == "json":

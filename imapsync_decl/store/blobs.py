@@ -36,13 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import structlog
 import zstandard
 
 from imapsync_decl.errors import ExitCode, ImapsyncError
 from imapsync_decl.fs import create_exclusive, fsync_dir, open_nofollow, write_all
-
-log = structlog.get_logger(__name__)
 
 COMPRESSION_LEVEL = 1  # as small as 3 on mail (text and base64), and twice as fast
 READ_CHUNK = 256 * 1024
@@ -171,7 +168,11 @@ class BlobStore:
                     if hashes is not None and hashlib.sha256(raw).hexdigest() != sha256:
                         raise ValueError(f"item {n} does not hash to {sha256}")
                     self.replaced += 1
-                    log.warning("blob_replaced", blob=sha256, reason="damaged file")
+                    import structlog  # here: readers of the store need no logging set-up
+
+                    structlog.get_logger(__name__).warning(
+                        "blob_replaced", blob=sha256, reason="damaged file"
+                    )
                 self._make_dirs(final.parent)
                 new.append((sha256, raw, final))
                 queued.add(sha256)
