@@ -130,6 +130,7 @@ class Config:
     listed: tuple[ListedUser, ...] = ()
     choices: dict[str, tuple[UserChoice, ...]] = field(default_factory=dict)
     directories: tuple[Loaded[Users], ...] = ()  # Users documents with a directory
+    search_during_apply: bool = True  # the Archive document's setting
 
     def needs_directory(self, profile: str) -> bool:
         item = self.profile(profile)

@@ -128,7 +128,6 @@ def apply_profiles(
     progress: ProgressFactory = no_progress,
     run_id: str | None = None,
     repair: bool = False,
-    index_search: bool = True,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
@@ -138,7 +137,7 @@ def apply_profiles(
     again under the lock (another apply may have run in between).
     ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
     or missing blobs as not archived (apply --repair; not with a saved plan).
-    ``index_search``: index what is archived in the search index (off only to measure).
+    The search indexer runs beside the archiving unless the Archive document turns it off.
     """
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
@@ -200,7 +199,7 @@ def apply_profiles(
         if stop:
             return None
         run_id = run_id or str(uuid.uuid4())
-        indexing = SearchIndexing(config.archive_path, enabled=index_search)
+        indexing = SearchIndexing(config.archive_path, enabled=config.search_during_apply)
         with (
             structlog.contextvars.bound_contextvars(run_id=run_id),
             progress(the_plan) as bars,

@@ -47,6 +47,7 @@ class CatchUp:
 
     indexed: int = 0
     skipped: list[str] = field(default_factory=list)
+    after: int = 0  # the last row of the index looked at: where a later call may go on
 
 
 def index_messages(
@@ -68,14 +69,15 @@ def catch_up(
     search: SearchIndex,
     blobs: BlobStorage,
     *,
+    after: int = 0,
     batch: int = CATCH_UP_BATCH,
     advanced: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> CatchUp:
     """Index every message of the index without a document, ``batch`` at a time, from
-    its blob. ``advanced`` is told how many messages each batch dealt with."""
-    done = CatchUp()
-    after = 0
+    its blob, beginning after the index's row ``after``. ``advanced`` is told how many
+    messages each batch dealt with."""
+    done = CatchUp(after=after)
     while not should_stop():
         rows = search.connection.execute(
             "SELECT m.rowid, m.sha256, (SELECT min(p.internal_date) FROM idx.placements p"
@@ -87,7 +89,7 @@ def catch_up(
         ).fetchall()
         if not rows:
             break
-        after = int(rows[-1][0])
+        after = done.after = int(rows[-1][0])
         found: list[tuple[str, bytes, datetime | None]] = []
         for _, sha, internal_date in rows:
             try:
