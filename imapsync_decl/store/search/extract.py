@@ -368,10 +368,13 @@ class _Headers:
         return texts[0] if texts else ""
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _unfold(value: str) -> str:
     """A header value on one line; 8-bit bytes (surrogate escapes) read as UTF-8, else
     Windows-1252."""
-    if any("\udc80" <= char <= "\udcff" for char in value):
+    if not value.isascii() and _ESCAPED_BYTE.search(value) is not None:
         try:
             value = _bytes_text(value.encode("utf-8", "surrogateescape"))
         except UnicodeEncodeError:  # other surrogates too, from a decoded parameter
