@@ -37,8 +37,13 @@ from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, 
 from imapsync_decl.store.archive import open_for_writing, writing
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
-from imapsync_decl.store.search.database import SearchCounts, SearchIndex
-from imapsync_decl.store.search.indexer import catch_up, damaged, remove_search_files
+from imapsync_decl.store.search.database import (
+    SearchCounts,
+    SearchIndex,
+    damaged,
+    remove_search_files,
+)
+from imapsync_decl.store.search.indexer import catch_up
 
 log = structlog.get_logger(__name__)
 
