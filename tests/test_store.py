@@ -48,9 +48,9 @@ from imapsync_decl.store import (
     MessageIndex,
     PlacementConflict,
     Recorded,
-    verify,
 )
 from imapsync_decl.store.message import MAX_VALUE_LENGTH, MessageHeaders, parse_headers
+from imapsync_decl.store.verify import verify
 
 REPO = Path(__file__).resolve().parent.parent
 

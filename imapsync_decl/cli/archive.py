@@ -23,10 +23,11 @@ from imapsync_decl.cli.render import plural, render_run, render_run_list, render
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.plan.planner import open_index_if_exists
 from imapsync_decl.run.service import list_runs, rebuild_archive_index, show_run
-from imapsync_decl.store import Archive, verify
+from imapsync_decl.store import Archive
 from imapsync_decl.store.export import export_archive
 from imapsync_decl.store.runs import list_document, protocol_document
 from imapsync_decl.store.stats import gather_stats
+from imapsync_decl.store.verify import verify
 
 
 def _existing_archive(config_dir: Path, archive_path: Path | None) -> Archive:

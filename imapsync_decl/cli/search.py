@@ -30,7 +30,6 @@ from imapsync_decl.cli.options import (
 )
 from imapsync_decl.cli.render import plural
 from imapsync_decl.errors import ExitCode, UsageError
-from imapsync_decl.store import Archive
 from imapsync_decl.store.search.database import damaged, open_search
 from imapsync_decl.store.search.find import Hit, Scope, find
 from imapsync_decl.store.search.query import SORTS, parse_query
@@ -192,6 +191,8 @@ def archive_show(
       imapsync-decl archive show 4711 --format json
     """
     root = _archive_root(config_dir, archive_path)
+    from imapsync_decl.store import Archive
+
     with Archive.open(root, read_only=True) as archive:
         found = archive.index.placements_by_id([message_id])
         if not found:

@@ -33,7 +33,7 @@ from imapsync_decl.run.progress import ProgressFactory, no_progress
 from imapsync_decl.run.results import ApplyResult
 from imapsync_decl.sources import users as userlist
 from imapsync_decl.sources.users import DirectoryResult
-from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, verify
+from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans
 from imapsync_decl.store.archive import open_for_writing, writing
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
@@ -44,6 +44,7 @@ from imapsync_decl.store.search.database import (
     remove_search_files,
 )
 from imapsync_decl.store.search.indexer import catch_up
+from imapsync_decl.store.verify import verify
 
 log = structlog.get_logger(__name__)
 

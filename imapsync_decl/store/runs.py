@@ -8,10 +8,12 @@ renders them (:mod:`imapsync_decl.cli.render`). Passwords are never part of a pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapsync_decl.errors import UsageError
-from imapsync_decl.store import Index
+
+if TYPE_CHECKING:
+    from imapsync_decl.store import Index
 
 UNFINISHED = "not finished: still running, or ended without recording its end"
 
