@@ -112,8 +112,11 @@ changed:
       whether the run archived, re-pointed or deleted messages.
   returned: always
   type: bool
-rc:
-  description: The exit code of C(imapsync-decl apply) (in check mode, of C(plan)).
+exit_code:
+  description:
+    - The exit code of C(imapsync-decl apply) (in check mode, of C(plan)); 2 in check
+      mode means changes pending, 3 some mailboxes failed (the task fails unless
+      O(allow_partial)).
   returned: when the command ran
   type: int
   sample: 0
@@ -213,7 +216,7 @@ def check(module, cli):
         module.warn(warning)
     result = {"changed": plan_has_work(plan), "plan": plan, "run": None}
     if rc is not None:
-        result["rc"] = rc
+        result["exit_code"] = rc
     if module._diff:
         result["diff"] = plan_diff(plan)
     finish(module, result, PARTIAL if rc == PARTIAL else OK, plan_errors(plan))
@@ -225,7 +228,7 @@ def apply(module, cli, plan_path):
     for warning in plan_warnings(plan):
         module.warn(warning)
     rc, run = cli.run_json(["apply"], [plan_path], ok=APPLY_CODES)
-    result = {"changed": run_changed(run), "plan": plan, "run": run, "rc": rc}
+    result = {"changed": run_changed(run), "plan": plan, "run": run, "exit_code": rc}
     if module._diff:
         result["diff"] = run_diff(plan, run)
     errors = run_errors(run)
@@ -265,7 +268,7 @@ def run_module():
                 shutil.rmtree(work, ignore_errors=True)
     except CommandError as error:
         if error.rc is not None:
-            result["rc"] = error.rc
+            result["exit_code"] = error.rc
         module.fail_json(msg=error.msg, **result)
 
 

@@ -163,7 +163,7 @@ def run_module():
             result["runs"] = []
     except CommandError as error:
         if error.rc is not None:
-            result["rc"] = error.rc
+            result["exit_code"] = error.rc
         module.fail_json(msg=error.msg, **result)
     module.exit_json(**result)
 
