@@ -147,8 +147,7 @@ class Ansible:
         return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
-def task_play(*tasks: dict[str, Any]) -> str:
-    """A playbook of one play on the inventory's mailarchive group with these tasks."""
-    return json.dumps(
-        [{"name": "test", "hosts": "mailarchive", "gather_facts": False, "tasks": list(tasks)}]
-    )
+def task_play(*tasks: dict[str, Any], **play: Any) -> str:
+    """A playbook (JSON is YAML) of one play on the inventory's group with these tasks."""
+    body = {"name": "test", "hosts": "mailarchive", "gather_facts": False, **play}
+    return json.dumps([{**body, "tasks": list(tasks)}])

@@ -253,12 +253,79 @@ def test_the_secret_reaches_the_command_in_its_environment_only(ansible: Ansible
         },
     }
     run = ansible.play(task_play(task))
+    argv = Path(f"{record}.argv").read_text(encoding="utf-8")
+    assert ansible.secret not in argv
+    assert {"plan", "apply"} <= set(argv.splitlines())
     result = run.result("wrapped")
     assert result["changed"] is True, result
-    argv = Path(f"{record}.argv").read_text(encoding="utf-8")
-    assert {"plan", "apply"} <= set(argv.splitlines())
-    assert ansible.secret not in argv
     environment = Path(f"{record}.env").read_text(encoding="utf-8").splitlines()
     assert environment.count(f"{SECRET_NAME}={ansible.secret}") == 2  # plan, then apply
     assert ansible.secret not in json.dumps(result)
     assert ansible.secret not in run.stdout + run.stderr
+
+
+def test_an_invalid_configuration_fails_info_and_apply_with_its_problems(ansible: Ansible) -> None:
+    bed = ansible.bed
+    bed.master_profile("staff", [bed.new_user()])
+    profile = bed.config_dir / "staff.yaml"
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text.replace(f"port: {bed.server.port}", "port: 99999"), encoding="utf-8")
+    config = "{{ config_dir }}"
+    run = ansible.play(
+        task_play(
+            {"name": "info", "imapsync_decl.archiving.info": {"config_dir": config}},
+            {"name": "apply", "imapsync_decl.archiving.apply": {"config_dir": config}},
+            ignore_errors=True,
+        )
+    )
+    info = run.result("info")
+    assert run.status("info") == "fatal"
+    assert info["validate"]["valid"] is False
+    assert info["msg"].startswith("the configuration is invalid: ")
+    assert "staff.yaml:" in info["msg"]
+    assert "server.port: " in info["msg"]
+    assert "mailboxes" not in info
+    applied = run.result("apply")
+    assert run.status("apply") == "fatal"
+    assert applied["exit_code"] == 10
+    assert applied["msg"].startswith("the configuration or the command line is invalid: ")
+    assert "staff.yaml:" in applied["msg"]
+    assert not bed.archive.exists()
+
+
+def test_profiles_choose_what_is_applied_and_listed(ansible: Ansible) -> None:
+    bed = ansible.bed
+    first, second = bed.new_user(), bed.new_user()
+    seed(bed, first, "INBOX", 1)
+    seed(bed, second, "INBOX", 1)
+    bed.master_profile("first", [first])
+    bed.master_profile("second", [second])
+    env = {"BED_MASTER_PASSWORD": bed.server.master_password}
+    run = ansible.play(
+        task_play(
+            {
+                "name": "apply",
+                "imapsync_decl.archiving.apply": {
+                    "config_dir": "{{ config_dir }}",
+                    "profiles": ["second"],
+                    "env": env,
+                },
+            },
+            {
+                "name": "info",
+                "imapsync_decl.archiving.info": {
+                    "config_dir": "{{ config_dir }}",
+                    "profiles": ["first"],
+                    "runs": 0,
+                },
+            },
+        )
+    )
+    applied = run.result("apply")
+    assert [m["login"] for m in applied["run"]["mailboxes"]] == [second]
+    assert [p["name"] for p in applied["plan"]["profiles"]] == ["second"]
+    assert [row[0] for row in bed.placements()] == [second]
+    info = run.result("info")
+    assert {m["profile"] for m in info["mailboxes"]} == {"first"}
+    assert [m["login"] for m in info["mailboxes"] if m["selected"]] == [first]
+    assert info["runs"] == []
