@@ -19,6 +19,7 @@ from imapsync_decl.store.lock import ArchiveLock
 
 from ansible_bed import BIN, SECRET_NAME, Ansible, readme_playbook, task_play
 from bed import Bed, seed
+from servers.dovecot import make_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -329,3 +330,62 @@ def test_profiles_choose_what_is_applied_and_listed(ansible: Ansible) -> None:
     assert {m["profile"] for m in info["mailboxes"]} == {"first"}
     assert [m["login"] for m in info["mailboxes"] if m["selected"]] == [first]
     assert info["runs"] == []
+
+
+def test_re_pointed_messages_are_a_change(ansible: Ansible) -> None:
+    bed = ansible.bed
+    user = bed.new_user()
+    bodies = [make_message(subject=f"r{i}", body=f"recreated {i}\n") for i in range(2)]
+    bed.server.create_folder(user, "Projekt")
+    for body in bodies:
+        bed.server.append(user, "Projekt", body)
+    master_bed(ansible, [user])
+    playbook = readme_playbook()
+    assert ansible.play(playbook).result(APPLY)["run"]["totals"]["archived"] == 2
+    # The folder recreated with the same messages: a new UIDVALIDITY, nothing new to store.
+    bed.server.delete_folder(user, "Projekt")
+    bed.server.create_folder(user, "Projekt")
+    for body in reversed(bodies):
+        bed.server.append(user, "Projekt", body)
+
+    checked = ansible.play(playbook, "--check").result(APPLY)
+    (folder,) = [
+        f
+        for f in checked["plan"]["profiles"][0]["mailboxes"][0]["folders"]
+        if f["path"] == "Projekt"
+    ]
+    assert folder["action"] == "rescan"
+    assert checked["changed"] is True
+    applied = ansible.play(playbook).result(APPLY)
+    assert applied["run"]["totals"]["archived"] == 0
+    assert applied["run"]["totals"]["already_present"] == 2
+    assert applied["changed"] is True
+    assert ansible.play(playbook).result(APPLY)["changed"] is False
+
+
+def test_a_saved_plan_is_reported_in_check_mode_then_applied_exactly(ansible: Ansible) -> None:
+    bed = ansible.bed
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 2)
+    bed.master_profile("staff", [user])
+    plan_file = bed.root / "plan.json"
+    assert bed.run("plan", "--out", str(plan_file))[0] == 0
+    saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    seed(bed, user, "INBOX", 1, tag="later")  # not in the saved plan
+    task = {
+        "name": "saved",
+        "imapsync_decl.archiving.apply": {
+            "config_dir": "{{ config_dir }}",
+            "plan_file": str(plan_file),
+            "env": {"BED_MASTER_PASSWORD": "{{ archiver_password }}"},
+        },
+    }
+    checked = ansible.play(task_play(task), "--check").result("saved")
+    assert checked["changed"] is True
+    assert checked["plan"] == saved
+    assert not bed.archive.exists()
+    applied = ansible.play(task_play(task)).result("saved")
+    assert applied["changed"] is True
+    assert applied["plan"]["id"] == saved["id"] == applied["run"]["plan_id"]
+    assert applied["run"]["totals"]["archived"] == 2  # exactly the plan's UIDs
+    assert len(bed.placements()) == 2
