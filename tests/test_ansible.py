@@ -226,6 +226,9 @@ def test_a_locked_archive_fails_naming_the_holder(ansible: Ansible) -> None:
     assert run.status("locked") == "fatal"
     assert result["exit_code"] == 13
     assert result["msg"].startswith("the archive is locked by another apply: ")
+    assert result["changed"] is False
+    assert result["run"] is None
+    assert result["plan"]["totals"]["messages"] == 1  # what would have been applied
     assert f"`imapsync-decl apply` (pid {os.getpid()} on" in result["msg"]
     assert not (bed.archive / "index.sqlite").exists()  # nothing was applied
 

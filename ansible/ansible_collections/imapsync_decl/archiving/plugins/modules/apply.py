@@ -227,7 +227,13 @@ def apply(module, cli, plan_path):
     plan = read_plan_file(plan_path)
     for warning in plan_warnings(plan):
         module.warn(warning)
-    rc, run = cli.run_json(["apply"], [plan_path], ok=APPLY_CODES)
+    try:
+        rc, run = cli.run_json(["apply"], [plan_path], ok=APPLY_CODES)
+    except CommandError as error:
+        # Refused before the run (a stale saved plan, a locked archive): nothing applied.
+        module.fail_json(
+            msg=error.msg, changed=False, plan=plan, run=None, exit_code=error.rc, errors=[]
+        )
     result = {"changed": run_changed(run), "plan": plan, "run": run, "exit_code": rc}
     if module._diff:
         result["diff"] = run_diff(plan, run)
