@@ -129,7 +129,8 @@ class Cli:
 
         Logs: warnings and errors only, as JSON lines (kept out of the messages)."""
         argv = [self.executable, "--log-format", "json", "--log-level", "warning"]
-        argv += [*command, "--config-dir", self.config_dir, *args]
+        # Values joined to their options: a value that starts with `-` stays a value.
+        argv += [*command, f"--config-dir={self.config_dir}", *args]
         return self.module.run_command(
             argv,
             environ_update=self.env,

@@ -187,10 +187,7 @@ APPLY_CODES = (OK, PARTIAL, STALE_PLAN, 12, 130, 143)
 
 
 def profile_args(profiles):
-    args = []
-    for name in profiles or []:
-        args += ["--profile", name]
-    return args
+    return [f"--profile={name}" for name in profiles or []]
 
 
 def finish(module, result, rc, errors):
@@ -264,10 +261,11 @@ def run_module():
         elif params["plan_file"]:
             apply(module, cli, os.path.abspath(params["plan_file"]))
         else:
-            work = tempfile.mkdtemp(prefix="imapsync-decl-plan-")
+            # In the task's own temporary directory (mode 0700), removed with it.
+            work = tempfile.mkdtemp(prefix="imapsync-decl-plan-", dir=module.tmpdir)
             try:
                 plan_path = os.path.join(work, "plan.json")
-                args = ["--out", plan_path, *profile_args(params["profiles"])]
+                args = [f"--out={plan_path}", *profile_args(params["profiles"])]
                 cli.run_json(["plan"], args, ok=(OK, PARTIAL))
                 apply(module, cli, plan_path)
             finally:
