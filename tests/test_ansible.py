@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 
 from imapsync_decl.store.lock import ArchiveLock
 
-from ansible_bed import BIN, SECRET_NAME, Ansible, readme_playbook, task_play
+from ansible_bed import BIN, MODULE_PYTHON, SECRET_NAME, Ansible, readme_playbook, task_play
 from bed import Bed, seed
 from servers.dovecot import make_message
 
@@ -62,6 +64,12 @@ def test_the_readme_playbook_plans_in_check_mode_archives_then_is_unchanged(
     seed(bed, user, "Projekte", 2)
     master_bed(ansible, [user])
     playbook = readme_playbook()
+
+    # The modules run with a Python that has no imapsync_decl package (on Debian: the
+    # system's), as on a managed host where the command lives in a virtualenv.
+    if sys.executable != MODULE_PYTHON:
+        probe = [MODULE_PYTHON, "-c", "import imapsync_decl"]
+        assert subprocess.run(probe, cwd=bed.root, capture_output=True, check=False).returncode
 
     # Check mode: the plan, nothing on disk.
     checked = ansible.play(playbook, "--check", "--diff")
