@@ -103,8 +103,8 @@ def plan_diff(plan):
     return {
         "before": "".join(before),
         "after": "".join(after),
-        "before_header": "archive and server now",
-        "after_header": "after apply (planned)",
+        "before_header": "archive and server",
+        "after_header": "planned",
     }
 
 
@@ -131,6 +131,6 @@ def run_diff(plan, run):
     return {
         "before": "".join(before),
         "after": "".join(after),
-        "before_header": "archive and server before",
-        "after_header": "after apply",
+        "before_header": "archive and server",
+        "after_header": "applied",
     }

@@ -86,7 +86,7 @@ validate:
 mailboxes:
   description:
     - The mailboxes the profiles archive (C(imapsync-decl mailboxes --format json)), and
-      the users of the list a profile does not archive (O(ignore:selected=false), with the
+      the users of the list a profile does not archive (C(selected) false, with the
       reason). Passwords never appear.
   returned: when the configuration is valid
   type: list
