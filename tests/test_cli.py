@@ -199,6 +199,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Exit codes:" in out
     commands = sorted(cli.commands)
     assert commands == [
+        "access-log",
         "apply",
         "archive",
         "daemon",
