@@ -200,6 +200,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Exit codes:" in out
     commands = cli.list_commands(click.Context(cli))
     assert commands == [
+        "access-log",
         "apply",
         "archive",
         "daemon",

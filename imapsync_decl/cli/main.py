@@ -35,6 +35,7 @@ COMMANDS = {
     "schedule": "imapsync_decl.cli.schedule:schedule_group",
     "runs": "imapsync_decl.cli.archive:runs_command",
     "users": "imapsync_decl.cli.users:users_group",
+    "access-log": "imapsync_decl.cli.access_log:access_log_command",
 }
 ARCHIVE_COMMANDS = {
     "export": "imapsync_decl.cli.archive:archive_export",
