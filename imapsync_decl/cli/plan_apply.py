@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from imapsync_decl.cli.markdown import render_plan_markdown
 from imapsync_decl.cli.options import (
     EXIT_CODES,
     catching_stop,
@@ -35,7 +36,15 @@ from imapsync_decl.run.service import apply_profiles, plan_profiles
 @click.command("plan", epilog=EXIT_CODES)
 @config_dir_option
 @profiles_option
-@format_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for humans, json for programs (one JSON document on stdout), markdown for a "
+    "merge-request comment (a summary: only folders with work, at most 100 rows).",
+)
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -84,6 +93,8 @@ def plan_command(
         write_plan(out_file, the_plan)
     if output_format == "json":
         print_json(the_plan.to_json())
+    elif output_format == "markdown":
+        click.echo(render_plan_markdown(the_plan), nl=False)
     else:
         click.echo(render_plan(the_plan))
     if the_plan.has_errors:
