@@ -8,12 +8,13 @@ bare URLs, raw HTML allowed, as a permissive host would), and the HTML is checke
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from markdown_it import MarkdownIt
 
 from imapsync_decl.cli.markdown import escape, render_plan_markdown
-from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, ProfilePlan
+from imapsync_decl.plan.model import Action, FolderPlan, MailboxPlan, Plan, ProfilePlan
 
 from bed import Bed, seed
 
@@ -37,15 +38,15 @@ HOSTILE = [
 
 
 def gfm(text: str) -> str:
-    return MarkdownIt("gfm-like").render(text)
+    return str(MarkdownIt("gfm-like").render(text))
 
 
 def folder(
-    path: str, action: str = "archive", uids: tuple[int, ...] = (1, 2), **kw: object
+    path: str, action: Action = "archive", uids: tuple[int, ...] = (1, 2), **kw: Any
 ) -> FolderPlan:
     return FolderPlan(
         path=path, wire_name=path, action=action, uidvalidity=7, uids=uids, bytes=2048, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def a_plan(profiles: tuple[ProfilePlan, ...]) -> Plan:
