@@ -133,6 +133,14 @@ def plan_command(
     help="First verify the archive (every blob re-hashed); fetch the messages of damaged or "
     "missing blobs again and write them anew. Exit 12 if some cannot be repaired.",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After the run, write Prometheus metrics (text format, for the node exporter's "
+    "textfile collector) to this file, atomically, mode 0644. Wins over the Archive "
+    "document's metrics_file.",
+)
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def apply(
     config_dir: Path,
@@ -142,6 +150,7 @@ def apply(
     batch_bytes: int,
     progress: bool | None,
     repair: bool,
+    metrics_file: Path | None,
     plan_file: Path | None,
 ) -> int:
     """Archive what is missing: plan afresh and apply, or apply a saved PLAN_FILE.
@@ -166,6 +175,8 @@ def apply(
         raise UsageError("--profile does not go with a plan file: the plan says what is applied")
     if plan_file is not None and repair:
         raise UsageError("--repair does not go with a plan file: it plans afresh")
+    if metrics_file is not None:
+        check_output(metrics_file, "metrics file")
     saved = read_plan(plan_file) if plan_file is not None else None
     show = progress if progress is not None else sys.stderr.isatty()
     setup_logging(quiet_console=show)
@@ -180,6 +191,7 @@ def apply(
             batching=Batching(batch_messages, batch_bytes),
             progress=terminal_progress(show),
             repair=repair,
+            metrics_file=metrics_file,
         )
     if result is None:
         return stop.exit_code

@@ -7,6 +7,7 @@ that make the system's own scheduler run ``apply`` instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import structlog
 
 from imapsync_decl.cli.options import (
     EXIT_CODES,
+    check_output,
     check_profiles,
     config_dir_option,
     setup_logging,
@@ -27,13 +29,20 @@ from imapsync_decl.cli.options import (
 from imapsync_decl.config.cron import ServiceSecrets, crontab_line, parse, systemd_units
 from imapsync_decl.config.documents import CredentialSecret, EnvSecret, secret_references
 from imapsync_decl.errors import ExitCode, UsageError
-from imapsync_decl.run.daemon import Daemon
+from imapsync_decl.run.daemon import Daemon, default_runner
 
 
 @click.command("daemon", epilog=EXIT_CODES)
 @config_dir_option
 @click.option("--once", is_flag=True, help="Wait for the next due time, run it, exit.")
-def daemon_command(config_dir: Path, once: bool) -> int:
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After every run, write Prometheus metrics to this file (as apply --metrics-file). "
+    "Wins over the Archive document's metrics_file.",
+)
+def daemon_command(config_dir: Path, once: bool, metrics_file: Path | None) -> int:
     """Run each profile with a schedule whenever its cron expression is due.
 
     Sleeps until the earliest next run time (local time), then plans and applies
@@ -52,8 +61,10 @@ def daemon_command(config_dir: Path, once: bool) -> int:
       imapsync-decl daemon --once --config-dir /etc/imapsync-decl/profiles.d
     """
     valid_config(config_dir)
+    if metrics_file is not None:
+        check_output(metrics_file, "metrics file")
     setup_logging()
-    daemon = Daemon(config_dir)
+    daemon = Daemon(config_dir, runner=functools.partial(default_runner, metrics_file=metrics_file))
     previous = {
         sig: signal.signal(sig, daemon.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
     }

@@ -53,6 +53,7 @@ from imapsync_decl.config.documents.profile import (
 )
 from imapsync_decl.config.loader import (
     Loaded,
+    LoadResult,
     Loc,
     Origin,
     field_path,
@@ -182,7 +183,18 @@ def load_config(
         listed=tuple(listed),
         choices=choices,
         directories=with_directory,
+        metrics_file=metrics_file(loaded),
     )
+
+
+def metrics_file(loaded: LoadResult) -> Path | None:
+    """The Archive document's ``metrics_file``, relative to the document."""
+    if not loaded.archives:
+        return None
+    first = loaded.archives[0]
+    if first.doc.metrics_file is None:
+        return None
+    return resolve_path(first.doc.metrics_file, first.origin).absolute()
 
 
 def _resolve(

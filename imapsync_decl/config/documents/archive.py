@@ -21,3 +21,11 @@ class ArchiveDocument(StrictModel):
         description="Archive directory, relative to this document. Without an Archive document "
         "the archive is archive/ beside the configuration directory.",
     )
+    metrics_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="After every apply (and every daemon run), write Prometheus metrics of "
+        "every profile and of the archive to this file (text format, for the node exporter's "
+        "textfile collector: name it *.prom), relative to this document; replaced atomically, "
+        "mode 0644. `apply --metrics-file` wins over it.",
+    )

@@ -136,6 +136,20 @@ LDAP_URL_RULES: tuple[Rule, ...] = (
 )
 """An LDAP URL: scheme, a host as in :data:`HOST_RULES` (IPv6 in brackets), a port."""
 
+HTTP_URL_RULES: tuple[Rule, ...] = (
+    Rule(r"[\x00-\x20\x7f]", "must not contain spaces or control characters", forbidden=True),
+    Rule(r"^https?://", "must start with http:// or https://"),
+    Rule(
+        r"^https?://[^/?#@]*@",
+        "must not hold a user name or password before the host: put a "
+        "URL with a secret in {env: NAME}, {file: PATH} or {credential: NAME}",
+        forbidden=True,
+    ),
+    Rule(r"^https?://[^/?#:]+(:[0-9]{1,5})?([/?#]|$)", "expected http(s)://host[:port]/path"),
+    Rule(r"^.{1,2048}$", "longer than 2048 characters"),
+)
+"""A health-check URL: http or https, a host, no credentials in it, no spaces."""
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
