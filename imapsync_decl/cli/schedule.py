@@ -26,7 +26,14 @@ from imapsync_decl.cli.options import (
     setup_logging,
     valid_config,
 )
-from imapsync_decl.config.cron import ServiceSecrets, crontab_line, parse, systemd_units
+from imapsync_decl.config.cron import (
+    FAILURE_UNIT,
+    ServiceSecrets,
+    crontab_line,
+    failure_unit,
+    parse,
+    systemd_units,
+)
 from imapsync_decl.config.documents import CredentialSecret, EnvSecret, secret_references
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.run.daemon import Daemon, default_runner
@@ -160,6 +167,9 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
         ).items():
             click.echo(f"# --- {file_name}")
             click.echo(text)
+    if target == "systemd":
+        click.echo(f"# --- {FAILURE_UNIT}")
+        click.echo(failure_unit())
     return ExitCode.OK
 
 
