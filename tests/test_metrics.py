@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from imapsync_decl.config.resolve import load_config
 from imapsync_decl.run.daemon import Daemon
 from imapsync_decl.run.metrics import escape_label, write_metrics
 
@@ -33,6 +34,27 @@ def read_metrics(path: Path) -> tuple[Samples, dict[str, str]]:
 
 def of(samples: Samples, name: str, **labels: str) -> float:
     return samples[(f"imapsync_decl_{name}", tuple(sorted(labels.items())))]
+
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def readme_section(title: str) -> str:
+    return README.split(f"\n### {title}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def readme_metric_names() -> set[str]:
+    block = readme_section("Metrics").split("\n```\nimapsync_decl_", 1)[1].split("```", 1)[0]
+    block = "imapsync_decl_" + block
+    return {line.split("{")[0].split()[0] for line in block.splitlines() if line}
+
+
+def test_the_readme_archive_example_validates(tmp_path: Path) -> None:
+    example = readme_section("Metrics").split("```yaml\n", 1)[1].split("```", 1)[0]
+    write_config(tmp_path, {"archive.yaml": example})
+    config = load_config(tmp_path)
+    assert config.ok, [str(p) for p in config.problems]
+    assert config.metrics_file == Path("/var/lib/prometheus/node-exporter/imapsync-decl.prom")
 
 
 @pytest.mark.dovecot
@@ -76,6 +98,7 @@ def test_apply_writes_the_metrics_of_a_run(bed: Bed) -> None:
     assert types["imapsync_decl_last_success_timestamp_seconds"] == "gauge"
     text = metrics.read_text()
     assert "# HELP imapsync_decl_last_success_timestamp_seconds " in text
+    assert {name for name, _ in samples} == readme_metric_names(), "the README shows them all"
     assert user not in text, "no label per mailbox"
 
 

@@ -8,13 +8,16 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from imapsync_decl.config.resolve import load_config
 from imapsync_decl.run import notify
 from imapsync_decl.secrets import Secret
 
 from bed import Bed, seed
+from helpers import write_config
 
 
 class Recorder(ThreadingHTTPServer):
@@ -167,3 +170,21 @@ def test_a_4xx_answer_is_not_retried(recorder: Recorder, monkeypatch: pytest.Mon
     target = notify.Target(Secret(f"{recorder.base}/gone"), "x")
     assert notify.ping(target, "success", "b", profile="p", sleep=lambda s: None) is False
     assert len(recorder.requests) == 1
+
+
+def test_the_readme_example_validates_and_bad_urls_do_not(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Health pings\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    write_config(tmp_path / "good", {"p.yaml": example})
+    config = load_config(tmp_path / "good")
+    assert config.ok, [str(p) for p in config.problems]
+    bad = example.replace("https://hc-ping.com/", "https://user:secret@hc-ping.com/")
+    bad = bad.replace("{env: STAFF_PING_URL}", "file:///etc/passwd")
+    write_config(tmp_path / "bad", {"p.yaml": bad})
+    problems = [str(p) for p in load_config(tmp_path / "bad").errors]
+    assert any(
+        "p.yaml:7:5: notify[0]: must not hold a user name or password" in p for p in problems
+    )
+    assert any("p.yaml:8:5: notify[1]: must start with http:// or https://" in p for p in problems)
+    assert not any("secret@" in p for p in problems), "no credentials in the message"

@@ -99,7 +99,9 @@ def test_the_hooks_file_is_the_documented_one() -> None:
     assert hook["pass_filenames"] is False
     assert hook["entry"] == "imapsync-decl validate"
     readme = (ROOT / "README.md").read_text()
-    example = readme.split("\n## pre-commit", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = (
+        readme.split("\n### pre-commit hook", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    )
     config = YAML(typ="safe").load(example)
     assert config["repos"][0]["hooks"][0]["id"] == hook["id"]
 

@@ -18,7 +18,14 @@ import pytest
 import structlog
 
 from imapsync_decl.cli.main import main
-from imapsync_decl.config.cron import CronError, crontab_line, parse, systemd_units, to_oncalendar
+from imapsync_decl.config.cron import (
+    FAILURE_UNIT,
+    CronError,
+    crontab_line,
+    parse,
+    systemd_units,
+    to_oncalendar,
+)
 from imapsync_decl.config.resolve import Config, load_config
 from imapsync_decl.run.daemon import Daemon
 from imapsync_decl.run.executor import StopRequested
@@ -491,3 +498,17 @@ def test_systemd_analyze_verify_passes_on_the_exported_units(
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "", "no warnings either (an unknown key is only a warning)"
+
+
+def test_the_readme_names_the_exported_failure_wiring() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Failure alerts with systemd (OnFailure)\n", 1)[1]
+    units = systemd_units("staff", parse("@daily"), ["/bin/true"], Path("/srv"))
+    [wiring] = [
+        line
+        for line in units["imapsync-decl-staff.service"].splitlines()
+        if line.startswith("OnFailure=")
+    ]
+    assert f"`{wiring}`" in section
+    assert f"`{FAILURE_UNIT}`" in section
+    assert "ExecStart=\nExecStart=" in section, "the drop-in clears the command first"
