@@ -205,7 +205,8 @@ class Executor:
                 log.warning("stop_requested", signal=signal.Signals(self.stop.signal).name)
             result.finished_at = _now()
             # Once per run, for the protocol and the metrics (not counted batch by batch).
-            result.archived_bytes = index.run_archived_bytes(self.run_id)
+            if any(m.archived for m in result.mailboxes):
+                result.archived_bytes = index.run_archived_bytes(self.run_id)
             index.finish_run(self.run_id, result.status, result.to_json())
         return result
 

@@ -95,7 +95,9 @@ class RunLog(IndexConnection):
             " WHERE command = 'apply' AND finished_at IS NOT NULL AND json_valid(summary)"
             " AND json_type(summary, ?1) = 'object'"
             " AND (?2 = 0 OR json_extract(summary, ?1 || '.status') = 'ok')"
-            " ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            # Newest first by rowid (runs are added in order): the scan stops at the first
+            # match instead of reading every protocol.
+            " ORDER BY rowid DESC LIMIT 1",
             (path, int(ok)),
         )
         if row is None:
