@@ -130,6 +130,7 @@ class Config:
     listed: tuple[ListedUser, ...] = ()
     choices: dict[str, tuple[UserChoice, ...]] = field(default_factory=dict)
     directories: tuple[Loaded[Users], ...] = ()  # Users documents with a directory
+    search_during_apply: bool = True  # the Archive document's setting
     metrics_file: Path | None = None  # the Archive document's metrics_file, resolved
 
     def needs_directory(self, profile: str) -> bool:

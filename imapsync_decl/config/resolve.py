@@ -183,6 +183,7 @@ def load_config(
         listed=tuple(listed),
         choices=choices,
         directories=with_directory,
+        search_during_apply=all(item.doc.search_during_apply for item in loaded.archives[:1]),
         metrics_file=metrics_file(loaded),
     )
 

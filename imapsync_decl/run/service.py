@@ -40,8 +40,13 @@ from imapsync_decl.store.archive import open_for_writing, writing
 from imapsync_decl.store.index import Index
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
-from imapsync_decl.store.search.database import SearchCounts, SearchIndex
-from imapsync_decl.store.search.indexer import catch_up, damaged, remove_search_files
+from imapsync_decl.store.search.database import (
+    SearchCounts,
+    SearchIndex,
+    damaged,
+    remove_search_files,
+)
+from imapsync_decl.store.search.indexer import catch_up
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +136,6 @@ def apply_profiles(
     progress: ProgressFactory = no_progress,
     run_id: str | None = None,
     repair: bool = False,
-    index_search: bool = True,
     metrics_file: Path | None = None,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
@@ -142,7 +146,7 @@ def apply_profiles(
     again under the lock (another apply may have run in between).
     ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
     or missing blobs as not archived (apply --repair; not with a saved plan).
-    ``index_search``: index what is archived in the search index (off only to measure).
+    The search indexer runs beside the archiving unless the Archive document turns it off.
     ``metrics_file`` (else the Archive document's): written after the run (run.metrics).
     The profiles' ``notify`` URLs are pinged at the start and the end (run.notify).
     """
@@ -161,7 +165,6 @@ def apply_profiles(
             progress=progress,
             run_id=run_id,
             repair=repair,
-            index_search=index_search,
             metrics_file=metrics_file or config.metrics_file,
         )
     except ImapsyncError as exc:
@@ -212,7 +215,6 @@ def _apply(
     progress: ProgressFactory,
     run_id: str,
     repair: bool,
-    index_search: bool,
     metrics_file: Path | None,
 ) -> ApplyResult | None:
     existed = (config.archive_path / "index.sqlite").exists()
@@ -274,7 +276,7 @@ def _apply(
             )
         if stop:
             return None
-        indexing = SearchIndexing(config.archive_path, enabled=index_search)
+        indexing = SearchIndexing(config.archive_path, enabled=config.search_during_apply)
         with (
             structlog.contextvars.bound_contextvars(run_id=run_id),
             progress(the_plan) as bars,
