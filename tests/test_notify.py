@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from imapsync_decl.cli.main import main
 from imapsync_decl.config.resolve import load_config
 from imapsync_decl.run import notify
 from imapsync_decl.secrets import Secret
@@ -188,3 +189,27 @@ def test_the_readme_example_validates_and_bad_urls_do_not(tmp_path: Path) -> Non
     )
     assert any("p.yaml:8:5: notify[1]: must start with http:// or https://" in p for p in problems)
     assert not any("secret@" in p for p in problems), "no credentials in the message"
+
+
+def test_validate_checks_urls_kept_as_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("\n### Health pings\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    write_config(tmp_path, {"p.yaml": example})
+    monkeypatch.setenv("IMAP_MASTER_PASSWORD", "x")
+    monkeypatch.delenv("STAFF_PING_URL", raising=False)
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 0
+    assert "p.yaml:8:5: warning: notify[1]: environment variable STAFF_PING_URL is not set" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("STAFF_PING_URL", "ftp://user:hunter2@example.test/x")
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 10
+    err = capsys.readouterr().err
+    assert (
+        "p.yaml:8:5: notify[1]: the URL in environment variable STAFF_PING_URL must start with"
+        " http:// or https://" in err
+    )
+    assert "hunter2" not in err
+    monkeypatch.setenv("STAFF_PING_URL", "https://hc-ping.com/abc")
+    assert main(["validate", "--config-dir", str(tmp_path)]) == 0

@@ -20,6 +20,7 @@ import structlog
 
 from imapsync_decl.config.checks import (
     check_directory,
+    check_notify,
     check_profile_names,
     check_schedule,
     check_secret,
@@ -153,6 +154,7 @@ def load_config(
     for item in loaded.profiles:
         check_server(item, problems)
         check_schedule(item, problems)
+        check_notify(item, problems)
         master = item.doc.source.master
         if master is not None:
             if master.sync_directory and not with_directory:

@@ -11,7 +11,6 @@ its scheme and host, never its path, query or the reference's value.
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +21,7 @@ from typing import Literal
 
 import structlog
 
-from imapsync_decl.config.documents import HTTP_URL_RULES
+from imapsync_decl.config.documents.rules import http_url_problem
 from imapsync_decl.config.model import Config, read_secret
 from imapsync_decl.errors import ImapsyncError
 from imapsync_decl.secrets import Secret
@@ -37,8 +36,6 @@ BACKOFF = 1.0  # seconds before the second attempt, doubled after each
 BUDGET = 20.0  # seconds for all attempts of one ping
 MAX_BODY = 10_000  # bytes of the summary sent
 
-_RULES = [(re.compile(rule.pattern), rule) for rule in HTTP_URL_RULES]
-
 
 @dataclass(frozen=True)
 class Target:
@@ -52,13 +49,6 @@ def shown_url(url: str) -> str:
     """``https://hc-ping.com/…``: the scheme and host of ``url``, never its path or query."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}/…"
-
-
-def url_problem(url: str) -> str | None:
-    for pattern, rule in _RULES:
-        if (pattern.search(url) is None) != rule.forbidden:
-            return rule.message
-    return None
 
 
 def targets(config: Config, profiles: Sequence[str]) -> dict[str, list[Target]]:
@@ -79,7 +69,7 @@ def targets(config: Config, profiles: Sequence[str]) -> dict[str, list[Target]]:
                     "notify_url_unreadable", profile=name, notify=position, error=exc.message
                 )
                 continue
-            problem = url_problem(url)
+            problem = http_url_problem(url)
             if problem is not None:
                 log.warning("notify_url_invalid", profile=name, notify=position, error=problem)
                 continue

@@ -150,6 +150,16 @@ HTTP_URL_RULES: tuple[Rule, ...] = (
 )
 """A health-check URL: http or https, a host, no credentials in it, no spaces."""
 
+_HTTP_URL_CHECKS = [(re.compile(rule.pattern), rule) for rule in HTTP_URL_RULES]
+
+
+def http_url_problem(url: str) -> str | None:
+    """What :data:`HTTP_URL_RULES` say of ``url`` (read from a secret), or None when it is fine."""
+    for pattern, rule in _HTTP_URL_CHECKS:
+        if (pattern.search(url) is None) != rule.forbidden:
+            return rule.message
+    return None
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
