@@ -4,6 +4,7 @@ that never reach the logs."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ class Recorder(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests: list[tuple[str, str, str]] = []  # method, path, body
+        self.authorization: list[str | None] = []
 
     @property
     def base(self) -> str:
@@ -38,6 +40,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length).decode()
         self.server.requests.append(("POST", self.path, body))
+        self.server.authorization.append(self.headers.get("Authorization"))
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -76,18 +79,23 @@ def test_start_then_success_with_the_summary(
 ) -> None:
     user = bed.new_user()
     seed(bed, user, "INBOX", 2)
-    monkeypatch.setenv("HC_SECRET_URL", f"{recorder.base}/secret-uuid-1234")
+    # Kept as a secret, a URL may hold credentials: sent as Basic authentication.
+    with_credentials = recorder.base.replace("http://", "http://hc:p%40ss-w0rd@")
+    monkeypatch.setenv("HC_SECRET_URL", f"{with_credentials}/secret-uuid-1234")
     profile_with(bed, [user], f"{recorder.base}/ping/abc", "{env: HC_SECRET_URL}")
     code, _, err = bed.run("apply")
     assert code == 0
     paths = [path for _, path, _ in recorder.requests]
     assert paths == ["/ping/abc/start", "/secret-uuid-1234/start", "/ping/abc", "/secret-uuid-1234"]
+    basic = "Basic " + base64.b64encode(b"hc:p@ss-w0rd").decode()
+    assert recorder.authorization == [None, basic, None, basic]
     body = recorder.requests[2][2]
     assert "profile staff: ok (exit code 0)" in body
     assert "archived 2 messages" in body
     assert "mailboxes: 1 ok, 0 failed" in body
     assert bed.server.master_password not in body
     assert "secret-uuid" not in err
+    assert "w0rd" not in err
     assert "/ping/abc" not in err
 
 

@@ -11,6 +11,7 @@ its scheme and host, never its path, query or the reference's value.
 
 from __future__ import annotations
 
+import base64
 import time
 import urllib.error
 import urllib.parse
@@ -107,7 +108,7 @@ def ping(
 
     Up to ATTEMPTS attempts, TIMEOUT seconds each, BACKOFF seconds apart (doubling),
     all within BUDGET seconds. A 4xx answer is not retried. Never raises."""
-    url = event_url(target.url.reveal(), event)
+    url, authorization = _credentials(event_url(target.url.reveal(), event))
     data = body.encode("utf-8")[:MAX_BODY]
     deadline = clock() + BUDGET
     delay = BACKOFF
@@ -120,7 +121,11 @@ def ping(
             url,
             data=data,
             method="POST",
-            headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": "imapsync-decl"},
+            headers={
+                "Content-Type": "text/plain; charset=utf-8",
+                "User-Agent": "imapsync-decl",
+                **authorization,
+            },
         )
         try:
             with _OPENER.open(request, timeout=min(TIMEOUT, remaining)) as answer:
@@ -143,6 +148,20 @@ def ping(
             break
     log.warning("notify_failed", profile=profile, ping=event, url=target.shown, error=error)
     return False
+
+
+def _credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without a user name and password, and the Basic authentication header they
+    make (none without them)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    netloc = parts.netloc.rpartition("@")[2]
+    bare = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return bare, {"Authorization": f"Basic {token}"}
 
 
 def _reason(exc: BaseException) -> str:

@@ -151,10 +151,14 @@ HTTP_URL_RULES: tuple[Rule, ...] = (
 """A health-check URL: http or https, a host, no credentials in it, no spaces."""
 
 _HTTP_URL_CHECKS = [(re.compile(rule.pattern), rule) for rule in HTTP_URL_RULES]
+_USERINFO = re.compile(r"^(https?://)[^/?#@]*@", re.IGNORECASE)
 
 
 def http_url_problem(url: str) -> str | None:
-    """What :data:`HTTP_URL_RULES` say of ``url`` (read from a secret), or None when it is fine."""
+    """What :data:`HTTP_URL_RULES` say of ``url``, a URL read from a secret, or None when it
+    is fine. Kept as a secret, a URL may hold a user name and password (sent as HTTP Basic
+    authentication, never logged)."""
+    url = _USERINFO.sub(r"\1", url)
     for pattern, rule in _HTTP_URL_CHECKS:
         if (pattern.search(url) is None) != rule.forbidden:
             return rule.message
