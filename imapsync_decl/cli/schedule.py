@@ -112,6 +112,9 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
     PrivateTmp, ProtectSystem=strict with ReadWritePaths= the archive and the log
     file's directory) and gets {credential: NAME} passwords by LoadCredential= and
     {env: NAME} ones from an EnvironmentFile= (mode 0600), never Environment=.
+    Each service has OnFailure=imapsync-decl-failure@%n.service, and that template unit
+    is printed last: it writes an error to the journal, unless a drop-in points it at
+    mail or a pager (see the README, "Failure alerts with systemd").
     --cron prints one crontab line per profile. Use this or `imapsync-decl daemon`,
     not both. A profile without schedule is left out (named with --profile: exit 10).
 
