@@ -34,6 +34,8 @@ HOSTILE = [
     "&lt;entity&gt;",
     "\\|backslash",
     "#1 !1 :smile:",
+    "@everyone #12 !3 ~label $snippet %milestone &epic",
+    "evil\u202eexe.txt",
 ]
 
 
@@ -97,9 +99,18 @@ def test_a_hostile_folder_name_stays_one_cell_of_literal_text(name: str) -> None
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows[1:]]
     assert all(len(c) == 7 for c in cells), cells
     shown = cells[0][1]
-    expected = name.replace("\r", "\\u000d").replace("\n", "\\u000a")
+    expected = name.replace("\r", "\\u000d").replace("\n", "\\u000a").replace("\u202e", "\\u202e")
+    expected = re.sub(r"([@#!~$%&])", "\\1\u2060", expected)
     expected = expected.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     assert shown == expected.replace('"', "&quot;"), "the name reads as it is"
+
+
+def test_references_and_mentions_are_broken_up() -> None:
+    shown = escape("@everyone see #12, !3 and ~label")
+    for reference in ("@everyone", "#12", "!3", "~label"):
+        assert reference not in shown.replace("\\", "")
+    assert "\\@\u2060everyone" in shown
+    assert escape("a\u202eb") == "a\\\\u202eb", "a bidirectional override is shown, not obeyed"
 
 
 def test_escape_cuts_long_names() -> None:
@@ -197,8 +208,8 @@ def test_plan_format_markdown_against_the_server(bed: Bed) -> None:
     )
     assert code == 2
     assert out.startswith("### imapsync-decl plan: 5 messages (")
-    assert f"| {user}\\@example\\.test | INBOX | archive | 3 |" in out
-    assert f"| {user}\\@example\\.test | Pro\\|jekte | archive | 2 |" in out
+    assert f"| {user}\\@\u2060example\\.test | INBOX | archive | 3 |" in out
+    assert f"| {user}\\@\u2060example\\.test | Pro\\|jekte | archive | 2 |" in out
     assert out_file.is_file(), "the plan is saved as JSON at the same time"
     assert bed.run("apply", str(out_file))[0] == 0
     code, out, _ = bed.run("plan", "--format", "markdown", "--detailed-exitcode")

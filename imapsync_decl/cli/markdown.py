@@ -22,20 +22,29 @@ MAX_CELL = 120  # characters of one name or note before it is cut
 HEADING = "imapsync-decl plan"
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all
-# of them leaves no emphasis, link, image, code span, table cell end, autolink or mention.
+# of them leaves no emphasis, link, image, code span, table cell end or autolink.
 _PUNCTUATION = re.compile(r"([!\"#$%'()*+,\-./:;=?@\[\\\]^_`{|}~])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, and the bidirectional overrides that make text read other than it is.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# GitHub and GitLab find references (@user, #12, !3, ~label, $snippet, %milestone, &epic)
+# in the rendered text, after the escapes are gone: an invisible word joiner after each
+# of these characters keeps a folder name from mentioning anyone or linking anything.
+_REFERENCE = re.compile(r"(\\[@#!~$%]|&amp;)")
+WORD_JOINER = "\u2060"
 
 
 def escape(text: str, limit: int = MAX_CELL) -> str:
     """``text`` as literal Markdown inline text: one line, at most ``limit`` characters
     of it, punctuation backslash-escaped, ``<``, ``>`` and ``&`` as entities, control
-    characters (a CR or LF in a folder name) shown as ``\\uXXXX``."""
+    characters (a CR or LF in a folder name, a bidirectional override) shown as
+    ``\\uXXXX``, and a word joiner
+    (U+2060) after the characters that start references and mentions."""
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     text = _PUNCTUATION.sub(r"\\\1", text)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _REFERENCE.sub(lambda m: m.group() + WORD_JOINER, text)
 
 
 def _has_work(folder: FolderPlan) -> bool:
