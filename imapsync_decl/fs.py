@@ -115,6 +115,8 @@ class AtomicFile:
                 self._fd = create_exclusive(self._temp, self.mode)
             except FileExistsError:
                 continue
+            if self.mode != FILE_MODE:  # exactly as asked, whatever the umask (0644 metrics)
+                os.fchmod(self._fd, self.mode)
             return self
 
     def write(self, data: bytes | memoryview) -> None:

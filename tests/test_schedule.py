@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,14 @@ import pytest
 import structlog
 
 from imapsync_decl.cli.main import main
-from imapsync_decl.config.cron import CronError, crontab_line, parse, systemd_units, to_oncalendar
+from imapsync_decl.config.cron import (
+    FAILURE_UNIT,
+    CronError,
+    crontab_line,
+    parse,
+    systemd_units,
+    to_oncalendar,
+)
 from imapsync_decl.config.resolve import Config, load_config
 from imapsync_decl.run.daemon import Daemon
 from imapsync_decl.run.executor import StopRequested
@@ -284,7 +292,9 @@ def test_schedule_export_command(capsys: pytest.CaptureFixture[str], tmp_path: P
     ]
     code, out, _ = run(capsys, "schedule", "export", "--systemd", "--config-dir", str(config_dir))
     assert code == 0
-    assert out.count("# --- imapsync-decl-") == 6
+    assert out.count("# --- imapsync-decl-") == 7, "3 services, 3 timers, the failure template"
+    assert out.count("OnFailure=imapsync-decl-failure@%n.service\n") == 3
+    assert out.count("# --- imapsync-decl-failure@.service\n") == 1
     assert "OnCalendar=Mon..Fri *-*-* 08..18:00/15:00\n" in out
     assert "manual" not in out
     code, out, _ = run(
@@ -442,3 +452,63 @@ def test_an_idle_daemon_exits_0_at_once_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def exported_units(text: str, directory: Path) -> list[Path]:
+    """The units of `schedule export --systemd`, written to ``directory``."""
+    paths = []
+    for block in text.split("# --- ")[1:]:
+        name, _, body = block.partition("\n")
+        path = directory / name
+        path.write_text(body.rstrip("\n") + "\n")
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_analyze_verify_passes_on_the_exported_units(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config_dir = write_config(
+        tmp_path / "profiles.d",
+        {"a.yaml": profile("nightly", "0 2 * * *"), "b.yaml": profile("office", "@hourly")},
+    )
+    (tmp_path / "archive").mkdir()
+    code, out, err = run(capsys, "schedule", "export", "--systemd", "--config-dir", str(config_dir))
+    assert code == 0, err
+    units = tmp_path / "units"
+    units.mkdir()
+    paths = exported_units(out, units)
+    assert sorted(p.name for p in paths) == [
+        "imapsync-decl-failure@.service",
+        "imapsync-decl-nightly.service",
+        "imapsync-decl-nightly.timer",
+        "imapsync-decl-office.service",
+        "imapsync-decl-office.timer",
+    ]
+    # The template is verified as the instance a failure starts.
+    instance = units / "imapsync-decl-failure@imapsync-decl-nightly.service.service"
+    checked = [str(p) for p in paths if "@." not in p.name] + [str(instance)]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *checked],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", "no warnings either (an unknown key is only a warning)"
+
+
+def test_the_readme_names_the_exported_failure_wiring() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Failure alerts with systemd (OnFailure)\n", 1)[1]
+    units = systemd_units("staff", parse("@daily"), ["/bin/true"], Path("/srv"))
+    [wiring] = [
+        line
+        for line in units["imapsync-decl-staff.service"].splitlines()
+        if line.startswith("OnFailure=")
+    ]
+    assert f"`{wiring}`" in section
+    assert f"`{FAILURE_UNIT}`" in section
+    assert "ExecStart=\nExecStart=" in section, "the drop-in clears the command first"

@@ -128,6 +128,7 @@ def test_beside_the_scheduled_profiles(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 0, err
     units = units_of(out)
     assert sorted(units) == [
+        "imapsync-decl-failure@.service",
         "imapsync-decl-nightly.service",
         "imapsync-decl-nightly.timer",
         "imapsync-decl-serve.service",

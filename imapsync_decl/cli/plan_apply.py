@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from imapsync_decl.cli.markdown import render_plan_markdown
 from imapsync_decl.cli.options import (
     EXIT_CODES,
     catching_stop,
@@ -35,7 +36,15 @@ from imapsync_decl.run.service import apply_profiles, plan_profiles
 @click.command("plan", epilog=EXIT_CODES)
 @config_dir_option
 @profiles_option
-@format_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for humans, json for programs (one JSON document on stdout), markdown for a "
+    "merge-request comment (a summary: only folders with work, at most 100 rows).",
+)
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -84,6 +93,8 @@ def plan_command(
         write_plan(out_file, the_plan)
     if output_format == "json":
         print_json(the_plan.to_json())
+    elif output_format == "markdown":
+        click.echo(render_plan_markdown(the_plan), nl=False)
     else:
         click.echo(render_plan(the_plan))
     if the_plan.has_errors:
@@ -122,6 +133,14 @@ def plan_command(
     help="First verify the archive (every blob re-hashed); fetch the messages of damaged or "
     "missing blobs again and write them anew. Exit 12 if some cannot be repaired.",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After the run, write Prometheus metrics (text format, for the node exporter's "
+    "textfile collector) to this file, atomically, mode 0644. Wins over the Archive "
+    "document's metrics_file.",
+)
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def apply(
     config_dir: Path,
@@ -131,6 +150,7 @@ def apply(
     batch_bytes: int,
     progress: bool | None,
     repair: bool,
+    metrics_file: Path | None,
     plan_file: Path | None,
 ) -> int:
     """Archive what is missing: plan afresh and apply, or apply a saved PLAN_FILE.
@@ -155,6 +175,8 @@ def apply(
         raise UsageError("--profile does not go with a plan file: the plan says what is applied")
     if plan_file is not None and repair:
         raise UsageError("--repair does not go with a plan file: it plans afresh")
+    if metrics_file is not None:
+        check_output(metrics_file, "metrics file")
     saved = read_plan(plan_file) if plan_file is not None else None
     show = progress if progress is not None else sys.stderr.isatty()
     setup_logging(quiet_console=show)
@@ -169,6 +191,7 @@ def apply(
             batching=Batching(batch_messages, batch_bytes),
             progress=terminal_progress(show),
             repair=repair,
+            metrics_file=metrics_file,
         )
     if result is None:
         return stop.exit_code

@@ -7,6 +7,7 @@ that make the system's own scheduler run ``apply`` instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -19,27 +20,37 @@ import structlog
 
 from imapsync_decl.cli.options import (
     EXIT_CODES,
+    check_output,
     check_profiles,
     config_dir_option,
     setup_logging,
     valid_config,
 )
 from imapsync_decl.config.cron import (
+    FAILURE_UNIT,
     ServiceSecrets,
     crontab_line,
+    failure_unit,
     parse,
     serve_unit,
     systemd_units,
 )
 from imapsync_decl.config.documents import CredentialSecret, EnvSecret, secret_references
 from imapsync_decl.errors import ExitCode, UsageError
-from imapsync_decl.run.daemon import Daemon
+from imapsync_decl.run.daemon import Daemon, default_runner
 
 
 @click.command("daemon", epilog=EXIT_CODES)
 @config_dir_option
 @click.option("--once", is_flag=True, help="Wait for the next due time, run it, exit.")
-def daemon_command(config_dir: Path, once: bool) -> int:
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="After every run, write Prometheus metrics to this file (as apply --metrics-file). "
+    "Wins over the Archive document's metrics_file.",
+)
+def daemon_command(config_dir: Path, once: bool, metrics_file: Path | None) -> int:
     """Run each profile with a schedule whenever its cron expression is due.
 
     Sleeps until the earliest next run time (local time), then plans and applies
@@ -58,8 +69,10 @@ def daemon_command(config_dir: Path, once: bool) -> int:
       imapsync-decl daemon --once --config-dir /etc/imapsync-decl/profiles.d
     """
     valid_config(config_dir)
+    if metrics_file is not None:
+        check_output(metrics_file, "metrics file")
     setup_logging()
-    daemon = Daemon(config_dir)
+    daemon = Daemon(config_dir, runner=functools.partial(default_runner, metrics_file=metrics_file))
     previous = {
         sig: signal.signal(sig, daemon.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
     }
@@ -100,6 +113,9 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
     PrivateTmp, ProtectSystem=strict with ReadWritePaths= the archive and the log
     file's directory) and gets {credential: NAME} passwords by LoadCredential= and
     {env: NAME} ones from an EnvironmentFile= (mode 0600), never Environment=.
+    Each service has OnFailure=imapsync-decl-failure@%n.service, and that template unit
+    is printed last: it writes an error to the journal, unless a drop-in points it at
+    mail or a pager (see the README, "Failure alerts with systemd").
     --cron prints one crontab line per profile. Use this or `imapsync-decl daemon`,
     not both. A profile without schedule is left out (named with --profile: exit 10).
 
@@ -177,6 +193,9 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
         ).items():
             click.echo(f"# --- {file_name}")
             click.echo(text)
+    if target == "systemd" and scheduled:  # the template the apply services' OnFailure= name
+        click.echo(f"# --- {FAILURE_UNIT}")
+        click.echo(failure_unit())
     return ExitCode.OK
 
 

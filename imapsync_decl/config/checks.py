@@ -206,6 +206,36 @@ def check_schedule(item: Loaded[Profile], problems: list[Problem]) -> None:
         problems.append(item.origin.problem(("schedule",), str(exc)))
 
 
+def check_notify(item: Loaded[Profile], problems: list[Problem]) -> None:
+    """The schema checks inline notify URLs; this checks those kept as secrets, where they
+    can be read here: unset or unreadable is a warning, no http(s) URL an error. The URL
+    itself never appears in a message."""
+    from imapsync_decl.config.documents.rules import http_url_problem
+    from imapsync_decl.secrets import read_environment, read_file
+
+    for position, ref in enumerate(item.doc.notify):
+        loc = ("notify", position)
+        if isinstance(ref, str | CredentialSecret):
+            continue  # checked by the schema / only there when systemd runs the service
+        if isinstance(ref, EnvSecret):
+            if ref.env not in os.environ:
+                problems.append(
+                    item.origin.problem(loc, f"environment variable {ref.env} is not set", WARNING)
+                )
+                continue
+            value, where = read_environment(ref.env), f"environment variable {ref.env}"
+        else:
+            path = resolve_path(ref.file, item.origin)
+            try:
+                value, where = read_file(path), f"file {path}"
+            except SecretError as exc:
+                problems.append(item.origin.problem(loc, exc.message, WARNING))
+                continue
+        problem = http_url_problem(value.reveal())
+        if problem is not None:
+            problems.append(item.origin.problem(loc, f"the URL in {where} {problem}"))
+
+
 def resolve_path(value: str, origin: Origin) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else origin.base_dir / path

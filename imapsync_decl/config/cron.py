@@ -300,6 +300,7 @@ def systemd_units(
         f"Description=imapsync-decl: archive the mailboxes of profile {name}",
         "Wants=network-online.target",
         "After=network-online.target",
+        f"OnFailure={FAILURE_UNIT.replace('@.', '@%n.')}",
         "",
         "[Service]",
         "Type=oneshot",
@@ -401,6 +402,35 @@ def _sandbox(unit: str, read_write: Sequence[Path], secrets: ServiceSecrets) -> 
             f"EnvironmentFile={_systemd_quote(str(env_file))}",
         ]
     return lines
+
+
+FAILURE_UNIT = "imapsync-decl-failure@.service"
+
+
+def failure_unit() -> str:
+    """The template unit that every apply service names in ``OnFailure=``: it runs once per
+    failed run, with the failed unit's name as its instance (``%i``).
+
+    By default it writes an error to the journal; the administrator points it at mail or
+    a pager with a drop-in that replaces ``ExecStart=``."""
+    return (
+        "[Unit]\n"
+        "Description=imapsync-decl: report that %i failed\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "# To be told by mail or a pager, replace this command with a drop-in:\n"
+        "#   systemctl edit imapsync-decl-failure@.service\n"
+        "#   [Service]\n"
+        "#   ExecStart=\n"
+        "#   ExecStart=/usr/local/bin/notify-admin %i\n"
+        "# (%i is the failed unit, e.g. imapsync-decl-staff.service: `journalctl -u %i` shows why.)\n"
+        "ExecStart=/usr/bin/systemd-cat --identifier=imapsync-decl --priority=err"
+        ' /bin/echo "%i failed: see journalctl -u %i, or imapsync-decl runs --last"\n'
+        "NoNewPrivileges=yes\n"
+        "PrivateTmp=yes\n"
+        "ProtectSystem=strict\n"
+    )
 
 
 _SYSTEMD_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")

@@ -135,6 +135,7 @@ class Config:
     web: WebSettings = DEFAULT_WEB  # the Web document's settings, or the defaults
     web_document: Loaded[WebDocument] | None = None
     search_during_apply: bool = True  # the Archive document's setting
+    metrics_file: Path | None = None  # the Archive document's metrics_file, resolved
 
     def needs_directory(self, profile: str) -> bool:
         item = self.profile(profile)

@@ -20,6 +20,7 @@ import structlog
 
 from imapsync_decl.config.checks import (
     check_directory,
+    check_notify,
     check_profile_names,
     check_schedule,
     check_secret,
@@ -53,6 +54,7 @@ from imapsync_decl.config.documents.profile import (
 )
 from imapsync_decl.config.loader import (
     Loaded,
+    LoadResult,
     Loc,
     Origin,
     field_path,
@@ -153,6 +155,7 @@ def load_config(
     for item in loaded.profiles:
         check_server(item, problems)
         check_schedule(item, problems)
+        check_notify(item, problems)
         master = item.doc.source.master
         if master is not None:
             if master.sync_directory and not with_directory:
@@ -195,7 +198,18 @@ def load_config(
         web=web,
         web_document=web_document,
         search_during_apply=all(item.doc.search_during_apply for item in loaded.archives[:1]),
+        metrics_file=metrics_file(loaded),
     )
+
+
+def metrics_file(loaded: LoadResult) -> Path | None:
+    """The Archive document's ``metrics_file``, relative to the document."""
+    if not loaded.archives:
+        return None
+    first = loaded.archives[0]
+    if first.doc.metrics_file is None:
+        return None
+    return resolve_path(first.doc.metrics_file, first.origin).absolute()
 
 
 def _resolve(

@@ -69,11 +69,26 @@ class RunRecord:
 
 
 def default_runner(
-    config_dir: Path, config: Config, profile: str, stop: StopRequested, run_id: str
+    config_dir: Path,
+    config: Config,
+    profile: str,
+    stop: StopRequested,
+    run_id: str,
+    *,
+    metrics_file: Path | None = None,
 ) -> ApplyResult | None:
-    """plan + apply of one profile, exactly as `apply --profile NAME` does it."""
+    """plan + apply of one profile, exactly as `apply --profile NAME` does it: with its
+    health pings, and the metrics file (``metrics_file``, else the Archive document's)
+    written after the run."""
     return apply_profiles(
-        config_dir, config, (profile,), None, stop=stop, batching=Batching(), run_id=run_id
+        config_dir,
+        config,
+        (profile,),
+        None,
+        stop=stop,
+        batching=Batching(),
+        run_id=run_id,
+        metrics_file=metrics_file,
     )
 
 

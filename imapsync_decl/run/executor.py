@@ -176,10 +176,12 @@ class Executor:
 
     def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult(self.run_id, plan.id, _now())
+        result.profile_names = [p.name for p in plan.profiles]
         for profile_plan in plan.profiles:
             result.warnings.extend(f"{profile_plan.name}: {w}" for w in profile_plan.warnings)
             if profile_plan.error is not None:
                 result.errors.append(f"{profile_plan.name}: {profile_plan.error}")
+                result.failed_profiles.add(profile_plan.name)
         index = self.archive.index
         index.begin_run(self.run_id, "apply")
         try:
@@ -202,6 +204,9 @@ class Executor:
             if self.stop.signal is not None:
                 log.warning("stop_requested", signal=signal.Signals(self.stop.signal).name)
             result.finished_at = _now()
+            # Once per run, for the protocol and the metrics (not counted batch by batch).
+            if any(m.archived for m in result.mailboxes):
+                result.archived_bytes = index.run_archived_bytes(self.run_id)
             index.finish_run(self.run_id, result.status, result.to_json())
         return result
 
@@ -475,6 +480,7 @@ class Executor:
         marked = writer.mark_deleted(same, state.highestmodseq)
         writer.expunge_uids(sorted(marked))
         result.deleted = len(marked)
+        result.deleted_bytes = self.archive.index.size_of({placements[uid] for uid in marked})
         result.kept = len(plan.delete) - len(marked)
         log.info("messages_deleted", deleted=len(marked), kept=result.kept)
 

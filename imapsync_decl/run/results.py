@@ -23,6 +23,7 @@ class FolderResult:
     vanished: int = 0  # planned but expunged from the server before it could be fetched
     skipped: bool = False
     deleted: int = 0  # removed from the server after verification
+    deleted_bytes: int = 0  # their raw size
     kept: int = 0  # planned for deletion but kept (not verifiable, flagged meanwhile, ...)
     differing: int = 0  # kept because the server's copy is not the archived message
     profile: str = ""
@@ -93,6 +94,9 @@ class ApplyResult:
     interrupted_by: int | None = None
     repair: RepairOutcome | None = None  # apply --repair: the blobs repaired and not
     search: dict[str, Any] | None = None  # search indexing: indexed, seconds, error
+    profile_names: list[str] = field(default_factory=list)  # the profiles of the plan
+    failed_profiles: set[str] = field(default_factory=set)  # with an error of the whole profile
+    archived_bytes: dict[str, int] = field(default_factory=dict)  # per profile: raw size of new
 
     @property
     def stale(self) -> bool:
@@ -125,6 +129,36 @@ class ApplyResult:
             ExitCode.TERMINATED: "interrupted",
         }.get(self.exit_code, "failed")
 
+    def profile_status(self, name: str) -> str:
+        """``ok``, or how the run went wrong for profile ``name``."""
+        if self.interrupted_by is not None:
+            return "interrupted"
+        mailboxes = [m for m in self.mailboxes if m.profile == name]
+        if name in self.failed_profiles or any(m.failed for m in mailboxes):
+            return "partial"
+        if any(f.stale for m in mailboxes for f in m.folders):
+            return "stale"
+        if self.repair is not None and self.repair.unrepaired:
+            return "unrepaired"
+        return "ok"
+
+    def profile_totals(self) -> dict[str, dict[str, Any]]:
+        """Per profile of the plan: its status and what the run did in it (the metrics)."""
+        totals = {}
+        for name in self.profile_names:
+            mailboxes = [m for m in self.mailboxes if m.profile == name]
+            folders = [f for m in mailboxes for f in m.folders]
+            totals[name] = {
+                "status": self.profile_status(name),
+                "mailboxes": len(mailboxes),
+                "failed_mailboxes": sum(1 for m in mailboxes if m.failed),
+                "archived": sum(f.archived for f in folders),
+                "archived_bytes": self.archived_bytes.get(name, 0),
+                "deleted": sum(f.deleted for f in folders),
+                "deleted_bytes": sum(f.deleted_bytes for f in folders),
+            }
+        return totals
+
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -146,5 +180,6 @@ class ApplyResult:
                 "vanished": sum(f.vanished for m in self.mailboxes for f in m.folders),
                 "deleted": sum(f.deleted for m in self.mailboxes for f in m.folders),
             },
+            "profiles": self.profile_totals(),
             "mailboxes": [m.to_json() for m in self.mailboxes],
         }

@@ -23,19 +23,22 @@ from typing import Any
 import structlog
 
 from imapsync_decl.config.resolve import Config, ListedUser, directory_users, load_config
-from imapsync_decl.errors import UsageError
+from imapsync_decl.errors import ImapsyncError, UsageError
 from imapsync_decl.plan.model import Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
+from imapsync_decl.run import notify
 from imapsync_decl.run.accounts import web_password_states
 from imapsync_decl.run.executor import Batching, Executor, StopRequested
 from imapsync_decl.run.indexing import SearchIndexing
+from imapsync_decl.run.metrics import render_metrics, write_metrics
 from imapsync_decl.run.progress import ProgressFactory, no_progress
 from imapsync_decl.run.results import ApplyResult
 from imapsync_decl.sources import users as userlist
 from imapsync_decl.sources.users import DirectoryResult
 from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans
 from imapsync_decl.store.archive import open_for_writing, writing
+from imapsync_decl.store.index import Index
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
 from imapsync_decl.store.search.database import (
@@ -135,6 +138,7 @@ def apply_profiles(
     progress: ProgressFactory = no_progress,
     run_id: str | None = None,
     repair: bool = False,
+    metrics_file: Path | None = None,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
@@ -145,7 +149,76 @@ def apply_profiles(
     ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
     or missing blobs as not archived (apply --repair; not with a saved plan).
     The search indexer runs beside the archiving unless the Archive document turns it off.
+    ``metrics_file`` (else the Archive document's): written after the run (run.metrics).
+    The profiles' ``notify`` URLs are pinged at the start and the end (run.notify).
     """
+    run_id = run_id or str(uuid.uuid4())
+    names = [p.name for p in saved.profiles] if saved is not None else list(profile_names)
+    pings = notify.targets(config, names or [item.doc.name for item in config.profiles])
+    notify.notify(pings, "start", {name: f"imapsync-decl run {run_id}: started" for name in pings})
+    try:
+        result = _apply(
+            config_dir,
+            config,
+            profile_names,
+            saved,
+            stop=stop,
+            batching=batching,
+            progress=progress,
+            run_id=run_id,
+            repair=repair,
+            metrics_file=metrics_file or config.metrics_file,
+        )
+    except ImapsyncError as exc:
+        notify.notify(
+            pings, "fail", {name: f"imapsync-decl run {run_id}: {exc.message}" for name in pings}
+        )
+        raise
+    if result is None:
+        notify.notify(
+            pings,
+            "fail",
+            {name: f"imapsync-decl run {run_id}: stopped before it began" for name in pings},
+        )
+        return None
+    totals = result.profile_totals()
+    for name in pings:
+        profile = totals.get(name)
+        if profile is None:
+            continue
+        notify.notify(
+            pings,
+            "success" if profile["status"] == "ok" else "fail",
+            {name: run_summary(result, name, profile)},
+        )
+    return result
+
+
+def run_summary(result: ApplyResult, name: str, totals: dict[str, Any]) -> str:
+    """The body of a profile's closing ping: counts and statuses, nothing secret."""
+    return (
+        f"imapsync-decl run {result.run_id}, profile {name}: {totals['status']} "
+        f"(exit code {int(result.exit_code)})\n"
+        f"archived {totals['archived']} messages ({totals['archived_bytes']} bytes), "
+        f"deleted {totals['deleted']} from the server\n"
+        f"mailboxes: {totals['mailboxes'] - totals['failed_mailboxes']} ok, "
+        f"{totals['failed_mailboxes']} failed\n"
+    )
+
+
+def _apply(
+    config_dir: Path,
+    config: Config,
+    profile_names: Sequence[str],
+    saved: Plan | None,
+    *,
+    stop: StopRequested,
+    batching: Batching,
+    progress: ProgressFactory,
+    run_id: str,
+    repair: bool,
+    metrics_file: Path | None,
+) -> ApplyResult | None:
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
         # Refused before the archive is created or touched.
@@ -205,7 +278,6 @@ def apply_profiles(
             )
         if stop:
             return None
-        run_id = run_id or str(uuid.uuid4())
         indexing = SearchIndexing(config.archive_path, enabled=config.search_during_apply)
         with (
             structlog.contextvars.bound_contextvars(run_id=run_id),
@@ -226,7 +298,19 @@ def apply_profiles(
             finally:
                 indexing.close()
             result.users = users_changes
+        if metrics_file is not None:
+            _write_metrics(metrics_file, archive.index, config)
         return result
+
+
+def _write_metrics(path: Path, index: Index, config: Config) -> None:
+    """Write the metrics file; a failure is logged, and the run's outcome stays."""
+    try:
+        write_metrics(path, render_metrics(index, [item.doc.name for item in config.profiles]))
+    except OSError as exc:
+        log.warning("metrics_not_written", path=str(path), error=exc.strerror or str(exc))
+    else:
+        log.info("metrics_written", path=str(path))
 
 
 def sync_users(config: Config) -> tuple[dict[str, dict[str, list[str]]], DirectoryResult]:

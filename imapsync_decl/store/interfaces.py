@@ -142,6 +142,10 @@ class MessageIndex(IndexReader, Protocol):
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None: ...
 
+    def run_archived_bytes(self, run_id: str) -> dict[str, int]: ...
+
+    def size_of(self, shas: set[str]) -> int: ...
+
 
 class ArchiveStorage(Protocol):
     """An archive's index and its blobs."""

@@ -86,6 +86,25 @@ class RunLog(IndexConnection):
             )
         return listed
 
+    def last_profile_run(self, profile: str, *, ok: bool = False) -> dict[str, Any] | None:
+        """The newest finished apply whose protocol covers ``profile`` (with ``ok``: where
+        the profile succeeded): ``started_at``, ``finished_at`` and the profile's totals."""
+        path = f'$.profiles."{profile}"'
+        row = self._one(
+            "SELECT started_at, finished_at, json_extract(summary, ?1) FROM runs"
+            " WHERE command = 'apply' AND finished_at IS NOT NULL AND json_valid(summary)"
+            " AND json_type(summary, ?1) = 'object'"
+            " AND (?2 = 0 OR json_extract(summary, ?1 || '.status') = 'ok')"
+            # Newest first by rowid (runs are added in order): the scan stops at the first
+            # match instead of reading every protocol.
+            " ORDER BY rowid DESC LIMIT 1",
+            (path, int(ok)),
+        )
+        if row is None:
+            return None
+        totals = json.loads(row[2])
+        return {"started_at": row[0], "finished_at": row[1], "totals": totals}
+
     def run_ids_starting_with(self, prefix: str) -> list[str]:
         """The ids of the runs whose id starts with ``prefix``, newest first."""
         rows = self._all(

@@ -39,6 +39,51 @@ class ArchiveTotals(IndexConnection):
             "bytes_placed": int(placed),
         }
 
+    def metric_totals(self) -> dict[str, int]:
+        """What the metrics report of the whole archive, in a few cheap queries: users,
+        mailboxes, ``messages`` (distinct), ``bytes_original``, ``bytes_stored`` and
+        ``placements``."""
+        messages, original, stored = self._one(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(stored_size), 0) FROM messages"
+        )
+        tables = ("users", "mailboxes", "placements")
+        counts = {t: int(self._one(f"SELECT count(*) FROM {t}")[0]) for t in tables}  # noqa: S608
+        return {
+            **counts,
+            "messages": int(messages),
+            "bytes_original": int(original),
+            "bytes_stored": int(stored),
+        }
+
+    def run_archived_bytes(self, run_id: str) -> dict[str, int]:
+        """Per profile, the raw size of the messages (contents) that run ``run_id`` stored
+        new: placed by the run and first archived since it began."""
+        rows = self._all(
+            "SELECT profile, coalesce(sum(size), 0) FROM ("
+            " SELECT DISTINCT mb.profile AS profile, m.sha256, m.size AS size"
+            " FROM placements p JOIN messages m ON m.sha256 = p.sha256"
+            " JOIN folders f ON f.id = p.folder_id JOIN mailboxes mb ON mb.id = f.mailbox_id"
+            " WHERE p.run_id = ?1"
+            " AND m.first_archived_at >= (SELECT started_at FROM runs WHERE id = ?1))"
+            " GROUP BY profile",
+            (run_id,),
+        )
+        return {str(profile): int(size) for profile, size in rows}
+
+    def size_of(self, shas: set[str]) -> int:
+        """The raw size of the messages ``shas`` (those the archive holds)."""
+        total = 0
+        ordered = sorted(shas)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            row = self._one(
+                f"SELECT coalesce(sum(size), 0) FROM messages WHERE sha256 IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            total += int(row[0])
+        return total
+
     def user_totals(self) -> list[dict[str, Any]]:
         """Per user, by name: ``mailboxes``, ``folders``, ``messages`` (distinct blobs in the
         user's folders), ``placements``, ``bytes_original`` and ``bytes_stored`` (of those

@@ -27,3 +27,11 @@ class ArchiveDocument(StrictModel):
         "own beside the archiving. false: apply archives only, and `imapsync-decl archive "
         "rebuild-search` (for example at night) indexes what is new.",
     )
+    metrics_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="After every apply (and every daemon run), write Prometheus metrics of "
+        "every profile and of the archive to this file (text format, for the node exporter's "
+        "textfile collector: name it *.prom), relative to this document; replaced atomically, "
+        "mode 0644. `apply --metrics-file` wins over it.",
+    )

@@ -15,13 +15,22 @@ from pydantic_core import PydanticCustomError
 
 from imapsync_decl.config.cron import SCHEDULE_PATTERN
 from imapsync_decl.config.documents.rules import (
+    HTTP_URL_RULES,
     NAME_PATTERN,
     SCHEMA_KEY,
     Email,
     StrictModel,
     WireStr,
+    checked,
 )
-from imapsync_decl.config.documents.secret_refs import SECRET_DESCRIPTION, SecretRef
+from imapsync_decl.config.documents.secret_refs import (
+    SECRET_DESCRIPTION,
+    CredentialSecret,
+    EnvSecret,
+    FileSecret,
+    SecretRef,
+    secret_tag,
+)
 from imapsync_decl.config.documents.server import Server
 
 
@@ -314,6 +323,30 @@ class Delete(StrictModel):
         return self
 
 
+# --- health pings ----------------------------------------------------------------------
+
+NotifyUrl: TypeAlias = Annotated[
+    Annotated[str, *checked(*HTTP_URL_RULES), Tag("secret:inline")]
+    | Annotated[EnvSecret, Tag("secret:env")]
+    | Annotated[FileSecret, Tag("secret:file")]
+    | Annotated[CredentialSecret, Tag("secret:credential")],
+    Discriminator(
+        secret_tag,
+        custom_error_type="notify_url",
+        custom_error_message="expected an http(s) URL, {env: NAME}, {file: PATH} or"
+        " {credential: NAME}",
+    ),
+]
+
+NOTIFY_DESCRIPTION = (
+    "Health-check URLs (Healthchecks.io convention) pinged by every apply and daemon run of "
+    "the profile: POST URL/start when it starts, URL when it succeeds, URL/fail when it fails, "
+    "with a short run summary as the body. Each is an http(s) URL, or {env: NAME}, "
+    "{file: PATH}, {credential: NAME} when the URL itself is a secret. A failing ping is "
+    "logged as a warning and never fails the run."
+)
+
+
 # --- the document ------------------------------------------------------------------------
 
 
@@ -345,4 +378,7 @@ class Profile(StrictModel):
         "schedule export`) runs the profile: a cron expression in the machine's local time "
         "(minute hour day-of-month month day-of-week, e.g. '0 2 * * *' or '*/15 8-18 * * 1-5') "
         "or @hourly, @daily, @weekly, @monthly, @yearly, @annually. null: never automatically.",
+    )
+    notify: list[NotifyUrl] = Field(
+        default_factory=list, max_length=8, description=NOTIFY_DESCRIPTION
     )

@@ -168,6 +168,34 @@ DURATION_RULES: tuple[Rule, ...] = (
 )
 """A duration: a whole number of seconds, minutes, hours or days (``90s``, ``8h``, ``7d``)."""
 
+HTTP_URL_RULES: tuple[Rule, ...] = (
+    Rule(r"[\x00-\x20\x7f]", "must not contain spaces or control characters", forbidden=True),
+    Rule(r"^https?://", "must start with http:// or https://"),
+    Rule(
+        r"^https?://[^/?#@]*@",
+        "must not hold a user name or password before the host: put a "
+        "URL with a secret in {env: NAME}, {file: PATH} or {credential: NAME}",
+        forbidden=True,
+    ),
+    Rule(r"^https?://[^/?#:]+(:[0-9]{1,5})?([/?#]|$)", "expected http(s)://host[:port]/path"),
+    Rule(r"^.{1,2048}$", "longer than 2048 characters"),
+)
+"""A health-check URL: http or https, a host, no credentials in it, no spaces."""
+
+_HTTP_URL_CHECKS = [(re.compile(rule.pattern), rule) for rule in HTTP_URL_RULES]
+_USERINFO = re.compile(r"^(https?://)[^/?#@]*@", re.IGNORECASE)
+
+
+def http_url_problem(url: str) -> str | None:
+    """What :data:`HTTP_URL_RULES` say of ``url``, a URL read from a secret, or None when it
+    is fine. Kept as a secret, a URL may hold a user name and password (sent as HTTP Basic
+    authentication, never logged)."""
+    url = _USERINFO.sub(r"\1", url)
+    for pattern, rule in _HTTP_URL_CHECKS:
+        if (pattern.search(url) is None) != rule.forbidden:
+            return rule.message
+    return None
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

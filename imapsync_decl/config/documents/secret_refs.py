@@ -47,7 +47,7 @@ class CredentialSecret(StrictModel):
     )
 
 
-def _secret_tag(value: Any) -> str | None:
+def secret_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "secret:inline"
     if isinstance(value, EnvSecret):  # serialising a validated model
@@ -72,7 +72,7 @@ SecretRef: TypeAlias = Annotated[
     | Annotated[FileSecret, Tag("secret:file")]
     | Annotated[CredentialSecret, Tag("secret:credential")],
     Discriminator(
-        _secret_tag,
+        secret_tag,
         custom_error_type="secret_ref",
         custom_error_message="expected a password string, {env: NAME}, {file: PATH} or"
         " {credential: NAME}",
