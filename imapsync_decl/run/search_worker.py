@@ -19,12 +19,13 @@ The worker writes only ``search.sqlite``, derived data, in one transaction per
 batch: killed at any point, it leaves at worst messages not indexed yet, which the
 next ``apply`` or ``archive rebuild-search`` indexes. Ctrl-C reaches the whole
 process group; the worker ignores SIGINT and lets the archiving process decide. It
-runs at a lower priority (``NICENESS``): archiving comes first.
+runs at the archiving's priority: at a lower one (nice 10) it ran only in the CPU time
+the archiving left and most of it came after the archiving, on one core, which made
+the whole run longer (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -41,7 +42,6 @@ from imapsync_decl.store.search.database import SearchIndex
 from imapsync_decl.store.search.indexer import catch_up
 
 POLL_SECONDS = 0.5
-NICENESS = 10
 MAX_SKIPPED_REPORTED = 1000
 _COMMAND_LIMIT = 4096
 
@@ -123,10 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m imapsync_decl.run.search_worker ARCHIVE", file=sys.stderr)
         return 10
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Archiving comes first: the indexer takes the CPU time the archiving leaves, and
-    # catches up at the end of the run.
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     report = run(Path(args[0]), _Commands(sys.stdin.fileno()))
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
