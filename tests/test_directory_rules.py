@@ -6,7 +6,7 @@ from imapsync_decl.config.documents import Directory
 
 
 def test_active_directory_defaults_and_helpers() -> None:
-    from imapsync_decl.sources.directory import _aliases, _disabled
+    from imapsync_decl.sources.directory import _aliases, is_disabled
 
     ad = Directory.model_validate(
         {"type": "active_directory", "url": "ldaps://dc.example.test", "base_dn": "dc=example"}
@@ -15,8 +15,8 @@ def test_active_directory_defaults_and_helpers() -> None:
     assert ad.attribute("display_name") == "displayName"
     assert ad.attribute("aliases") == "proxyAddresses"
     assert "userAccountControl:1.2.840.113556.1.4.803:=2" in ad.effective_filter
-    assert _disabled(["514"]) is True  # NORMAL_ACCOUNT | ACCOUNTDISABLE
-    assert _disabled(["512"]) is False
+    assert is_disabled(["514"]) is True  # NORMAL_ACCOUNT | ACCOUNTDISABLE
+    assert is_disabled(["512"]) is False
     assert _aliases(
         ["SMTP:Ann@example.test", "smtp:ann.b@example.test", "X500:/o=x", "sip:ann@example.test"],
         "ann@example.test",

@@ -265,7 +265,7 @@ def render_mailboxes(config: Config, profile_name: str | None) -> str:
 
 def render_users(rows: Sequence[dict[str, Any]]) -> str:
     """``users list``: one line per user of the archive's list."""
-    header = ("NAME", "E-MAIL", "ALIASES", "DISPLAY NAME", "SOURCE", "STATUS")
+    header = ("NAME", "E-MAIL", "ALIASES", "DISPLAY NAME", "SOURCE", "STATUS", "WEB")
     lines = table(
         [header]
         + [
@@ -276,6 +276,7 @@ def render_users(rows: Sequence[dict[str, Any]]) -> str:
                 r["display_name"] or "-",
                 str(r["source"]),
                 str(r["status"]),
+                str(r.get("web_password", "none")),
             )
             for r in rows
         ]

@@ -27,6 +27,7 @@ from imapsync_decl.errors import UsageError
 from imapsync_decl.plan.model import Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
+from imapsync_decl.run.accounts import web_password_states
 from imapsync_decl.run.executor import Batching, Executor, StopRequested
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import ProgressFactory, no_progress
@@ -231,13 +232,18 @@ def sync_users(config: Config) -> tuple[dict[str, dict[str, list[str]]], Directo
 
 
 def list_users(config: Config) -> list[dict[str, Any]]:
-    """The rows of ``users list``: the configuration's users and those of the archive."""
+    """The rows of ``users list``: the configuration's users and those of the archive, each
+    with the state of its web password (``web_password``: set, disabled, none)."""
     index = open_index_if_exists(config.archive_path)
     try:
-        return userlist.list_rows(config, index)
+        rows = userlist.list_rows(config, index)
     finally:
         if index is not None:
             index.close()
+    states = web_password_states(config, [str(row["name"]) for row in rows])
+    for row in rows:
+        row["web_password"] = states[str(row["name"])]
+    return rows
 
 
 def list_runs(archive: Path) -> list[dict[str, Any]] | None:

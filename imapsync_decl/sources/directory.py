@@ -72,11 +72,34 @@ def resolve_password(
 
 def read_directory(settings: DirectorySettings) -> DirectoryRead:
     """All users the directory's filter selects, sorted by name."""
-    import ldap3
     from ldap3.core import exceptions as ldap_errors
 
     directory = settings.directory
     where = f"directory {settings.key}"
+    password = settings.password.reveal() if settings.password is not None else None
+    connection = connect(settings, directory.bind_dn, password)
+    try:
+        if not bind(connection, settings, password):
+            who = directory.bind_dn or "anonymous"
+            raise DirectoryError(f"{where}: bind as {who} refused: {result_text(connection)}")
+        try:
+            return _search(connection, settings)
+        except ldap_errors.LDAPException as exc:
+            raise DirectoryError(
+                f"{where}: search failed: {clean_message(exc, password)}"
+            ) from None
+    finally:
+        with contextlib.suppress(Exception):  # closing a connection that may be broken
+            connection.unbind()
+
+
+def connect(settings: DirectorySettings, user: str | None, password: str | None) -> Any:
+    """An ldap3 connection (not yet open) to the directory, as ``user`` with ``password``
+    (None, None: anonymous): LDAPS or StartTLS as configured, the certificate verified
+    (the configured CA file, else the system store), the configured timeouts."""
+    import ldap3
+
+    directory = settings.directory
     parts = urlsplit(directory.url)
     use_ssl = parts.scheme == "ldaps"
     tls = None
@@ -98,10 +121,9 @@ def read_directory(settings: DirectorySettings) -> DirectoryRead:
         get_info=ldap3.NONE,
         connect_timeout=directory.timeout,
     )
-    password = settings.password.reveal() if settings.password is not None else None
-    connection = ldap3.Connection(
+    return ldap3.Connection(
         server,
-        user=directory.bind_dn,
+        user=user,
         password=password,
         auto_bind=ldap3.AUTO_BIND_NONE,
         read_only=True,
@@ -109,31 +131,29 @@ def read_directory(settings: DirectorySettings) -> DirectoryRead:
         receive_timeout=math.ceil(directory.timeout),
         raise_exceptions=False,
     )
+
+
+def bind(connection: Any, settings: DirectorySettings, password: str | None) -> bool:
+    """Open ``connection`` (StartTLS first where configured) and bind: whether the
+    directory accepted the credentials. DirectoryError when it cannot be reached or TLS
+    fails; messages never contain ``password``."""
+    from ldap3.core import exceptions as ldap_errors
+
+    where = f"directory {settings.key}"
     try:
-        try:
-            connection.open()
-            if directory.starttls and not connection.start_tls():
-                raise DirectoryError(f"{where}: StartTLS refused: {_result(connection)}")
-        except ldap_errors.LDAPStartTLSError as exc:
-            raise DirectoryError(f"{where}: StartTLS failed: {_clean(exc, password)}") from None
-        except ldap_errors.LDAPSocketOpenError as exc:
-            raise DirectoryError(f"{where}: cannot connect: {_clean(exc, password)}") from None
-        except ldap_errors.LDAPException as exc:
-            raise DirectoryError(f"{where}: {_clean(exc, password)}") from None
-        try:
-            bound = connection.bind()
-        except ldap_errors.LDAPException as exc:
-            raise DirectoryError(f"{where}: bind failed: {_clean(exc, password)}") from None
-        if not bound:
-            who = directory.bind_dn or "anonymous"
-            raise DirectoryError(f"{where}: bind as {who} refused: {_result(connection)}")
-        try:
-            return _search(connection, settings)
-        except ldap_errors.LDAPException as exc:
-            raise DirectoryError(f"{where}: search failed: {_clean(exc, password)}") from None
-    finally:
-        with contextlib.suppress(Exception):  # closing a connection that may be broken
-            connection.unbind()
+        connection.open()
+        if settings.directory.starttls and not connection.start_tls():
+            raise DirectoryError(f"{where}: StartTLS refused: {result_text(connection)}")
+    except ldap_errors.LDAPStartTLSError as exc:
+        raise DirectoryError(f"{where}: StartTLS failed: {clean_message(exc, password)}") from None
+    except ldap_errors.LDAPSocketOpenError as exc:
+        raise DirectoryError(f"{where}: cannot connect: {clean_message(exc, password)}") from None
+    except ldap_errors.LDAPException as exc:
+        raise DirectoryError(f"{where}: {clean_message(exc, password)}") from None
+    try:
+        return bool(connection.bind())
+    except ldap_errors.LDAPException as exc:
+        raise DirectoryError(f"{where}: bind failed: {clean_message(exc, password)}") from None
 
 
 def _search(connection: Any, settings: DirectorySettings) -> DirectoryRead:
@@ -163,18 +183,20 @@ def _search(connection: Any, settings: DirectorySettings) -> DirectoryRead:
             continue
         attributes = entry.get("attributes", {})
         dn = entry.get("dn", "?")
-        if directory.type == "active_directory" and _disabled(attributes.get("userAccountControl")):
+        if directory.type == "active_directory" and is_disabled(
+            attributes.get("userAccountControl")
+        ):
             disabled += 1
             continue
-        name = _first(attributes.get(str(names["username"])))
+        name = first_value(attributes.get(str(names["username"])))
         if not name:
             warnings.append(f"{dn}: no {names['username']}; skipped")
             continue
         if name in users:
             warnings.append(f"{dn}: user name {name!r} appears twice; the first entry counts")
             continue
-        email = _first(attributes.get(str(names["email"])))
-        display = _first(attributes.get(str(names["display_name"])))
+        email = first_value(attributes.get(str(names["email"])))
+        display = first_value(attributes.get(str(names["display_name"])))
         aliases = _aliases(attributes.get(aliases_attribute), email) if aliases_attribute else ()
         try:
             user = User.model_validate(
@@ -193,11 +215,11 @@ def _search(connection: Any, settings: DirectorySettings) -> DirectoryRead:
             directory=settings.key,
         )
     if connection.result and connection.result.get("result") not in (0, None):
-        raise DirectoryError(f"directory {settings.key}: search failed: {_result(connection)}")
+        raise DirectoryError(f"directory {settings.key}: search failed: {result_text(connection)}")
     return DirectoryRead(tuple(users[n] for n in sorted(users)), tuple(warnings), disabled)
 
 
-def _first(value: Any) -> str | None:
+def first_value(value: Any) -> str | None:
     if isinstance(value, list | tuple):
         value = value[0] if value else None
     if value is None:
@@ -225,22 +247,22 @@ def _aliases(value: Any, email: str | None) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _disabled(value: Any) -> bool:
-    raw = _first(value)
+def is_disabled(value: Any) -> bool:
+    raw = first_value(value)
     try:
         return raw is not None and bool(int(raw) & AD_ACCOUNT_DISABLED)
     except ValueError:
         return False
 
 
-def _result(connection: Any) -> str:
+def result_text(connection: Any) -> str:
     result = connection.result or {}
     description = result.get("description") or "no answer"
     message = result.get("message")
     return f"{description} ({message})" if message else str(description)
 
 
-def _clean(exc: Exception, password: str | None) -> str:
+def clean_message(exc: Exception, password: str | None) -> str:
     text = str(exc) or type(exc).__name__
     if password:
         text = text.replace(password, "[redacted]")

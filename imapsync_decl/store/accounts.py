@@ -32,6 +32,7 @@ import hashlib
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -191,8 +192,9 @@ class Accounts:
 
         For writing, the file is created (0600) when missing, and the archive directory
         too (0700); a file or directory of another user, or one writable by others, is
-        refused (exit 14). ``read_only``: nothing is created or changed; without a file
-        every user's state is ``none``. ``hasher`` (tests: cheaper parameters) and
+        refused (exit 14). ``read_only``: nothing is created or changed, a file of any
+        owner is read (never through a symbolic link); without a file every user's state
+        is ``none``. ``hasher`` (tests: cheaper parameters) and
         ``clock`` (seconds since the epoch) default to Argon2id's defaults and the time.
         """
         path = Path(archive_root) / ACCOUNTS_NAME
@@ -216,7 +218,11 @@ class Accounts:
     def _connect_read_only(path: Path) -> sqlite3.Connection:
         """The file opened read-only; an empty schema in memory when there is none yet."""
         if os.path.lexists(path):
-            check_private_file(path, what="accounts file")
+            info = os.lstat(path)  # read-only: any owner (like the archive), never a link
+            if stat.S_ISLNK(info.st_mode):
+                raise UnsafePath(path, "the accounts file is a symbolic link")
+            if not stat.S_ISREG(info.st_mode):
+                raise UnsafePath(path, "the accounts file is not a regular file")
             db = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
                 uri=True,
