@@ -11,6 +11,14 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+
+from imapsync_decl.store.access_log import read_access_log
+from imapsync_decl.store.browse import Browse
+from imapsync_decl.store.search.find import Scope, find
+from imapsync_decl.store.search.indexer import open_search
+from imapsync_decl.store.search.query import parse_query
+from imapsync_decl.web.security import CSP, MAX_BODY
+
 from web_bed import (
     ATTACHMENT,
     PASSWORDS,
@@ -20,13 +28,6 @@ from web_bed import (
     sign_in,
     web_archive,
 )
-
-from imapsync_decl.store.access_log import read_access_log
-from imapsync_decl.store.browse import Browse
-from imapsync_decl.store.search.find import Scope, find
-from imapsync_decl.store.search.indexer import open_search
-from imapsync_decl.store.search.query import parse_query
-from imapsync_decl.web.security import CSP, MAX_BODY
 
 pytestmark = pytest.mark.dovecot
 __all__ = ["web_archive"]  # the fixture, used by name
@@ -254,7 +255,7 @@ def test_every_response_has_a_strict_policy_and_no_sniffing(
     assert "script-src" not in policy
     assert "unsafe" not in policy
     assert answer.headers["x-content-type-options"] == "nosniff"
-    assert answer.headers["referrer-policy"] == "no-referrer"
+    assert answer.headers["referrer-policy"] == "same-origin"
     if not path.startswith("/static/"):
         assert answer.headers["cache-control"] == "no-store"
 

@@ -8,20 +8,20 @@ key) and the next page starts after it. The order is the index
 ``placements_folder_newest`` (schema version 5), so a page of a folder of 100,000
 messages reads a page's rows, never the whole folder, and nothing is sorted.
 
-Dates, senders and subjects come from the search index (decoded for display) where it
-holds the message, else from the header values the index keeps. Only reads: the index
+Dates, senders and subjects come from the search index (decoded for display, the date
+as search shows it: the Date header, else the internal date) where it holds the
+message, else from the header values and the internal date the index keeps. Only reads: the index
 and the search index are opened by SQLite read-only connections.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -256,7 +256,7 @@ class Browse:
         direction = "ASC" if newer else "DESC"
         if self.has_search:
             columns = (
-                "coalesce(d.date, NULL), coalesce(d.from_display, g.from_addr),"
+                "d.date, coalesce(d.from_display, g.from_addr),"
                 " coalesce(d.subject_display, g.subject), g.size, d.has_attachment"
             )
             joins = " LEFT JOIN search.docs d ON d.sha256 = p.sha256"
@@ -286,10 +286,11 @@ class Browse:
 
     @staticmethod
     def _row(r: Sequence[Any]) -> Row:
-        internal = parse_datetime(r[1])
-        shown: datetime | None = internal
-        if internal is None and r[2] is not None:
-            shown = datetime.fromtimestamp(int(r[2])).astimezone()
+        # Shown: the message's date as search gives it (its Date header, else the internal
+        # date), in UTC; without a search document, the internal date.
+        shown = datetime.fromtimestamp(int(r[2]), UTC) if r[2] is not None else None
+        if shown is None:
+            shown = parse_datetime(r[1])
         return Row(
             id=int(r[0]),
             date=shown,
@@ -299,10 +300,6 @@ class Browse:
             has_attachment=None if r[6] is None else bool(r[6]),
             key=str(r[7]),
         )
-
-
-def attachments_json(text: str | None) -> tuple[str, ...]:
-    return tuple(str(a) for a in json.loads(text or "[]"))
 
 
 def _uri(path: Path) -> str:

@@ -66,6 +66,9 @@ class Routes:
         return WRONG
 
     def _directory_user(self, name: str) -> bool:
+        """Whether ``name`` may try their directory password: when the Web document allows
+        it and the user list has them from a directory (which ``directory_sign_in`` checks
+        again, with the directory's settings)."""
         if not self.site.settings.directory_sign_in:
             return False
         return any(
@@ -74,12 +77,10 @@ class Routes:
         )
 
     def _directory_sign_in(self, name: str, password: str) -> bool:
-        from imapsync_decl.sources.directory_auth import (  # type: ignore[import-not-found]
-            directory_sign_in,
-        )
+        from imapsync_decl.sources.directory_auth import directory_sign_in
 
         try:
-            return bool(directory_sign_in(self.site.config, name, password))
+            return directory_sign_in(self.site.config, name, password)
         except ImapsyncError:
             return False
 
