@@ -68,6 +68,7 @@ def synced_config(
         {
             "users.yaml": users_doc(slapd, base, url, not ldaps),
             "archive.yaml": f"kind: Archive\npath: {tmp_path / 'archive'}\n",
+            "web.yaml": "kind: Web\ndirectory_sign_in: true\n",
         },
     )
     assert main(["users", "sync", "--config-dir", str(config_dir)]) == 0
@@ -94,6 +95,17 @@ def test_right_and_wrong_password(
     assert not directory_sign_in(config, "ANNA", ANNA_PW)  # the directory's spelling only
     assert not directory_sign_in(config, "nobody", ANNA_PW)
     assert not directory_sign_in(config, "nopw", "anything")
+
+
+def test_only_when_the_web_document_allows_it(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = synced_config(slapd, tmp_path, capsys)
+    assert directory_sign_in(config, "anna", ANNA_PW)
+    (config.config_dir / "web.yaml").write_text("kind: Web\n")
+    config = load_with_index_users(config.config_dir, str(config.config_dir))
+    assert not config.web.directory_sign_in
+    assert not directory_sign_in(config, "anna", ANNA_PW)
 
 
 def test_over_ldaps(slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,7 +56,7 @@ def test_every_problem_of_every_file_at_its_place(tmp_path: Path) -> None:
         "cfg/a.yaml:13:7: source.master.users: select: only needs at least one entry in names",
         "cfg/a.yaml:15:9: delete.mode: expected one of 'never' or 'after_archive', got 'sometimes'",
         "cfg/a.yaml:20:24: users[1].email: not an e-mail address",
-        "cfg/a.yaml:22:7: kind: unknown kind 'Foo' (expected one of Profile, Users, Archive)",
+        "cfg/a.yaml:22:7: kind: unknown kind 'Foo' (expected one of Profile, Users, Archive, Web)",
         "cfg/b.json:1:29: path: Input should be a valid string",
     ]
 

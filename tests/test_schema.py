@@ -275,6 +275,48 @@ SPECS: dict[str, Spec] = {
         },
     },
     "Archive": {"path": Leaf(("../archive", "/srv/archive"), ("", None, 3))},
+    "Web": {
+        # Off loopback, plain HTTP needs tls or behind_proxy: valid only in combination.
+        "listen": Leaf(
+            (
+                "127.0.0.1:8462",
+                "127.9.0.1:1",
+                "[::1]:8462",
+                "localhost:65535",
+                "0.0.0.0:8462",
+                "[2001:db8::1]:443",
+                "archive.example.com:443",
+            ),
+            (
+                "127.0.0.1",
+                "127.0.0.1:0",
+                "127.0.0.1:65536",
+                ":8462",
+                "::1:8462",
+                "[::1]",
+                "256.0.0.1:80",
+                "127.0.0.1:80\n",
+                "host name:80",
+                8462,
+                None,
+            ),
+        ),
+        "tls": {
+            "certificate": Leaf(("cert.pem",), ("", None, 5)),
+            "key": Leaf(("key.pem",), ("", None)),
+            "password": Leaf((), ("x",)),
+        },
+        "behind_proxy": Leaf((False, True), ("yes", None)),
+        "trusted_proxies": Leaf(
+            ([], ["10.0.0.0/8"], ["192.0.2.1", "2001:db8::/32"]), (["10.0.0.0/8 "], "10.0.0.1")
+        ),
+        "session_lifetime": Leaf(
+            ("8h", "30m", "90s", "7d", "1s"), ("", "8", "8 h", "08h", "1w", "h", 8, None)
+        ),
+        "administrators": Leaf(([], ["alice", "bob"]), ([""], "alice", ["a\nb"], [5])),
+        "directory_sign_in": Leaf((True, False), ("no", None)),
+        "port": Leaf((), (8462,)),
+    },
 }
 
 
@@ -316,6 +358,42 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
 @given(documents())
 def test_schema_and_models_agree(doc: dict[str, Any]) -> None:
     assert schema_accepts(doc) == model_accepts(doc), doc
+
+
+WEB_DOCUMENTS = [
+    ({"kind": "Web"}, True),
+    ({"kind": "Web", "listen": "0.0.0.0:8462"}, False),
+    ({"kind": "Web", "listen": "[2001:db8::1]:443"}, False),
+    ({"kind": "Web", "listen": "archive.example.com:443"}, False),
+    ({"kind": "Web", "listen": "127.0.0.1.example.com:80"}, False),
+    ({"kind": "Web", "listen": "0.0.0.0:443", "tls": None}, False),
+    (
+        {"kind": "Web", "listen": "0.0.0.0:443", "tls": {"certificate": "c.pem", "key": "k.pem"}},
+        True,
+    ),
+    (
+        {
+            "kind": "Web",
+            "listen": "[::]:8462",
+            "behind_proxy": True,
+            "trusted_proxies": ["10.0.0.1", "192.0.2.0/24", "2001:db8::/32", "::1"],
+        },
+        True,
+    ),
+    ({"kind": "Web", "listen": "0.0.0.0:8462", "behind_proxy": True}, False),
+    ({"kind": "Web", "behind_proxy": True, "trusted_proxies": []}, False),
+    ({"kind": "Web", "trusted_proxies": ["10.0.0.1"]}, False),
+    ({"kind": "Web", "behind_proxy": True, "trusted_proxies": ["10.0.0.0/33"]}, False),
+    ({"kind": "Web", "behind_proxy": True, "trusted_proxies": ["10.0.0"]}, False),
+    ({"kind": "Web", "behind_proxy": True, "trusted_proxies": ["proxy.example.com"]}, False),
+    ({"kind": "Web", "behind_proxy": True, "trusted_proxies": ["2001:db8::/129"]}, False),
+]
+
+
+@pytest.mark.parametrize(("doc", "valid"), WEB_DOCUMENTS)
+def test_known_web_documents(doc: dict[str, Any], valid: bool) -> None:
+    assert schema_accepts(doc) is valid
+    assert model_accepts(doc) is valid
 
 
 @pytest.mark.parametrize(

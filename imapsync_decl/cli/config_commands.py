@@ -51,7 +51,7 @@ def validate(config_dir: Path, output_format: str) -> int:
 @click.command(epilog=EXIT_CODES)
 @click.option(
     "--kind",
-    type=click.Choice(["document", "profile", "users", "archive"]),
+    type=click.Choice(["document", "profile", "users", "archive", "web"]),
     default="document",
     show_default=True,
     help="Which schema to print: one kind, or any document (dispatching on kind).",

@@ -35,8 +35,10 @@ from imapsync_decl.config.documents import (
     NAME_PATTERN,
     TAG_MARK,
     ArchiveDocument,
+    Document,
     Profile,
     Users,
+    WebDocument,
 )
 from imapsync_decl.errors import Problem, Severity
 
@@ -55,7 +57,7 @@ PATTERN_MESSAGES = {
 Loc = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column
 
-D = TypeVar("D", Profile, Users, ArchiveDocument)
+D = TypeVar("D", Profile, Users, ArchiveDocument, WebDocument)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class LoadResult:
     # CSV files named by profiles that failed validation: still checked, so that one
     # run of `validate` reports the problems of the CSV file too.
     orphan_csv_files: tuple[tuple[str, Origin], ...] = ()
+    webs: tuple[Loaded[WebDocument], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -152,6 +155,7 @@ def load_config_dir(config_dir: Path, display_dir: str | None = None) -> LoadRes
     profiles: list[Loaded[Profile]] = []
     users: list[Loaded[Users]] = []
     archives: list[Loaded[ArchiveDocument]] = []
+    webs: list[Loaded[WebDocument]] = []
     orphan_csv: list[tuple[str, Origin]] = []
     if not config_dir.is_dir():
         problems.append(Problem(display_dir, None, None, None, "configuration directory not found"))
@@ -173,6 +177,8 @@ def load_config_dir(config_dir: Path, display_dir: str | None = None) -> LoadRes
                 users.append(Loaded(loaded, origin))
             elif isinstance(loaded, ArchiveDocument):
                 archives.append(Loaded(loaded, origin))
+            elif isinstance(loaded, WebDocument):
+                webs.append(Loaded(loaded, origin))
     return LoadResult(
         tuple(profiles),
         tuple(users),
@@ -180,6 +186,7 @@ def load_config_dir(config_dir: Path, display_dir: str | None = None) -> LoadRes
         tuple(problems),
         tuple(files),
         tuple(orphan_csv),
+        tuple(webs),
     )
 
 
@@ -366,9 +373,7 @@ def _scalar(value: Any) -> Any:
 # --- validation ------------------------------------------------------------------------------
 
 
-def _validate_document(
-    raw: Any, origin: Origin, problems: list[Problem]
-) -> Profile | Users | ArchiveDocument | None:
+def _validate_document(raw: Any, origin: Origin, problems: list[Problem]) -> Document | None:
     kinds = ", ".join(DOCUMENT_KINDS)
     if not isinstance(raw, dict):
         problems.append(origin.problem((), f"a document must be a mapping with a kind ({kinds})"))

@@ -19,7 +19,9 @@ from imapsync_decl.config.documents.profile import Profile
 from imapsync_decl.config.documents.rules import WIRE_SAFE, WIRE_UNSAFE
 from imapsync_decl.config.documents.secret_refs import CredentialSecret, EnvSecret, FileSecret
 from imapsync_decl.config.documents.users import User, Users
+from imapsync_decl.config.documents.web import WebDocument
 from imapsync_decl.config.loader import Loaded
+from imapsync_decl.config.web import DEFAULT_WEB, WebSettings
 from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.secrets import (
     Secret,
@@ -130,6 +132,8 @@ class Config:
     listed: tuple[ListedUser, ...] = ()
     choices: dict[str, tuple[UserChoice, ...]] = field(default_factory=dict)
     directories: tuple[Loaded[Users], ...] = ()  # Users documents with a directory
+    web: WebSettings = DEFAULT_WEB  # the Web document's settings, or the defaults
+    web_document: Loaded[WebDocument] | None = None
 
     def needs_directory(self, profile: str) -> bool:
         item = self.profile(profile)

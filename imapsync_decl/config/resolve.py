@@ -68,6 +68,7 @@ from imapsync_decl.config.model import (
     UserChoice,
     config_digest,
 )
+from imapsync_decl.config.web import resolve_web
 from imapsync_decl.errors import Problem, Severity
 from imapsync_decl.secrets import SecretError
 from imapsync_decl.sources.csv import CsvResult, load_csv
@@ -170,7 +171,16 @@ def load_config(
     for csv_file, origin in loaded.orphan_csv_files:
         _load_csv_rows(csv_file, origin, problems)
     problems += shared_archive_folders([m for found in mailboxes.values() for m in found])
-    document_count = len(loaded.profiles) + len(loaded.users) + len(loaded.archives)
+    web, web_document = resolve_web(
+        loaded,
+        has_directory=bool(with_directory),
+        user_names={u.user.name for u in listed}
+        | {m.archive_user for found in mailboxes.values() for m in found},
+        problems=problems,
+    )
+    document_count = (
+        len(loaded.profiles) + len(loaded.users) + len(loaded.archives) + len(loaded.webs)
+    )
     return Config(
         config_dir=config_dir,
         profiles=loaded.profiles,
@@ -182,6 +192,8 @@ def load_config(
         listed=tuple(listed),
         choices=choices,
         directories=with_directory,
+        web=web,
+        web_document=web_document,
     )
 
 

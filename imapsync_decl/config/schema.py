@@ -14,18 +14,25 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
-from imapsync_decl.config.documents import ArchiveDocument, Profile, Users
+from imapsync_decl.config.documents import (
+    ArchiveDocument,
+    DocumentModel,
+    Profile,
+    Users,
+    WebDocument,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
-_KINDS: dict[str, type[Profile] | type[Users] | type[ArchiveDocument]] = {
+_KINDS: dict[str, DocumentModel] = {
     "profile": Profile,
     "users": Users,
     "archive": ArchiveDocument,
+    "web": WebDocument,
 }
 
 
-def _kind_name(model: type[Profile] | type[Users] | type[ArchiveDocument]) -> str:
+def _kind_name(model: DocumentModel) -> str:
     """The document kind a model reads (its title: ``Archive`` for ArchiveDocument)."""
     return str(model.model_config.get("title") or model.__name__)
 
@@ -47,13 +54,13 @@ def _finish(schema: dict[str, Any], title: str, description: str) -> dict[str, A
 def document_schema() -> dict[str, Any]:
     """One schema for any document, dispatching on ``kind``."""
     adapter: TypeAdapter[Any] = TypeAdapter(
-        Annotated[Profile | Users | ArchiveDocument, Field(discriminator="kind")]
+        Annotated[Profile | Users | ArchiveDocument | WebDocument, Field(discriminator="kind")]
     )
     schema = adapter.json_schema(by_alias=True, schema_generator=_KindNamedSchema)
     return _finish(
         schema,
         "imapsync-decl document",
-        "Any document of an imapsync-decl configuration directory: Profile, Users or Archive.",
+        "Any document of an imapsync-decl configuration directory: Profile, Users, Archive or Web.",
     )
 
 

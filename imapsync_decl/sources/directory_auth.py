@@ -1,7 +1,8 @@
 """Sign-in with a directory password: a bind as the user's own entry.
 
-For an archive user whose record came from a directory (source ``directory`` in
-the index, status ``active``), :func:`directory_sign_in` binds with the Users
+When the Web document allows it (``directory_sign_in: true``), for an archive user
+whose record came from a directory (source ``directory`` in the index, status
+``active``), :func:`directory_sign_in` binds with the Users
 document's service account (the same connection settings as ``users sync``: URL,
 LDAPS or StartTLS, CA file, timeouts), searches that directory's base DN for the
 one entry the directory's filter selects whose user-name attribute is the name (the
@@ -58,8 +59,11 @@ def escape_filter_value(value: str) -> str:
 def directory_sign_in(config: Config, name: str, password: str) -> bool:
     """Whether ``password`` is the directory password of the archive user ``name``.
 
-    False for a user whose record did not come from a directory (or who is gone from
-    it), an empty or overlong password, and every failure of the directory."""
+    False when the Web document does not allow directory sign-in, for a user whose
+    record did not come from a directory (or who is gone from it), an empty or overlong
+    password, and every failure of the directory."""
+    if not config.web.directory_sign_in:
+        return False
     if not password or len(password) > MAX_PASSWORD_LENGTH:
         return False
     if not name or len(name) > MAX_NAME_LENGTH:

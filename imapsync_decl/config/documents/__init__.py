@@ -1,9 +1,9 @@
 """The documents of a configuration directory, as pydantic models.
 
-Three kinds of document live in ``profiles.d/``: ``Profile`` (what to archive and
-how to log in), ``Users`` (the archive's user list) and ``Archive`` (where the
+Four kinds of document live in ``profiles.d/``: ``Profile`` (what to archive and
+how to log in), ``Users`` (the archive's user list), ``Archive`` (where the
 archive is; the model is :class:`ArchiveDocument`, so that it is not taken for the
-archive on disk). The models are strict: they accept exactly what the published
+archive on disk) and ``Web`` (how ``serve`` offers the archive to its users). The models are strict: they accept exactly what the published
 JSON Schemas in ``schemas/`` accept (``config.schema`` generates those from these
 models, and a test checks that both agree on a catalogue of good and bad documents).
 
@@ -12,8 +12,8 @@ JSON Schema fragment (``json_schema_extra``), so editors and ``validate`` reject
 the same documents. Single strings are checked by the rules of ``rules``.
 
 One module per part: ``rules`` (patterns and string checks), ``secret_refs``
-(password references), ``server``, ``profile``, ``users`` (with the directory)
-and ``archive``. This package gives their names in one place.
+(password references), ``server``, ``profile``, ``users`` (with the directory),
+``archive`` and ``web``. This package gives their names in one place.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from imapsync_decl.config.documents.users import (
     User,
     Users,
 )
+from imapsync_decl.config.documents.web import WebDocument, WebTls
 
 __all__ = [
     "CREDENTIAL_NAME_PATTERN",
@@ -88,6 +89,7 @@ __all__ = [
     "Directory",
     "DirectoryAttributes",
     "Document",
+    "DocumentModel",
     "Email",
     "EnvSecret",
     "FileSecret",
@@ -107,15 +109,19 @@ __all__ = [
     "User",
     "UserSelection",
     "Users",
+    "WebDocument",
+    "WebTls",
     "WireStr",
     "checked",
     "secret_references",
 ]
 
-Document: TypeAlias = Profile | Users | ArchiveDocument
+Document: TypeAlias = Profile | Users | ArchiveDocument | WebDocument
+DocumentModel: TypeAlias = type[Profile] | type[Users] | type[ArchiveDocument] | type[WebDocument]
 
-DOCUMENT_KINDS: dict[str, type[Profile] | type[Users] | type[ArchiveDocument]] = {
+DOCUMENT_KINDS: dict[str, DocumentModel] = {
     "Profile": Profile,
     "Users": Users,
     "Archive": ArchiveDocument,
+    "Web": WebDocument,
 }

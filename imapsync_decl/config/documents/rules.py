@@ -136,6 +136,38 @@ LDAP_URL_RULES: tuple[Rule, ...] = (
 )
 """An LDAP URL: scheme, a host as in :data:`HOST_RULES` (IPv6 in brackets), a port."""
 
+LISTEN_RULES: tuple[Rule, ...] = (
+    WIRE_SAFE,
+    Rule(
+        rf"^(?:{_NAME}|\[{_IPV6}\]):{_PORT}$",
+        "expected HOST:PORT: a host name or IPv4 address, or an IPv6 address in [ ], and a"
+        " port from 1 to 65535, e.g. 127.0.0.1:8462 or [::1]:8462",
+    ),
+    Rule(rf"^(?:\[|{_IPV4}:|[^:]*[A-Za-z][A-Za-z0-9-]*\.?:)", _NUMERIC),
+    Rule(r"^(?:\[|[^:]{1,253}:|[^:]{253}\.:)", _TOO_LONG),
+)
+"""Where a server listens: HOST:PORT, the host as in :data:`HOST_RULES` (IPv6 in brackets)."""
+
+LOOPBACK_LISTEN_PATTERN = rf"^(?:127(?:\.{_OCTET}){{3}}|\[::1\]|localhost\.?):"
+"""A listen address on the loopback interface: 127.0.0.0/8, [::1] or localhost."""
+
+IP_NETWORK_RULES: tuple[Rule, ...] = (
+    WIRE_SAFE,
+    Rule(
+        rf"^(?:{_IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?|{_IPV6}(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$",
+        "not an IP address or network: e.g. 10.0.0.1, 192.0.2.0/24, ::1 or 2001:db8::/32",
+    ),
+)
+"""An IPv4 or IPv6 address, or a network in CIDR notation (address/prefix length)."""
+
+DURATION_RULES: tuple[Rule, ...] = (
+    Rule(
+        r"^[1-9][0-9]{0,6}[smhd]$",
+        "a duration is a whole number and a unit (s, m, h or d), e.g. 8h or 30m",
+    ),
+)
+"""A duration: a whole number of seconds, minutes, hours or days (``90s``, ``8h``, ``7d``)."""
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
