@@ -506,9 +506,9 @@ def test_every_access_is_in_the_access_log_with_the_address(web: WebArchive) -> 
     assert got == [
         ("sign_in_failed", "mistyped-" + alice, None),
         ("sign_in", alice, None),
-        ("view", alice, str(ident)),
-        ("download", alice, str(ident)),
-        ("view", alice, str(ident)),
+        ("view", alice, f"message {ident}"),
+        ("download", alice, f"message {ident}"),
+        ("view", alice, f"message {ident}"),
         ("sign_out", alice, None),
     ]
     assert {e.address for e in entries} == {f"198.51.{web.clients // 250}.{web.clients % 250 + 1}"}
@@ -543,6 +543,7 @@ def test_a_message_is_restored_after_a_confirmation(web: WebArchive) -> None:
     assert bodies == [web.sent["attachment"]]
     entry = read_access_log(web.archive, user=alice)[-1]
     assert entry.action == "restore"
+    assert entry.target == f"message {ident}"
     assert entry.detail is not None
     assert entry.detail["restored"] == 1
 

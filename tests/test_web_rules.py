@@ -3,6 +3,7 @@ proxies, HTML sanitizing, download names, page cursors, sign-in targets."""
 
 from __future__ import annotations
 
+import dataclasses
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from imapsync_decl.config.web import DEFAULT_WEB
 from imapsync_decl.errors import UsageError
 from imapsync_decl.store.browse import Cursor
 from imapsync_decl.web.message import attachment, parts, sanitize
@@ -49,26 +51,18 @@ def test_plain_http_is_refused_off_loopback(listen: str) -> None:
         served(None, listen)
 
 
-class _Web:
-    host = "127.0.0.1"
-    port = 8462
-    certificate: Path | None = Path("/etc/ssl/c.pem")
-    key: Path | None = Path("/etc/ssl/k.pem")
-    behind_proxy = False
-    trusted_proxies: tuple[str, ...] = ()
-    session_lifetime_seconds = 600
-    administrators = frozenset({"root"})
-    directory_sign_in = False
-
-
 def test_tls_or_a_proxy_allows_any_address() -> None:
-    settings = served(_Web(), "0.0.0.0:443")
+    tls = dataclasses.replace(
+        DEFAULT_WEB,
+        certificate=Path("/etc/ssl/c.pem"),
+        key=Path("/etc/ssl/k.pem"),
+        session_lifetime_seconds=600,
+    )
+    settings = served(tls, "0.0.0.0:443")
     assert settings.tls
     assert settings.url == "https://0.0.0.0:443"
     assert settings.session_lifetime_seconds == 600
-    proxied = _Web()
-    proxied.certificate = proxied.key = None
-    proxied.behind_proxy = True
+    proxied = dataclasses.replace(DEFAULT_WEB, behind_proxy=True, trusted_proxies=("10.0.0.1",))
     assert served(proxied, "0.0.0.0:8080").behind_proxy
 
 

@@ -10,6 +10,7 @@ prove that nothing was loaded. Passwords are set with cheap Argon2 parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.server
 import os
@@ -30,7 +31,7 @@ from imapsync_decl.config.model import Config
 from imapsync_decl.sources.users import load_with_index_users
 from imapsync_decl.store.accounts import Accounts
 from imapsync_decl.web.app import create_app
-from imapsync_decl.web.settings import Served
+from imapsync_decl.web.settings import Served, served
 
 from helpers import write_config
 from servers.dovecot import DovecotServer, make_message
@@ -130,9 +131,8 @@ class WebArchive:
         return load_with_index_users(self.config_dir, str(self.config_dir))
 
     def settings(self, **changes: Any) -> Served:
-        values: dict[str, Any] = {"administrators": frozenset({self.names["admin"]})}
-        values.update(changes)
-        return Served(**values)
+        """The settings ``serve`` takes from this configuration's Web document, changed."""
+        return dataclasses.replace(served(self.config().web), **changes)
 
     def accounts(self, clock: Callable[[], float] | None = None) -> Accounts:
         if clock is None:
@@ -198,6 +198,7 @@ def build(server: DovecotServer, root: Path) -> WebArchive:
             "    identity: email_local_part\n"
             f"    users: {{select: only, names: [{alice}, {bob}]}}\n",
             "archive.yaml": f"kind: Archive\npath: {web.archive}\n",
+            "web.yaml": f"kind: Web\nadministrators: [{names['admin']}]\n",
         },
     )
     code = web.run("apply")

@@ -36,7 +36,7 @@ def serve_command(config_dir: Path, listen: str | None) -> int:
     from imapsync_decl.web.settings import served
 
     config = valid_config(config_dir)
-    settings = served(getattr(config, "web", None), listen)
+    settings = served(config.web, listen)
     setup_logging()
 
     def started(url: str) -> None:

@@ -371,7 +371,9 @@ class Routes:
         wanted = {h.lower() for h in SHOWN_HEADERS}
         headers = [(n, v) for n, v in shown.headers if n.lower() in wanted]
         subject = next((v for n, v in shown.headers if n.lower() == "subject"), "")
-        await off(self.site.record, request, user=visitor.name, action="view", target=str(item.id))
+        await off(
+            self.site.record, request, user=visitor.name, action="view", target=f"message {item.id}"
+        )
         return self.site.page(
             request,
             "message.html",
@@ -419,7 +421,11 @@ class Routes:
             return self.site.not_found(request, visitor)
         item, raw = found
         await off(
-            self.site.record, request, user=visitor.name, action="download", target=str(item.id)
+            self.site.record,
+            request,
+            user=visitor.name,
+            action="download",
+            target=f"message {item.id}",
         )
         return Response(
             raw,
@@ -444,7 +450,7 @@ class Routes:
             request,
             user=visitor.name,
             action="download",
-            target=f"{item.id}/{number}",
+            target=f"message {item.id} attachment {number}",
             detail={"attachment": info.name},
         )
         return Response(
@@ -463,7 +469,9 @@ class Routes:
         from imapsync_decl.store.restoring import show_document
         from imapsync_decl.store.search.extract import readable
 
-        await off(self.site.record, request, user=visitor.name, action="view", target=str(item.id))
+        await off(
+            self.site.record, request, user=visitor.name, action="view", target=f"message {item.id}"
+        )
         return JSONResponse(show_document(item.id, item, readable(raw)))
 
     # --- restore -----------------------------------------------------------------------
@@ -585,7 +593,7 @@ class Routes:
             request,
             user=visitor.name,
             action="restore",
-            target=",".join(str(i) for i in wanted.ids) or f"{selection['user']}",
+            target=_restore_target(selection),
             detail={
                 "profile": profile,
                 "to_user": target_user,
@@ -703,6 +711,15 @@ class Routes:
         return self.site.page(
             request, "stats.html", visitor, title="Statistics", stats=await off(read)
         )
+
+
+def _restore_target(selection: Mapping[str, Any]) -> str:
+    """The access log's target of a restore: its messages, folder or query."""
+    if selection.get("ids"):
+        return "message " + ", ".join(str(i) for i in selection["ids"])
+    if selection.get("folder") is not None:
+        return f"folder {selection['user']}/{selection['folder']}"
+    return f"search {selection['user']}: {selection.get('query', '')}"
 
 
 def content_disposition(name: str) -> str:

@@ -10,36 +10,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from imapsync_decl.config.web import WebSettings
 from imapsync_decl.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8462
 DEFAULT_SESSION_SECONDS = 8 * 3600
-
-
-class WebDocument(Protocol):
-    """What the resolved Web document gives (``config.web``)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def certificate(self) -> Path | None: ...
-    @property
-    def key(self) -> Path | None: ...
-    @property
-    def behind_proxy(self) -> bool: ...
-    @property
-    def trusted_proxies(self) -> tuple[str, ...]: ...
-    @property
-    def session_lifetime_seconds(self) -> int: ...
-    @property
-    def administrators(self) -> frozenset[str]: ...
-    @property
-    def directory_sign_in(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +54,7 @@ class Served:
         )
 
 
-def served(web: WebDocument | None, listen: str | None = None) -> Served:
+def served(web: WebSettings | None, listen: str | None = None) -> Served:
     """The settings of ``web`` (the defaults without a Web document), with ``listen``
     (``HOST:PORT``) in place of its address; plain HTTP on a non-loopback address is
     refused (exit 10)."""

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -70,6 +70,7 @@ class Site:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["size"] = human_size
+        self.templates.filters["moment"] = moment
         self.templates.filters["url"] = lambda v: quote(str(v), safe="")
         self._lock = threading.Lock()
 
@@ -234,6 +235,20 @@ def human_size(value: object) -> str:
     return f"{size:.1f} GB"
 
 
+def moment(value: object) -> str:
+    """An ISO 8601 timestamp of the index as ``2024-10-07 10:00:00 UTC`` (as given when
+    it is not one)."""
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if parsed.tzinfo else "")
+
+
 def local_target(value: object) -> str:
     """Where to go after signing in: a path of this site, never another site's URL."""
     text = str(value or "")
@@ -242,4 +257,4 @@ def local_target(value: object) -> str:
     return "/archive"
 
 
-__all__ = ["Path", "Site", "Visitor", "human_size", "local_target"]
+__all__ = ["Site", "Visitor", "human_size", "local_target", "moment"]
