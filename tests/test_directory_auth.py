@@ -108,6 +108,18 @@ def test_only_when_the_web_document_allows_it(
     assert not directory_sign_in(config, "anna", ANNA_PW)
 
 
+def test_a_user_whose_web_access_is_disabled_cannot_sign_in(
+    slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = synced_config(slapd, tmp_path, capsys)
+    assert (
+        main(["users", "passwd", "--disable", "anna", "--config-dir", str(config.config_dir)]) == 0
+    )
+    capsys.readouterr()
+    assert not directory_sign_in(config, "anna", ANNA_PW)
+    assert directory_sign_in(config, "bob", STAR_PW)
+
+
 def test_over_ldaps(slapd: SlapdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config, _ = synced_config(slapd, tmp_path, capsys, ldaps=True)
     assert directory_sign_in(config, "anna", ANNA_PW)

@@ -294,6 +294,10 @@ def on_a_terminal(tmp_path: Path, config: Path, answers: list[str]) -> tuple[int
     try:
         for prompt, answer in zip([b"password for carol: ", b"again: "], answers, strict=False):
             read_until(fd, prompt, seen)
+            if prompt == b"again: ":  # the first answer is in the process, and only there
+                for place in ("cmdline", "environ"):
+                    visible = Path(f"/proc/{pid}/{place}").read_bytes()
+                    assert answers[0].encode() not in visible, place
             os.write(fd, answer.encode() + b"\r")
         read_until(fd, b"\x00never\x00", seen)  # everything up to the end
     finally:

@@ -247,3 +247,36 @@ def test_schema_of_the_web_kind(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads((ROOT / "schemas" / "web.schema.json").read_text()) == kind_schema("web")
     assert main(["schema"]) == 0
     assert '"Web"' in capsys.readouterr().out
+
+
+def test_the_example_web_document_validates(tmp_path: Path) -> None:
+    config_dir = tmp_path / "profiles.d"
+    config_dir.mkdir()
+    (config_dir / "web.yaml").write_bytes((ROOT / "examples" / "web.yaml").read_bytes())
+    config = load_config(config_dir)
+    assert config.ok, [str(p) for p in config.problems]
+    assert config.warnings == ()
+    assert config.web_document is not None
+    assert config.web == DEFAULT_WEB
+
+
+def test_the_readme_web_examples_validate(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The Web document", 1)[1].split("### ", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    for n, doc in enumerate(example.split("---\n")):
+        config_dir = tmp_path / str(n)
+        config_dir.mkdir()
+        (config_dir / "web.yaml").write_text(doc)
+        (config_dir / "users.yaml").write_text(
+            "kind: Users\nusers: [{name: alice}]\n"
+            "directory: {url: 'ldaps://dir.example.test', base_dn: 'dc=example'}\n"
+        )
+        config = load_config(config_dir)
+        problems = [str(p) for p in config.problems if p.is_error]
+        assert config.web_document is not None
+        if config.web_document.doc.tls is not None:  # files of the server, not of this test
+            assert problems
+            assert all("tls." in p and "file not found" in p for p in problems), problems
+        else:
+            assert problems == []

@@ -24,7 +24,13 @@ from imapsync_decl.cli.options import (
     setup_logging,
     valid_config,
 )
-from imapsync_decl.config.cron import ServiceSecrets, crontab_line, parse, systemd_units
+from imapsync_decl.config.cron import (
+    ServiceSecrets,
+    crontab_line,
+    parse,
+    serve_unit,
+    systemd_units,
+)
 from imapsync_decl.config.documents import CredentialSecret, EnvSecret, secret_references
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.run.daemon import Daemon
@@ -97,6 +103,12 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
     --cron prints one crontab line per profile. Use this or `imapsync-decl daemon`,
     not both. A profile without schedule is left out (named with --profile: exit 10).
 
+    With a Web document, --systemd (without --profile) also prints
+    imapsync-decl-serve.service, which keeps `imapsync-decl serve --config-dir DIR`
+    running (Type=simple, Restart=on-failure, the same sandbox, every password a
+    profile or directory needs; no capabilities but CAP_NET_BIND_SERVICE for a port
+    below 1024). Such a configuration needs no schedule.
+
     \b
     Examples:
       imapsync-decl schedule export --systemd
@@ -109,7 +121,8 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
         check_profiles(config, [profile_name])
     chosen = [item.doc for item in config.profiles if profile_name in (None, item.doc.name)]
     scheduled = [doc for doc in chosen if doc.schedule is not None]
-    if not scheduled:
+    serve = target == "systemd" and profile_name is None and config.web_document is not None
+    if not scheduled and not serve:
         which = f"profile {profile_name!r} has" if profile_name else "no profile has"
         raise UsageError(f"{which} no schedule" if profile_name else f"{which} a schedule")
     directory = Path(os.path.normpath(config_dir.absolute()))
@@ -146,6 +159,21 @@ def schedule_export(config_dir: Path, target: str | None, profile_name: str | No
             continue
         for file_name, text in systemd_units(
             doc.name, schedule_, command, directory.parent, read_write=read_write, secrets=secrets
+        ).items():
+            click.echo(f"# --- {file_name}")
+            click.echo(text)
+    if serve:
+        references = [r for item in config.profiles for r in secret_references(item.doc)]
+        references += [r for item in config.directories for r in secret_references(item.doc)]
+        secrets = ServiceSecrets(
+            credentials=_unique(
+                r.credential for r in references if isinstance(r, CredentialSecret)
+            ),
+            environment=_unique(r.env for r in references if isinstance(r, EnvSecret)),
+        )
+        command = [*_own_command(), *log_options, "serve", "--config-dir", str(directory)]
+        for file_name, text in serve_unit(
+            command, directory.parent, config.web.port, read_write=read_write, secrets=secrets
         ).items():
             click.echo(f"# --- {file_name}")
             click.echo(text)

@@ -305,6 +305,78 @@ def systemd_units(
         "Type=oneshot",
         f"WorkingDirectory={_systemd_quote(str(workdir))}",
         f"ExecStart={' '.join(_systemd_quote(arg) for arg in command)}",
+        *_sandbox(unit, read_write, secrets),
+    ]
+    service = "\n".join(lines) + "\n"
+    calendar_lines = "".join(f"OnCalendar={value}\n" for value in to_oncalendar(schedule))
+    timer = (
+        "[Unit]\n"
+        f"Description=imapsync-decl: run profile {name} on its schedule "
+        f"({_systemd_escape_percent(schedule.text.strip())})\n"
+        "\n"
+        "[Timer]\n"
+        f"{calendar_lines}"
+        "Persistent=true\n"
+        "AccuracySec=1s\n"
+        f"Unit={unit}.service\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return {f"{unit}.service": service, f"{unit}.timer": timer}
+
+
+SERVE_UNIT = "imapsync-decl-serve.service"
+PRIVILEGED_PORTS = 1024  # binding a port below this needs CAP_NET_BIND_SERVICE
+
+
+def serve_unit(
+    command: Sequence[str],
+    workdir: Path,
+    port: int,
+    *,
+    read_write: Sequence[Path] = (),
+    secrets: ServiceSecrets = ServiceSecrets(),
+) -> dict[str, str]:
+    """A service unit that keeps ``command`` (``serve``) running, by file name.
+
+    The same sandbox as the apply services (:func:`systemd_units`); restarted when it
+    fails. It keeps no capability but ``CAP_NET_BIND_SERVICE``, and that one only to
+    listen on a ``port`` below 1024.
+    """
+    unit = SERVE_UNIT.removesuffix(".service")
+    if port < PRIVILEGED_PORTS:
+        capabilities = [
+            f"# Port {port} is below 1024: the one capability kept is binding it.",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        ]
+    else:
+        capabilities = ["CapabilityBoundingSet="]
+    lines = [
+        "[Unit]",
+        "Description=imapsync-decl: web access of the archive users to their archive",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"WorkingDirectory={_systemd_quote(str(workdir))}",
+        f"ExecStart={' '.join(_systemd_quote(arg) for arg in command)}",
+        "Restart=on-failure",
+        "RestartSec=5s",
+        *_sandbox(unit, read_write, secrets),
+        *capabilities,
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return {SERVE_UNIT: "\n".join(lines) + "\n"}
+
+
+def _sandbox(unit: str, read_write: Sequence[Path], secrets: ServiceSecrets) -> list[str]:
+    """The sandbox and secrets lines of an imapsync-decl service."""
+    lines = [
         "UMask=0077",
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
@@ -328,23 +400,7 @@ def systemd_units(
             " mode 0600. Not Environment=: systemctl show prints that to every user.",
             f"EnvironmentFile={_systemd_quote(str(env_file))}",
         ]
-    service = "\n".join(lines) + "\n"
-    calendar_lines = "".join(f"OnCalendar={value}\n" for value in to_oncalendar(schedule))
-    timer = (
-        "[Unit]\n"
-        f"Description=imapsync-decl: run profile {name} on its schedule "
-        f"({_systemd_escape_percent(schedule.text.strip())})\n"
-        "\n"
-        "[Timer]\n"
-        f"{calendar_lines}"
-        "Persistent=true\n"
-        "AccuracySec=1s\n"
-        f"Unit={unit}.service\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=timers.target\n"
-    )
-    return {f"{unit}.service": service, f"{unit}.timer": timer}
+    return lines
 
 
 _SYSTEMD_PLAIN = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")

@@ -12,7 +12,8 @@ search), then binds as that entry's DN with the given password.
 An empty password is refused before anything is sent: LDAP takes a simple bind with
 a DN and no password as an unauthenticated bind that "succeeds" (RFC 4513, 5.1.2).
 Any failure (wrong password, unknown or ambiguous entry, a directory that cannot be
-reached or whose TLS fails, an Active Directory account marked disabled) is False,
+reached or whose TLS fails, an Active Directory account marked disabled, a user
+whose web access was disabled with ``users passwd --disable``) is False,
 never an exception; the reason is logged without the password.
 """
 
@@ -33,6 +34,7 @@ from imapsync_decl.sources.directory import (
     result_text,
 )
 from imapsync_decl.store import Index
+from imapsync_decl.store.accounts import Accounts
 
 if TYPE_CHECKING:
     from imapsync_decl.config.resolve import Config
@@ -99,6 +101,13 @@ def _directory_of(config: Config, name: str) -> DirectorySettings | None:
     except ImapsyncError:
         return None
     if record is None or record.source != "directory" or record.status != "active":
+        return None
+    try:
+        with Accounts.open(config.archive_path, read_only=True) as accounts:
+            if accounts.is_disabled(name):  # users passwd --disable ends every sign-in
+                return None
+    except ImapsyncError as exc:
+        log.warning("directory_sign_in_failed", user=name, error=str(exc))
         return None
     try:
         candidates = settings_of(config)
