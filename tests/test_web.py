@@ -625,3 +625,30 @@ def test_serve_refuses_plain_http_off_loopback_and_bad_addresses(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_behind_a_trusted_proxy_that_says_https_the_cookie_is_secure(web: WebArchive) -> None:
+    settings = web.settings(behind_proxy=True, trusted_proxies=("198.51.0.0/16",))
+    sign = {"username": web.names["bob"], "password": PASSWORDS["bob"]}
+    proxied = web.client(settings=settings)
+    answer = proxied.post("/api/session", json=sign, headers={"x-forwarded-proto": "https"})
+    assert answer.status_code == 200
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith("__Host-imapsync_session=")
+    assert "Secure" in cookie
+    # From a peer that is not a trusted proxy the header is not believed.
+    direct = web.client(settings=web.settings(behind_proxy=True, trusted_proxies=("10.0.0.0/8",)))
+    answer = direct.post("/api/session", json=sign, headers={"x-forwarded-proto": "https"})
+    assert answer.status_code == 200
+    assert "Secure" not in answer.headers["set-cookie"]
+
+
+def test_serve_without_an_archive_says_so(web: WebArchive, tmp_path: Any, capsys: Any) -> None:
+    config = tmp_path / "profiles.d"
+    config.mkdir()
+    (config / "web.yaml").write_text("kind: Web\n")
+    capsys.readouterr()
+    from imapsync_decl.cli.main import main
+
+    assert main(["serve", "--config-dir", str(config), "--listen", "127.0.0.1:1"]) == 10
+    assert "no archive at" in capsys.readouterr().err

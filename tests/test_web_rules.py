@@ -208,3 +208,21 @@ def test_page_cursors_round_trip_and_refuse_junk() -> None:
 )
 def test_after_sign_in_only_a_path_of_this_site(given: str | None, target: str) -> None:
     assert local_target(given) == target
+
+
+def test_a_bug_answers_500_with_the_headers_and_without_a_traceback() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from imapsync_decl.web.security import CSP, Guard
+
+    async def broken(request: Request) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    app = Guard(Starlette(routes=[Route("/", broken)]), allowed_hosts=None, tls=False)
+    answer = TestClient(app).get("/")
+    assert answer.status_code == 500
+    assert answer.headers["content-security-policy"] == CSP
+    assert "secret detail" not in answer.text
+    assert "Traceback" not in answer.text

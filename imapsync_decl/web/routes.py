@@ -122,7 +122,7 @@ class Routes:
                 username="",
                 next=local_target(request.query_params.get("next")),
             )
-            self.site.set_sign_in_token(response, value)
+            self.site.set_sign_in_token(request, response, value)
             return response
         form = await request.form()
         target = local_target(form.get("next"))
@@ -144,10 +144,10 @@ class Routes:
                 username=str(form.get("username", ""))[:256],
                 next=target,
             )
-            self.site.set_sign_in_token(response, value)
+            self.site.set_sign_in_token(request, response, value)
             return response
         response = RedirectResponse(target, status_code=303)
-        self.site.set_session(response, token)
+        self.site.set_session(request, response, token)
         return response
 
     async def sign_out(self, request: Request) -> Response:
@@ -173,7 +173,7 @@ class Routes:
             detail={"everywhere": everywhere, "sessions": ended},
         )
         response = RedirectResponse("/sign-in", status_code=303)
-        self.site.clear_session(response)
+        self.site.clear_session(request, response)
         return response
 
     async def api_session(self, request: Request) -> Response:
@@ -184,7 +184,7 @@ class Routes:
             await off(self.site.accounts.end_session, visitor.token)
             await off(self.site.record, request, user=visitor.name, action="sign_out")
             response = Response(status_code=204)
-            self.site.clear_session(response)
+            self.site.clear_session(request, response)
             return response
         fields = await self._fields(request)
         if fields is None:
@@ -204,7 +204,7 @@ class Routes:
                 "expires_in": self.site.settings.session_lifetime_seconds,
             }
         )
-        self.site.set_session(response, token)
+        self.site.set_session(request, response, token)
         return response
 
     async def _fields(self, request: Request) -> Mapping[str, Any] | None:
@@ -644,7 +644,7 @@ class Routes:
             self.site.address(request),
         )
         response = RedirectResponse("/archive?changed=1", status_code=303)
-        self.site.set_session(response, token)
+        self.site.set_session(request, response, token)
         return response
 
     # --- administrators ----------------------------------------------------------------

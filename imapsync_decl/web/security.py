@@ -174,6 +174,15 @@ class ClientAddress:
             return False
         return any(ip in network for network in self.trusted)
 
+    def forwarded_https(self, request: Request) -> bool:
+        """Whether a trusted proxy says the browser spoke HTTPS (``X-Forwarded-Proto``,
+        the value the last proxy added)."""
+        peer = request.client.host if request.client is not None else None
+        if not self.behind_proxy or peer is None or not self._is_trusted(peer):
+            return False
+        given = ",".join(request.headers.getlist("x-forwarded-proto")).split(",")
+        return given[-1].strip().lower() == "https"
+
     def __call__(self, request: Request) -> str | None:
         peer = request.client.host if request.client is not None else None
         if not self.behind_proxy or peer is None or not self._is_trusted(peer):

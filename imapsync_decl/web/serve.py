@@ -47,6 +47,8 @@ def serve(
 
     from imapsync_decl.web.app import create_app
 
+    if not (config.archive_path / "index.sqlite").is_file():
+        raise UsageError(f"no archive at {config.archive_path} (run `apply` first)")
     for path, what in ((settings.certificate, "certificate"), (settings.key, "key")):
         if path is not None and not path.is_file():
             raise UsageError(f"the Web document's TLS {what} {path} is not a readable file")

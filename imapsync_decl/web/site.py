@@ -76,13 +76,19 @@ class Site:
 
     # --- who ---------------------------------------------------------------------------
 
-    @property
-    def session_cookie(self) -> str:
-        # Under TLS the __Host- prefix: the browser keeps it only Secure, for this host, on /.
-        return f"__Host-{SESSION_COOKIE}" if self.settings.tls else SESSION_COOKIE
+    def https(self, request: Request) -> bool:
+        """Whether the browser speaks HTTPS: under TLS, or behind a trusted proxy that says
+        so (``X-Forwarded-Proto: https``)."""
+        if self.settings.tls:
+            return True
+        return self.client_address.forwarded_https(request)
+
+    def session_cookie(self, request: Request) -> str:
+        # Over HTTPS the __Host- prefix: the browser keeps it only Secure, for this host, on /.
+        return f"__Host-{SESSION_COOKIE}" if self.https(request) else SESSION_COOKIE
 
     def visitor(self, request: Request) -> Visitor | None:
-        token = request.cookies.get(self.session_cookie, "")
+        token = request.cookies.get(self.session_cookie(request), "")
         if not token:
             return None
         name = self.accounts.session_user(token)
@@ -93,22 +99,22 @@ class Site:
     def address(self, request: Request) -> str | None:
         return self.client_address(request)
 
-    def set_session(self, response: Response, token: str) -> None:
+    def set_session(self, request: Request, response: Response, token: str) -> None:
         response.set_cookie(
-            self.session_cookie,
+            self.session_cookie(request),
             token,
             max_age=self.settings.session_lifetime_seconds,
             path="/",
-            secure=self.settings.tls,
+            secure=self.https(request),
             httponly=True,
             samesite="strict",
         )
 
-    def clear_session(self, response: Response) -> None:
+    def clear_session(self, request: Request, response: Response) -> None:
         response.delete_cookie(
-            self.session_cookie,
+            self.session_cookie(request),
             path="/",
-            secure=self.settings.tls,
+            secure=self.https(request),
             httponly=True,
             samesite="strict",
         )
@@ -118,13 +124,13 @@ class Site:
         given = request.cookies.get(SIGN_IN_COOKIE, "")
         return given if len(given) == 43 else secrets.token_urlsafe(32)
 
-    def set_sign_in_token(self, response: Response, value: str) -> None:
+    def set_sign_in_token(self, request: Request, response: Response, value: str) -> None:
         response.set_cookie(
             SIGN_IN_COOKIE,
             value,
             max_age=3600,
             path="/",
-            secure=self.settings.tls,
+            secure=self.https(request),
             httponly=True,
             samesite="strict",
         )
