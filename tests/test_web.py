@@ -394,6 +394,8 @@ def test_a_folder_page_reads_by_the_index_without_sorting(web: WebArchive) -> No
                 plan = " | ".join(browse.query_plan(sql, params))
                 assert "placements_folder_newest" in plan, plan
                 assert "TEMP B-TREE" not in plan, plan
+                if edge is not None:  # a later page starts in the index, not at the folder's top
+                    assert "(folder_id=? AND <expr>" in plan, plan
 
 
 def test_search_gives_what_the_command_line_gives(web: WebArchive, capsys: Any) -> None:

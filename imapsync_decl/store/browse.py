@@ -252,7 +252,10 @@ class Browse:
         where = "p.folder_id = :folder"
         if edge is not None:
             params["key"], params["id"] = edge.key, edge.id
-            where += f" AND ({_KEY}, p.id) {'>' if newer else '<'} (:key, :id)"
+            # The row-value comparison (key, id) < (:key, :id), written so that SQLite
+            # ranges over the index on the key (it does not for a row value of an expression).
+            op = ">" if newer else "<"
+            where += f" AND {_KEY} {op}= :key AND ({_KEY} {op} :key OR p.id {op} :id)"
         direction = "ASC" if newer else "DESC"
         if self.has_search:
             columns = (
@@ -278,9 +281,9 @@ class Browse:
         if first is None:
             return False
         row = self._db.execute(
-            f"SELECT 1 FROM placements p WHERE p.folder_id = ? AND ({_KEY}, p.id) > (?, ?)"  # noqa: S608
-            " LIMIT 1",
-            (folder_id, first.key, first.id),
+            f"SELECT 1 FROM placements p WHERE p.folder_id = :folder AND {_KEY} >= :key"  # noqa: S608
+            f" AND ({_KEY} > :key OR p.id > :id) LIMIT 1",
+            {"folder": folder_id, "key": first.key, "id": first.id},
         ).fetchone()
         return row is not None
 
