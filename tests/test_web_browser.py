@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +26,7 @@ from imapsync_decl.store.search.find import Scope, find
 from imapsync_decl.store.search.indexer import open_search
 from imapsync_decl.store.search.query import parse_query
 
-from web_bed import PASSWORDS, SCRIPT_MARKER, WebArchive, web_archive
+from web_bed import PASSWORDS, SCRIPT_MARKER, WebArchive, serving, web_archive
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Frame, Page
@@ -78,55 +74,11 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(web_archive: WebArchive) -> Iterator[str]:
-    """``imapsync-decl serve`` on a free loopback port; its URL once it answers."""
-    port = _free_port()
-    env = {**os.environ, "BED_MASTER_PASSWORD": web_archive.server.master_password}
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "imapsync_decl", "--log-format", "json", "serve",
-            "--config-dir", str(web_archive.config_dir), "--listen", f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    stderr = process.stderr
-    assert stderr is not None
-    lines: list[str] = []
-    listening = threading.Event()
-
-    def drain() -> None:  # read every line, so that the server never blocks on its logs
-        for line in stderr:
-            lines.append(line)
-            if "serving the archive" in line:
-                listening.set()
-        listening.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        listening.wait()
-        if process.poll() is not None:
-            pytest.fail(f"serve ended with {process.returncode}: {''.join(lines)}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        code = process.wait(timeout=60)
-        reader.join()
-        log = "".join(lines)
-        assert code == 143, log
-        for secret in [web_archive.server.master_password, *PASSWORDS.values()]:
-            assert secret not in log
-        assert "imapsync_session" not in log
+    """``imapsync-decl serve`` on a free loopback port; its URL once it listens."""
+    with serving(web_archive) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,9 +14,13 @@ import dataclasses
 import datetime as dt
 import http.server
 import os
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -224,6 +228,62 @@ def web_archive(
             os.environ.pop("BED_MASTER_PASSWORD", None)
         else:
             os.environ["BED_MASTER_PASSWORD"] = previous
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(
+    web: WebArchive, config_dir: Path | None = None, port: int | None = None
+) -> Iterator[str]:
+    """``imapsync-decl serve`` as its own process on 127.0.0.1; its URL once it listens.
+    Stopped with SIGTERM afterwards: exit 143, and its log holds no secret."""
+    port = port or free_port()
+    env = {**os.environ, "BED_MASTER_PASSWORD": web.server.master_password}
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "imapsync_decl", "--log-format", "json", "serve",
+            "--config-dir", str(config_dir or web.config_dir), "--listen", f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    stderr = process.stderr
+    assert stderr is not None
+    lines: list[str] = []
+    listening = threading.Event()
+    url: list[str] = []
+
+    def drain() -> None:  # read every line, so that the server never blocks on its logs
+        for line in stderr:
+            lines.append(line)
+            if line.startswith("serving the archive"):
+                url.append(line.rsplit(" ", 1)[-1].strip())
+                listening.set()
+        listening.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        listening.wait()
+        if not url:
+            pytest.fail(f"serve ended with {process.wait()}: {''.join(lines)}")
+        yield url[0]
+    finally:
+        process.terminate()
+        code = process.wait(timeout=60)
+        reader.join()
+        log = "".join(lines)
+        assert code == 143, log
+        for secret in [web.server.master_password, *PASSWORDS.values()]:
+            assert secret not in log
+        assert "imapsync_session" not in log
 
 
 def sign_in(client: TestClient, name: str, password: str) -> None:
