@@ -654,3 +654,35 @@ def test_serve_without_an_archive_says_so(web: WebArchive, tmp_path: Any, capsys
 
     assert main(["serve", "--config-dir", str(config), "--listen", "127.0.0.1:1"]) == 10
     assert "no archive at" in capsys.readouterr().err
+
+
+def test_a_folder_and_search_results_are_restored(web: WebArchive) -> None:
+    alice = web.names["alice"]
+    client = signed_in(web, "alice")
+    with Browse.open(web.archive) as browse:
+        folder = next(f for f in browse.tree(alice)[0].folders if f.path == "Projekte/Übersicht")
+    confirm = client.get(f"/restore?folder={folder.id}")
+    assert "the folder Projekte/Übersicht (1 messages)" in confirm.text
+    csrf = form_value(confirm.text, "csrf")
+    answer = client.post(
+        "/restore",
+        data={"folder": str(folder.id), "confirm": "1", "to_folder": "Folder-back", "csrf": csrf},
+    )
+    assert answer.status_code == 200, answer.text
+    answer = client.post(
+        "/restore",
+        data={"q": "from:mallory", "confirm": "1", "to_folder": "Query-back", "csrf": csrf},
+    )
+    assert answer.status_code == 200, answer.text
+    with web.server.client(alice) as imap:
+        for name, key in [("Folder-back", "attachment"), ("Query-back", "html")]:
+            imap.select_folder(name, readonly=True)
+            uids = imap.search("ALL")
+            bodies = [d[b"BODY[]"] for d in imap.fetch(uids, ["BODY.PEEK[]"]).values()]
+            assert bodies == [web.sent[key]], name
+    # Again: nothing twice.
+    again = client.post(
+        "/restore",
+        data={"q": "from:mallory", "confirm": "1", "to_folder": "Query-back", "csrf": csrf},
+    )
+    assert "restored 0, already there 1" in again.text
