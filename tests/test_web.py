@@ -433,6 +433,8 @@ def test_an_html_message_is_shown_sanitized_in_a_sandboxed_frame(web: WebArchive
     policy = body.headers["content-security-policy"]
     assert "sandbox" in policy
     assert "allow-scripts" not in policy
+    assert body.headers["x-frame-options"] == "SAMEORIGIN"
+    assert page.headers["x-frame-options"] == "DENY"
     assert "img-src data:;" in policy
     assert "frame-ancestors 'self'" in policy
     for bad in ["<script", SCRIPT_MARKER, "onerror", "<iframe", "<form", "javascript:"]:
@@ -662,7 +664,7 @@ def test_a_folder_and_search_results_are_restored(web: WebArchive) -> None:
     with Browse.open(web.archive) as browse:
         folder = next(f for f in browse.tree(alice)[0].folders if f.path == "Projekte/Übersicht")
     confirm = client.get(f"/restore?folder={folder.id}")
-    assert "the folder Projekte/Übersicht (1 messages)" in confirm.text
+    assert "the folder Projekte/Übersicht (1 message)" in confirm.text
     csrf = form_value(confirm.text, "csrf")
     answer = client.post(
         "/restore",

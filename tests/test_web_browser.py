@@ -200,6 +200,7 @@ def test_a_message_is_restored_to_dovecot(page: Page, web_archive: WebArchive) -
     page.click("text=Restore…")
     assert "profile staff" in page.inner_text("main").replace("\n", " ")
     page.fill("input[name=to_folder]", "Browser-restored")
+    shot(page, "restore-confirm")
     page.click("button:text('Restore')")
     page.wait_for_selector("text=Restore finished")
     assert "restored 1" in page.inner_text("main")
@@ -240,5 +241,6 @@ def test_an_administrator_sees_the_runs_and_statistics(page: Page, web_archive: 
     shot(page, "admin-runs")
     page.goto("/admin/stats")
     assert "placements" in page.inner_text("main")
+    shot(page, "admin-stats")
     page.goto(f"/archive?user={web.names['bob']}")
     assert page.inner_text("h1") == f"Archive of {web.names['bob']}"

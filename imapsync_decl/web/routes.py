@@ -411,6 +411,7 @@ class Routes:
             " frame-ancestors 'self'; form-action 'none'; base-uri 'none';"
             " sandbox allow-popups allow-popups-to-escape-sandbox"
         )
+        response.headers["x-frame-options"] = "SAMEORIGIN"
         return response
 
     async def raw(self, request: Request) -> Response:
@@ -491,7 +492,7 @@ class Routes:
                 owners.add(found[0].user)
             if len(owners) != 1:
                 return "restore the messages of one user at a time"
-            return {"ids": tuple(ids), "user": owners.pop(), "what": f"{len(ids)} message(s)"}
+            return {"ids": tuple(ids), "user": owners.pop(), "what": _messages(len(ids))}
         if folder_id >= 0:
             with self.site.browse() as browse:
                 info = browse.folder(folder_id)
@@ -500,7 +501,7 @@ class Routes:
             return {
                 "folder": info.path,
                 "user": info.user,
-                "what": f"the folder {info.path} ({info.count} messages) and its subfolders",
+                "what": f"the folder {info.path} ({_messages(info.count)}) and its subfolders",
                 "folder_id": folder_id,
             }
         if query:
@@ -711,6 +712,10 @@ class Routes:
         return self.site.page(
             request, "stats.html", visitor, title="Statistics", stats=await off(read)
         )
+
+
+def _messages(count: int) -> str:
+    return f"{count} message" if count == 1 else f"{count} messages"
 
 
 def _restore_target(selection: Mapping[str, Any]) -> str:

@@ -6,8 +6,8 @@ larger than ``MAX_BODY`` (413, counted as it arrives, not only by Content-Length
 and it gives every response a strict Content-Security-Policy (no script at all,
 ``frame-ancestors 'none'``), ``X-Content-Type-Options: nosniff``, a Referrer-Policy
 that sends nothing, and ``Cache-Control: no-store`` (the stylesheet alone may be
-cached). A response may bring a policy of its own (the frame of a message body); it
-is kept.
+cached). A response may bring a policy and an X-Frame-Options of its own (the frame of
+a message body, which only this site may embed); they are kept.
 
 Client addresses: the peer's address, or behind a trusted proxy the address the
 proxy puts last into ``X-Forwarded-For`` (read right to left, skipping the trusted
@@ -103,10 +103,11 @@ class Guard:
     def _headers(
         self, given: Iterable[tuple[bytes, bytes]], path: str
     ) -> list[tuple[bytes, bytes]]:
+        given = list(given)
         headers = [(k, v) for k, v in given if k.lower() not in _SET_HERE]
-        policy = next((v for k, v in given if k.lower() == b"content-security-policy"), None)
-        headers.append((b"content-security-policy", policy or CSP.encode()))
-        headers.extend(HEADERS)
+        own = {k.lower(): v for k, v in given if k.lower() in _OWN}
+        headers.append((b"content-security-policy", own.get(b"content-security-policy", CSP_BYTES)))
+        headers.extend((k, own.get(k, v)) for k, v in HEADERS)
         if path.startswith(STATIC_PREFIX):
             headers.append((b"cache-control", b"public, max-age=3600"))
         else:
@@ -117,6 +118,9 @@ class Guard:
         return headers
 
 
+CSP_BYTES = CSP.encode()
+# What a response may set for itself (the frame of a message body): kept, not replaced.
+_OWN = frozenset({b"content-security-policy", b"x-frame-options"})
 _SET_HERE = frozenset(
     {b"content-security-policy", b"cache-control", b"pragma", *(k for k, _ in HEADERS)}
 )
