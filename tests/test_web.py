@@ -97,6 +97,7 @@ def test_sign_in_sets_an_http_only_strict_cookie_that_expires(web: WebArchive) -
     assert "Max-Age=28800" in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback
     assert client.get("/archive").status_code == 200
+    assert client.get("/sign-in?next=/search").headers["location"] == "/search"
 
 
 def test_under_tls_the_cookie_is_secure_and_host_only(web: WebArchive, tmp_path: Any) -> None:
@@ -234,7 +235,7 @@ def test_a_form_from_another_origin_is_refused_even_with_the_token(web: WebArchi
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/sign-in", 200),
+        ("/sign-in", 303),
         ("/archive", 200),
         ("/search?q=report", 200),
         ("/messages/999999", 404),

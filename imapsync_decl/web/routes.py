@@ -111,6 +111,8 @@ class Routes:
 
     async def sign_in_page(self, request: Request) -> Response:
         if request.method == "GET":
+            if await off(self.site.visitor, request) is not None:  # signed in already
+                return RedirectResponse(local_target(request.query_params.get("next")), 303)
             value = self.site.sign_in_token(request)
             response: Response = self.site.page(
                 request,

@@ -66,7 +66,7 @@ def serve(
             lifespan="off",
         )
     )
-    log.info("web_serving", url=settings.url, archive=str(config.archive_path))
+    log.info("web_started", url=settings.url, archive=str(config.archive_path))
     if started is not None:
         started(settings.url)
     try:

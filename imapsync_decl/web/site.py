@@ -196,7 +196,7 @@ class Site:
             append_access(
                 self.root, user=user, action=action, target=target, address=address, detail=detail
             )
-        log.info("web_access", user=user, action=action, target=target, address=address)
+        log.info("web_accessed", user=user, action=action, target=target, address=address)
 
     # --- answers -----------------------------------------------------------------------
 
