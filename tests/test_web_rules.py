@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from starlette.requests import Request
 
 from imapsync_decl.config.web import DEFAULT_WEB
 from imapsync_decl.errors import UsageError
 from imapsync_decl.store.browse import Cursor
-from imapsync_decl.web.message import attachment, parts, sanitize
+from imapsync_decl.web.message import ATTRIBUTES, TAGS, attachment, parts, sanitize
 from imapsync_decl.web.routes import content_disposition
 from imapsync_decl.web.security import ClientAddress, csrf_token, foreign_origin
 from imapsync_decl.web.settings import Served, parse_listen, served
@@ -226,3 +229,55 @@ def test_a_bug_answers_500_with_the_headers_and_without_a_traceback() -> None:
     assert answer.headers["content-security-policy"] == CSP
     assert "secret detail" not in answer.text
     assert "Traceback" not in answer.text
+
+
+_PIECES = st.sampled_from(
+    [
+        "<script>alert(1)</script>", "<SCRIPT SRC=//e.test/x.js></SCRIPT>", "<img src=x onerror=alert(1)>",
+        "<a href='javascript:alert(1)'>x</a>", "<a href=' JaVaScRiPt:alert(1)'>x</a>",
+        "<svg/onload=alert(1)>", "<iframe srcdoc='<script>alert(1)</script>'>", "<style>*{}</style>",
+        "<img src='data:image/svg+xml,<svg onload=alert(1)>'>", "<p style='background:url(//e.test)'>",
+        "<form action=//e.test><button>go</button></form>", "<object data=x>", "<embed src=x>",
+        "<math><mi xlink:href='javascript:alert(1)'>x</mi></math>", "<base href=//e.test/>",
+        "<meta http-equiv=refresh content=0>", "<link rel=stylesheet href=//e.test/s.css>",
+        "<!--<script>-->", "<img src=data:image/png;base64,AAAA>", "<a href=https://e.test/>y</a>",
+        "<img src=https://e.test/p.gif onclick=alert(1)>", "<a href=x onmouseover=alert(1) onclick=alert(2)>z</a>", "<p>", "</p>", "<b>", "text", "&lt;script&gt;", "<", ">", "'", '"', "=",
+        "<table><tr><td background=//e.test/i.gif>", "<body onload=alert(1)>", "<video poster=//e.test>",
+    ]
+)  # fmt: skip
+
+
+@given(st.lists(_PIECES, max_size=12))
+def test_no_combination_of_hostile_pieces_survives_sanitizing(pieces: list[str]) -> None:
+    """Parsed as a browser parses it, what comes out has only allowed elements and
+    attributes, no event handler, and no URL but data images (and, asked for, web links
+    and images); hostile markup may remain only as inert, escaped text."""
+    for remote in (False, True):
+        cleaned, _ = sanitize("".join(pieces), remote=remote)
+        body = HTMLParser(cleaned).body
+        for node in body.traverse() if body is not None else []:
+            if node.tag in ("-text", "body", "-comment"):
+                assert node.tag != "-comment"
+                continue
+            assert node.tag in TAGS, (pieces, cleaned)
+            for name, value in node.attributes.items():
+                allowed = ATTRIBUTES["*"] | ATTRIBUTES.get(node.tag, set()) | {"rel", "target"}
+                assert name in allowed, (pieces, cleaned)
+                assert not name.startswith("on"), (pieces, cleaned)
+                if name in ("src", "href"):
+                    url = (value or "").strip().lower()
+                    assert url.startswith(("data:image/png", "http", "mailto:")), cleaned
+                    assert remote or url.startswith("data:image/png"), cleaned
+
+
+def test_deeply_nested_or_huge_mail_is_read_within_bounds() -> None:
+    nested = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    for _ in range(3000):
+        nested += b"--b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    found = parts(nested)
+    assert found.html is None
+    many = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"".join(
+        b"--b\r\nContent-Type: application/x-bin\r\nContent-Disposition: attachment\r\n\r\nx\r\n"
+        for _ in range(5000)
+    )
+    assert len(parts(many).attachments) <= 1000
