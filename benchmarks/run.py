@@ -35,7 +35,9 @@ from tools import Target  # noqa: E402
 
 from servers.dovecot import DovecotServer  # noqa: E402  (path set up by seed)
 
-TOOLS = ("raw", "mbsync", "imapsync-decl")
+# imapsync-decl-nosearch: imapsync-decl with `search_during_apply: false` (first run only),
+# for the cost of indexing in apply, measured in the same run.
+TOOLS = ("raw", "mbsync", "imapsync-decl", "imapsync-decl-nosearch")
 #: py-spy is looked for in $PY_SPY, then in the virtualenv, then on PATH.
 PY_SPY_ENV = "PY_SPY"
 
@@ -190,9 +192,10 @@ class Bench:
         self._done(directory)
         return records
 
-    def imapsync(self, connections: int, repeat: int) -> list[Record]:
-        directory = self._fresh(f"imapsync-decl-c{connections}-r{repeat}")
-        config = tools.write_imapsync_config(self.target, directory, connections)
+    def imapsync(self, connections: int, repeat: int, *, search: bool = True) -> list[Record]:
+        tool = "imapsync-decl" if search else "imapsync-decl-nosearch"
+        directory = self._fresh(f"{tool}-c{connections}-r{repeat}")
+        config = tools.write_imapsync_config(self.target, directory, connections, search=search)
         check = subprocess.run(
             tools.imapsync_validate_command(config),
             env=self.target.env(),
@@ -203,7 +206,7 @@ class Bench:
         if check.returncode != 0:
             raise RuntimeError(f"the benchmark profile is invalid:\n{check.stderr}")
         records = []
-        for phase in ("first", "noop"):
+        for phase in ("first", "noop") if search else ("first",):
             outcome = self._measure(
                 [tools.imapsync_apply_command(config)], directory, f"apply-{phase}"
             )
@@ -218,9 +221,10 @@ class Bench:
             if indexing is not None:
                 extra["search_indexed"] = indexing.get("indexed")
                 extra["search_seconds"] = indexing.get("seconds")
+                extra["search_waited_seconds"] = indexing.get("waited_seconds")
             records.append(
                 _record(
-                    "imapsync-decl",
+                    tool,
                     phase,
                     connections,
                     repeat,
@@ -457,6 +461,8 @@ def run(options: argparse.Namespace) -> int:
                     records += bench.mbsync(connections, repeat)
                 if "imapsync-decl" in options.tool_list:
                     records += bench.imapsync(connections, repeat)
+                if "imapsync-decl-nosearch" in options.tool_list:
+                    records += bench.imapsync(connections, repeat, search=False)
         if "imapsync-decl" in options.tool_list:
             startup = bench.startup()
             log(f"imapsync-decl start-up: {startup}")

@@ -43,8 +43,11 @@ def split_round_robin(items: tuple[str, ...], groups: int) -> list[list[str]]:
 # ------------------------------------------------------------------ imapsync-decl
 
 
-def write_imapsync_config(target: Target, directory: Path, connections: int) -> Path:
-    """A configuration directory with one master-password profile over plain IMAP."""
+def write_imapsync_config(
+    target: Target, directory: Path, connections: int, *, search: bool = True
+) -> Path:
+    """A configuration directory with one master-password profile over plain IMAP;
+    ``search``: apply indexes for `archive search` (the Archive document's setting)."""
     config = directory / "config"
     config.mkdir(parents=True)
     profile = {
@@ -68,7 +71,11 @@ def write_imapsync_config(target: Target, directory: Path, connections: int) -> 
         "kind": "Users",
         "users": [{"name": user, "email": f"{user}@bench.example.test"} for user in target.users],
     }
-    archive = {"kind": "Archive", "path": str(directory / "archive")}
+    archive = {
+        "kind": "Archive",
+        "path": str(directory / "archive"),
+        "search_during_apply": search,
+    }
     for name, document in (("profile", profile), ("users", users), ("archive", archive)):
         (config / f"{name}.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     return config

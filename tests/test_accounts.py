@@ -35,10 +35,15 @@ class CountingHasher(PasswordHasher):
     def __init__(self, time_cost: int = 1) -> None:
         super().__init__(time_cost=time_cost, memory_cost=8, parallelism=1)
         self.verifications = 0
+        self.hashes = 0
 
     def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
         self.verifications += 1
         return super().verify(hash, password)
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashes += 1
+        return super().hash(password, salt=salt)
 
 
 class Clock:
@@ -114,6 +119,18 @@ def test_an_unknown_or_disabled_name_costs_the_same_argon2_work(tmp_path: Path) 
             before = hasher.verifications
             assert not accounts.verify_password(name, "wrong")
             assert hasher.verifications == before + 1, name
+
+
+@pytest.mark.parametrize("name", ["alice", "nobody", "carol"])
+def test_the_first_sign_in_costs_the_same_for_every_name(tmp_path: Path, name: str) -> None:
+    """The dummy hash is made at the first verification, whichever name it is for."""
+    with open_accounts(tmp_path) as accounts:
+        accounts.set_password("alice", SECRET)
+        accounts.disable("carol")
+    hasher = CountingHasher()
+    with open_accounts(tmp_path, hasher=hasher) as accounts:
+        assert not accounts.verify_password(name, "wrong")
+    assert (hasher.hashes, hasher.verifications) == (1, 1)
 
 
 def test_a_hash_of_old_parameters_is_replaced_at_sign_in(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from imapsync_decl import __version__
@@ -197,7 +198,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
     assert "Exit codes:" in out
-    commands = sorted(cli.commands)
+    commands = cli.list_commands(click.Context(cli))
     assert commands == [
         "access-log",
         "apply",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
+
 from imapsync_decl.cli.main import EXIT_CODES, cli
 from imapsync_decl.config.resolve import load_config
 from imapsync_decl.sources.csv import HEADER_SYNONYMS
@@ -26,8 +28,15 @@ def test_exit_codes_in_readme_and_help_agree() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    for name, command in cli.commands.items():
-        subcommands = getattr(command, "commands", {})
+    context = click.Context(cli)
+    for name in cli.list_commands(context):
+        command = cli.get_command(context, name)
+        assert command is not None, name
+        subcommands = (
+            command.list_commands(click.Context(command))
+            if isinstance(command, click.Group)
+            else []
+        )
         for full in [f"{name} {sub}" for sub in subcommands] or [name]:
             assert f"imapsync-decl {full}" in README
 

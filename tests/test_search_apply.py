@@ -87,8 +87,8 @@ def test_apply_indexes_what_it_archives_in_the_same_run(bed: Bed) -> None:
     code, out, err = bed.run("--log-format", "json", "apply", "--format", "json")
     result = json.loads(out)
     assert code == 0, result
-    # indexed batch by batch, right after each commit: nothing was left for the end
-    assert caught_up(err) == [0]
+    # indexed by the run's search indexer, which reports once, at the end
+    assert caught_up(err) == [26]
     assert result["totals"]["archived"] == 26  # 21 fixtures and 5 made, nested.eml twice
     assert result["search"]["indexed"] == 26
     assert result["search"]["error"] is None
@@ -103,6 +103,23 @@ def test_apply_indexes_what_it_archives_in_the_same_run(bed: Bed) -> None:
     # nothing new: nothing indexed, the key is there
     code, again = bed.apply_json()
     assert (code, again["search"]["indexed"]) == (0, 0)
+
+
+def test_search_during_apply_off_leaves_indexing_to_rebuild_search(bed: Bed) -> None:
+    fixture_archive(bed)
+    (bed.config_dir / "archive.yaml").write_text(
+        "kind: Archive\npath: ../archive\nsearch_during_apply: false\n", encoding="utf-8"
+    )
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 26
+    assert (result["search"]["enabled"], result["search"]["indexed"]) == (False, 0)
+    code, out, _ = bed.run("archive", "stats", "--format", "json")
+    assert json.loads(out)["search"] is None  # no search index made
+    code, out, err = bed.run("archive", "rebuild-search", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["indexed"] == 26
+    assert len(search(bed, "smaller:1G", "--limit", "10000")) == 27
 
 
 def test_the_next_apply_catches_up_what_is_not_indexed(bed: Bed) -> None:

@@ -25,6 +25,7 @@ from imapsync_decl.store.search.extract import (
     MAX_PARTS,
     SearchDocument,
     extract,
+    readable,
 )
 from imapsync_decl.store.search.markup import MAX_NESTING, html_text
 from imapsync_decl.store.search.text import FTS_TOKENIZER, searchable
@@ -471,6 +472,30 @@ def test_mutated_fixtures_never_raise(raw: bytes) -> None:
     _well_formed(document)
 
 
+def _whole_parser_only(raw: bytes) -> object:
+    return extract_module._parse_tree(raw)
+
+
+@pytest.mark.parametrize("path", sorted(MAIL.glob("*.eml")), ids=lambda p: p.name)
+def test_the_quick_single_part_parse_gives_what_the_whole_parser_gives(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = path.read_bytes()
+    variants = [raw, raw.replace(b"\r\n", b"\n"), raw.replace(b"\r\n", b"\r")]
+    quick = [(extract(r, INTERNAL), readable(r)) for r in variants]
+    monkeypatch.setattr(extract_module, "_parse", _whole_parser_only)
+    assert quick == [(extract(r, INTERNAL), readable(r)) for r in variants]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_the_quick_parse_agrees_on_mutated_mail(raw: bytes) -> None:
+    quick = extract(raw, INTERNAL)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "_parse", _whole_parser_only)
+        assert quick == extract(raw, INTERNAL)
+
+
 # Found through FTS5 ---------------------------------------------------------------------
 
 
@@ -531,3 +556,20 @@ def test_fts_finds_attachment_names_in_the_attachment_column(fts: sqlite3.Connec
     assert _found(fts, "attachment : Konig") == {"rfc2047-filename.eml"}
     assert _found(fts, "body : Jahresbericht") == set()
     assert _found(fts, "attachment : zebra") == {"forwarded.eml"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Grüße, Müller", "Grüße, Müller"),  # Latin-1: normalised only
+        ("\ufb01le \u00bd", "file 1\u20442"),  # NFKC: ligature and fraction
+        (  # beyond Latin-1: the euro sign, a dash and quotes, then CJK
+            "Preis 5 \u20ac \u2013 \u201c東京都\u201d ok",
+            "Preis 5 \u20ac \u2013 \u201c 東京 京都 \u201d ok 東 京 都",
+        ),
+        ("\uff34\uff4f\uff4b\uff59\uff4f 東京", "Tokyo  東京  東 京"),  # full-width letters
+        ("\U0001f642 emoji only", "\U0001f642 emoji only"),  # in the quick range, not CJK
+    ],
+)
+def test_searchable_finds_cjk_only_where_there_is_some(text: str, expected: str) -> None:
+    assert searchable(text, document=True) == expected

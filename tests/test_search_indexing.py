@@ -8,19 +8,17 @@ archiving: the run records the failure, and the next apply indexes what is missi
 from __future__ import annotations
 
 import base64
-import hashlib
+import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_engine import Engine, message
+from test_engine import Engine
 
 from imapsync_decl.cli.search import terminal_text
-from imapsync_decl.run import indexing
-from imapsync_decl.store.search.database import SearchIndex
-from imapsync_decl.store.search.indexer import index_messages
+from imapsync_decl.run import indexing, search_worker
 
 
 @pytest.fixture
@@ -30,40 +28,94 @@ def engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Engin
     bed.mailbox.close()
 
 
-def test_each_document_is_written_after_its_placement_is_committed(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[str] = []
+def _worker_run(archive: Path, text: bytes, *, then_close: bool = False) -> dict[str, object]:
+    """The worker's work on the commands ``text``, as if from its stdin: a pipe that the
+    archiving process keeps open (or closes, as when it is killed)."""
+    read, write = os.pipe()
+    try:
+        os.write(write, text)
+        if then_close:
+            os.close(write)
+        return search_worker.run(archive, search_worker._Commands(read))
+    finally:
+        os.close(read)
+        if not then_close:
+            os.close(write)
 
-    def checked(search: SearchIndex, messages: Sequence[tuple[str, bytes, datetime | None]]) -> int:
-        shas = [sha for sha, _, _ in messages]
-        # another connection sees only what is committed
-        with sqlite3.connect(engine.archive / "index.sqlite") as db:
-            placed = {r[0] for r in db.execute("SELECT sha256 FROM placements")}
-        assert set(shas) <= placed, "a search document before its placement"
-        seen.extend(shas)
-        return index_messages(search, messages)
 
-    monkeypatch.setattr(indexing, "index_messages", checked)
-    code, result = engine.run("apply", "--batch-messages", "1")
+def test_the_indexer_takes_only_committed_placements(engine: Engine) -> None:
+    code, result = engine.run("apply")
     assert code == 0, result
-    assert result["search"] == {"indexed": 4, "seconds": result["search"]["seconds"], "error": None}
-    assert sorted(seen) == sorted(hashlib.sha256(message(n)).hexdigest() for n in (1, 2, 3, 5))
+    assert result["search"]["indexed"] == 4
+    with sqlite3.connect(engine.archive / "search.sqlite") as db:
+        db.execute("DELETE FROM docs")
+        db.execute("DELETE FROM fts")
+    # The rows of the four messages, taken out of the index, then put back in a
+    # transaction that is still open while the worker looks.
+    writer = sqlite3.connect(engine.archive / "index.sqlite", isolation_level=None)
+    writer.execute("PRAGMA foreign_keys = OFF")
+    messages = writer.execute("SELECT * FROM messages").fetchall()
+    placements = writer.execute("SELECT * FROM placements").fetchall()
+    writer.execute("DELETE FROM placements")
+    writer.execute("DELETE FROM messages")
+    writer.execute("BEGIN")
+    writer.executemany(
+        f"INSERT INTO messages VALUES ({', '.join('?' * len(messages[0]))})",  # noqa: S608
+        messages,
+    )
+    writer.executemany(
+        f"INSERT INTO placements VALUES ({', '.join('?' * len(placements[0]))})",  # noqa: S608
+        placements,
+    )
+    report = _worker_run(engine.archive, b"finish\n")
+    assert (report["indexed"], report["error"]) == (0, None), "indexed before the commit"
+    writer.execute("COMMIT")
+    writer.close()
+    report = _worker_run(engine.archive, b"more\nfinish\n")
+    assert (report["indexed"], report["error"]) == (4, None)
 
 
-def test_a_full_disk_under_the_search_index_does_not_fail_archiving(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+def test_the_indexer_stops_when_the_run_is_gone(engine: Engine) -> None:
+    assert engine.run("apply")[0] == 0
+    with sqlite3.connect(engine.archive / "search.sqlite") as db:
+        db.execute("DELETE FROM docs")
+        db.execute("DELETE FROM fts")
+    # stdin ends without `finish` (the run was killed): nothing more is done
+    report = _worker_run(engine.archive, b"", then_close=True)
+    assert report["indexed"] == 0
+    report = _worker_run(engine.archive, b"stop\nfinish\n")
+    assert report["indexed"] == 0
+    report = _worker_run(engine.archive, b"finish\n")
+    assert report["indexed"] == 4
+
+
+_REPORT_OF_A_FULL_DISK = (
+    '{"indexed": 0, "skipped": [], "seconds": 0.1,'
+    ' "error": "OperationalError: database or disk is full"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        (f"print({_REPORT_OF_A_FULL_DISK!r})", "OperationalError: database or disk is full"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+            "the search indexer ended without a report (exit -9)",
+        ),
+    ],
+    ids=["full-disk", "killed"],
+)
+def test_a_failing_indexer_does_not_fail_archiving(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, script: str, error: str
 ) -> None:
-    def full(search: SearchIndex, messages: object) -> int:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(indexing, "index_messages", full)
+    monkeypatch.setattr(indexing, "worker_command", lambda root: [sys.executable, "-c", script])
     code, result = engine.run("apply")
     assert code == 0, result
     assert result["totals"]["archived"] == 4
     assert len(engine.placements()) == 4
     assert result["search"]["indexed"] == 0
-    assert result["search"]["error"] == "OperationalError: database or disk is full"
+    assert result["search"]["error"] == error
     monkeypatch.undo()
     code, again = engine.run("apply")
     assert code == 0

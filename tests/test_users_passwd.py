@@ -322,3 +322,52 @@ def test_two_different_answers_change_nothing(tmp_path: Path, config: Path) -> N
     assert b"the two passwords differ" in screen
     assert SECRET.encode() not in screen
     assert not (archive(config) / ACCOUNTS_NAME).exists()
+
+
+def test_passwords_stay_out_of_the_index_and_survive_its_rebuild(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path
+) -> None:
+    from imapsync_decl.store import Archive
+
+    Archive.open(archive(config)).close()
+    code, _, err = run(
+        capsys,
+        monkeypatch,
+        "users",
+        "passwd",
+        "--password-stdin",
+        "alice",
+        "--config-dir",
+        str(config),
+        stdin=SECRET.encode() + b"\n",
+    )
+    assert code == ExitCode.OK, err
+    with Accounts.open(archive(config), read_only=True) as accounts:
+        assert accounts.verify_password("alice", SECRET)
+    hashed = sqlite_hash(archive(config))
+    for path in archive(config).rglob("*"):
+        if path.is_file() and path.name != ACCOUNTS_NAME:
+            assert hashed.encode() not in path.read_bytes(), path
+    code, _, err = run(
+        capsys,
+        monkeypatch,
+        "archive",
+        "rebuild-index",
+        "--force",
+        "--archive",
+        str(archive(config)),
+    )
+    assert code == ExitCode.OK, err
+    with Accounts.open(archive(config), read_only=True) as accounts:
+        assert accounts.verify_password("alice", SECRET)
+
+
+def sqlite_hash(root: Path) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(root / ACCOUNTS_NAME)
+    try:
+        (value,) = db.execute("SELECT password_hash FROM accounts WHERE name = 'alice'").fetchone()
+    finally:
+        db.close()
+    return str(value)

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from imapsync_decl.store.access_log import read_access_log
 from imapsync_decl.store.browse import Browse
+from imapsync_decl.store.search.database import open_search
 from imapsync_decl.store.search.find import Scope, find
-from imapsync_decl.store.search.indexer import open_search
 from imapsync_decl.store.search.query import parse_query
 from imapsync_decl.web.security import CSP, MAX_BODY
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from imapsync_decl.store.search.database import open_search
 from imapsync_decl.store.search.find import Scope, find
-from imapsync_decl.store.search.indexer import open_search
 from imapsync_decl.store.search.query import parse_query
 
 from web_bed import PASSWORDS, SCRIPT_MARKER, WebArchive, serving, web_archive

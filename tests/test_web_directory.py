@@ -47,6 +47,7 @@ def test_a_directory_user_signs_in_with_the_directory_password(
     answer = web.post("/api/session", json={"username": "anna", "password": ANNA_PW})
     assert answer.status_code == 200
     assert answer.json()["user"] == "anna"
+    web = client(config)  # signed out
     page = web.get("/sign-in")
     form = web.post(
         "/sign-in",

@@ -30,8 +30,8 @@ from imapsync_decl.cli.options import (
 from imapsync_decl.cli.render import plural
 from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.store import Archive
+from imapsync_decl.store.search.database import damaged, open_search
 from imapsync_decl.store.search.find import Hit, Scope, find
-from imapsync_decl.store.search.indexer import damaged, open_search
 from imapsync_decl.store.search.query import SORTS, parse_query
 
 # An escape sequence: CSI (ESC [ ... final), OSC/DCS/APC/PM/SOS (up to BEL or ST), or

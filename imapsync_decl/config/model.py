@@ -134,6 +134,7 @@ class Config:
     directories: tuple[Loaded[Users], ...] = ()  # Users documents with a directory
     web: WebSettings = DEFAULT_WEB  # the Web document's settings, or the defaults
     web_document: Loaded[WebDocument] | None = None
+    search_during_apply: bool = True  # the Archive document's setting
 
     def needs_directory(self, profile: str) -> bool:
         item = self.profile(profile)

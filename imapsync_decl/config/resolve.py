@@ -194,6 +194,7 @@ def load_config(
         directories=with_directory,
         web=web,
         web_document=web_document,
+        search_during_apply=all(item.doc.search_during_apply for item in loaded.archives[:1]),
     )
 
 

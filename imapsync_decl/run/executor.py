@@ -191,7 +191,7 @@ class Executor:
                 )
                 result.mailboxes.extend(m for m in done if m is not None)
             if not self.stop and not self._unwritable:
-                self.indexing.catch_up(self.archive.blobs, self.stop.__bool__)
+                self.indexing.finish(self.archive.blobs, self.stop.__bool__)
         finally:
             result.search = self.indexing.to_json()
             if self.damage is not None:
@@ -567,14 +567,9 @@ class Executor:
             if moves:
                 index.repoint(folder_id, plan.uidvalidity, moves, self.run_id)
             recorded = index.record(folder_id, plan.uidvalidity, entries, self.run_id)
-        # 3. the search documents of the new messages, from the bytes at hand (a failure
-        # is logged and left to the catch-up: it never undoes what is archived)
-        self.indexing.add(
-            [
-                (sha, m.body, m.internal_date)
-                for m, sha in zip(to_store, to_store_hashes, strict=True)
-            ]
-        )
+        # 3. the search indexer may take the new messages now (it reads what is committed;
+        # a failure is logged and left to the next run: it never undoes what is archived)
+        self.indexing.committed()
         # Archived: contents new to the archive, counted in the index transaction, so
         # two mailboxes storing the same message at once count it once.
         result.archived += recorded.messages

@@ -38,8 +38,13 @@ from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans, 
 from imapsync_decl.store.archive import open_for_writing, writing
 from imapsync_decl.store.rebuild import RebuildReport, rebuild_index
 from imapsync_decl.store.runs import UnknownRun, find_run
-from imapsync_decl.store.search.database import SearchCounts, SearchIndex
-from imapsync_decl.store.search.indexer import catch_up, damaged, remove_search_files
+from imapsync_decl.store.search.database import (
+    SearchCounts,
+    SearchIndex,
+    damaged,
+    remove_search_files,
+)
+from imapsync_decl.store.search.indexer import catch_up
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +134,6 @@ def apply_profiles(
     progress: ProgressFactory = no_progress,
     run_id: str | None = None,
     repair: bool = False,
-    index_search: bool = True,
 ) -> ApplyResult | None:
     """Take the archive's lock, plan afresh (or check the saved plan) and apply.
 
@@ -139,7 +143,7 @@ def apply_profiles(
     again under the lock (another apply may have run in between).
     ``repair``: verify first, remove damaged orphans, and plan the messages of damaged
     or missing blobs as not archived (apply --repair; not with a saved plan).
-    ``index_search``: index what is archived in the search index (off only to measure).
+    The search indexer runs beside the archiving unless the Archive document turns it off.
     """
     existed = (config.archive_path / "index.sqlite").exists()
     if saved is not None:
@@ -201,7 +205,7 @@ def apply_profiles(
         if stop:
             return None
         run_id = run_id or str(uuid.uuid4())
-        indexing = SearchIndexing(config.archive_path, enabled=index_search)
+        indexing = SearchIndexing(config.archive_path, enabled=config.search_during_apply)
         with (
             structlog.contextvars.bound_contextvars(run_id=run_id),
             progress(the_plan) as bars,

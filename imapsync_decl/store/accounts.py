@@ -369,8 +369,9 @@ class Accounts:
         stored = rows[0][0] if rows and rows[0][0] else None
         if not password or len(password) > MAX_PASSWORD_LENGTH:
             return False
+        dummy = self._dummy()  # made at the first call, whichever the name: same cost for all
         try:
-            self._hasher.verify(stored if stored is not None else self._dummy(), password)
+            self._hasher.verify(stored if stored is not None else dummy, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
         if stored is None:

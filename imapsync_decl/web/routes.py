@@ -289,8 +289,8 @@ class Routes:
     def _search(
         self, visitor: Visitor, text: str, user: str | None, limit: int, offset: int
     ) -> Any:
+        from imapsync_decl.store.search.database import open_search
         from imapsync_decl.store.search.find import Scope, find
-        from imapsync_decl.store.search.indexer import open_search
         from imapsync_decl.store.search.query import parse_query
 
         query = parse_query(text)

@@ -21,3 +21,9 @@ class ArchiveDocument(StrictModel):
         description="Archive directory, relative to this document. Without an Archive document "
         "the archive is archive/ beside the configuration directory.",
     )
+    search_during_apply: bool = Field(
+        default=True,
+        description="apply indexes what it archives for `archive search`, in a process of its "
+        "own beside the archiving. false: apply archives only, and `imapsync-decl archive "
+        "rebuild-search` (for example at night) indexes what is new.",
+    )

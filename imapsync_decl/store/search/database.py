@@ -12,11 +12,15 @@ Write order: a message is indexed only after its placements are committed in the
 index, so a crash leaves at worst messages not indexed yet; :meth:`unindexed`
 finds them (the next ``apply`` and ``rebuild-search`` index them). One row of
 ``docs`` per blob; a message in two folders is one document and two placements.
+``open_search`` opens an archive's search index for reading, with a message saying
+what to do when there is none or it is damaged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -27,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from imapsync_decl.errors import ArchiveNotWritable
+from imapsync_decl.errors import ArchiveNotWritable, ExitCode, ImapsyncError, UsageError
 from imapsync_decl.fs import UnsafePath, check_private_file, ensure_private_file
 from imapsync_decl.store.search.text import FTS_TOKENIZER
 
@@ -250,3 +254,52 @@ class SearchIndex:
 
 def _uri(path: Path, mode: str) -> str:
     return f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
+
+
+REBUILD = "imapsync-decl archive rebuild-search"
+REBUILD_HINT = f"run `{REBUILD}`"
+
+
+class SearchIndexMissing(UsageError):
+    """The archive has no search index yet (exit 10)."""
+
+
+class SearchIndexDamaged(ImapsyncError):
+    """``search.sqlite`` cannot be read (exit 12)."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+def open_search(root: Path) -> SearchIndex:
+    """The search index of the archive at ``root``, for reading.
+
+    SearchIndexMissing (exit 10) when there is none yet, SearchIndexDamaged (exit 12)
+    when it cannot be read; each says to run ``archive rebuild-search``.
+    """
+    if not os.path.lexists(Path(root) / SEARCH_NAME):
+        raise SearchIndexMissing(f"the archive {root} has no search index yet; {REBUILD_HINT}")
+    try:
+        search = SearchIndex.open(Path(root), create=False)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(root, exc) from None
+    try:
+        search.connection.execute("SELECT count(*) FROM search.docs").fetchone()
+    except sqlite3.DatabaseError as exc:
+        search.close()
+        raise damaged(root, exc) from None
+    return search
+
+
+def damaged(root: Path, exc: Exception) -> SearchIndexDamaged:
+    return SearchIndexDamaged(
+        f"the search index {Path(root) / SEARCH_NAME} cannot be read ({exc});"
+        f" run `{REBUILD} --force`"
+    )
+
+
+def remove_search_files(root: Path) -> None:
+    """Delete ``search.sqlite`` and its WAL files (``rebuild-search --force``): derived
+    data, rebuilt from the blobs."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(root) / (SEARCH_NAME + suffix))

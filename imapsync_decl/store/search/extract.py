@@ -191,6 +191,33 @@ class _RawHeaders(Compat32):
 
 def _parse(raw: bytes) -> Message:
     """The message tree of ``raw``, as far as it could be parsed."""
+    single = _single_part(raw)
+    return single if single is not None else _parse_tree(raw)
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n|\r\r")
+_CONTAINERS = ("multipart", "message")
+
+
+def _single_part(raw: bytes) -> Message | None:
+    """``raw`` parsed the quick way when it is one part (most mail): only its header goes
+    through the parser, which would otherwise step through the body line by line to
+    find no boundary in it; the body becomes the payload as the parser would have made
+    it (everything after the header, 8-bit bytes as surrogate escapes), cut to
+    ``_STRETCH`` bytes like any part. None for a multipart or message/*, and for a
+    header that is not ended by its first blank line (a line that is no header field
+    ends it earlier): those take the whole parser."""
+    end = _HEADER_END.search(raw, 0, _HEADER_SCAN)
+    if end is None:
+        return None
+    head = _parse_tree(raw[: end.end()])
+    if head.get_content_maintype() in _CONTAINERS or head.is_multipart() or head.get_payload():
+        return None  # a container, or a header that ended before the blank line
+    head.set_payload(raw[end.end() : end.end() + _STRETCH].decode("ascii", "surrogateescape"))
+    return head
+
+
+def _parse_tree(raw: bytes) -> Message:
     factory = _Counted()
     parser = BytesFeedParser(policy=_RawHeaders(message_factory=factory))
     try:
@@ -341,10 +368,13 @@ class _Headers:
         return texts[0] if texts else ""
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def _unfold(value: str) -> str:
     """A header value on one line; 8-bit bytes (surrogate escapes) read as UTF-8, else
     Windows-1252."""
-    if any("\udc80" <= char <= "\udcff" for char in value):
+    if not value.isascii() and _ESCAPED_BYTE.search(value) is not None:
         try:
             value = _bytes_text(value.encode("utf-8", "surrogateescape"))
         except UnicodeEncodeError:  # other surrogates too, from a decoded parameter

@@ -1,44 +1,24 @@
 """Feeding the search index: messages' bytes extracted and added in batches, and catching up.
 
-``index_messages`` indexes messages whose bytes are at hand (``apply``, right after
-their placements are committed); ``catch_up`` indexes every message of the index
-that has no document yet, reading its blob (the end of ``apply``, and ``archive
-rebuild-search``). A message whose blob is damaged or missing is skipped and
-reported, never indexed from wrong bytes. ``open_search`` opens an archive's search
-index for reading, with a message saying what to do when there is none or it is
-damaged.
+``index_messages`` indexes messages whose bytes are at hand; ``catch_up`` indexes
+every message of the index that has no document yet, reading its blob (the search
+indexer of ``apply``, and ``archive rebuild-search``). A message whose blob is
+damaged or missing is skipped and reported, never indexed from wrong bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
-from imapsync_decl.errors import ExitCode, ImapsyncError, UsageError
 from imapsync_decl.store.blobs import BlobError
 from imapsync_decl.store.interfaces import BlobStorage
 from imapsync_decl.store.rows import parse_datetime
-from imapsync_decl.store.search.database import SEARCH_NAME, SearchIndex
+from imapsync_decl.store.search.database import SearchIndex
 from imapsync_decl.store.search.extract import extract
 
 CATCH_UP_BATCH = 200
-REBUILD = "imapsync-decl archive rebuild-search"
-REBUILD_HINT = f"run `{REBUILD}`"
-
-
-class SearchIndexMissing(UsageError):
-    """The archive has no search index yet (exit 10)."""
-
-
-class SearchIndexDamaged(ImapsyncError):
-    """``search.sqlite`` cannot be read (exit 12)."""
-
-    exit_code = ExitCode.INTEGRITY
 
 
 @dataclass
@@ -47,6 +27,7 @@ class CatchUp:
 
     indexed: int = 0
     skipped: list[str] = field(default_factory=list)
+    after: int = 0  # the last row of the index looked at: where a later call may go on
 
 
 def index_messages(
@@ -68,14 +49,15 @@ def catch_up(
     search: SearchIndex,
     blobs: BlobStorage,
     *,
+    after: int = 0,
     batch: int = CATCH_UP_BATCH,
     advanced: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> CatchUp:
     """Index every message of the index without a document, ``batch`` at a time, from
-    its blob. ``advanced`` is told how many messages each batch dealt with."""
-    done = CatchUp()
-    after = 0
+    its blob, beginning after the index's row ``after``. ``advanced`` is told how many
+    messages each batch dealt with."""
+    done = CatchUp(after=after)
     while not should_stop():
         rows = search.connection.execute(
             "SELECT m.rowid, m.sha256, (SELECT min(p.internal_date) FROM idx.placements p"
@@ -87,7 +69,7 @@ def catch_up(
         ).fetchall()
         if not rows:
             break
-        after = int(rows[-1][0])
+        after = done.after = int(rows[-1][0])
         found: list[tuple[str, bytes, datetime | None]] = []
         for _, sha, internal_date in rows:
             try:
@@ -100,41 +82,6 @@ def catch_up(
         if advanced is not None:
             advanced(len(rows))
     return done
-
-
-def open_search(root: Path) -> SearchIndex:
-    """The search index of the archive at ``root``, for reading.
-
-    SearchIndexMissing (exit 10) when there is none yet, SearchIndexDamaged (exit 12)
-    when it cannot be read; each says to run ``archive rebuild-search``.
-    """
-    if not os.path.lexists(Path(root) / SEARCH_NAME):
-        raise SearchIndexMissing(f"the archive {root} has no search index yet; {REBUILD_HINT}")
-    try:
-        search = SearchIndex.open(Path(root), create=False)
-    except sqlite3.DatabaseError as exc:
-        raise damaged(root, exc) from None
-    try:
-        search.connection.execute("SELECT count(*) FROM search.docs").fetchone()
-    except sqlite3.DatabaseError as exc:
-        search.close()
-        raise damaged(root, exc) from None
-    return search
-
-
-def damaged(root: Path, exc: Exception) -> SearchIndexDamaged:
-    return SearchIndexDamaged(
-        f"the search index {Path(root) / SEARCH_NAME} cannot be read ({exc});"
-        f" run `{REBUILD} --force`"
-    )
-
-
-def remove_search_files(root: Path) -> None:
-    """Delete ``search.sqlite`` and its WAL files (``rebuild-search --force``): derived
-    data, rebuilt from the blobs."""
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(Path(root) / (SEARCH_NAME + suffix))
 
 
 def _indexed(search: SearchIndex, shas: Sequence[str]) -> set[str]:

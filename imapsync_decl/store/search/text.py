@@ -28,6 +28,20 @@ _CJK = re.compile(
 )
 
 
+# Every character of _CJK is in one of these two ranges: a quick look whether a text has any.
+_MAYBE_CJK = re.compile("[\u1100-\u11ff\u2e80-\U0003134f]")
+
+
+def _has_no_cjk(text: str) -> bool:
+    """True when ``text`` certainly holds no CJK character; checked the cheap way first
+    (most non-ASCII mail is Latin-1: Western European letters)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return _MAYBE_CJK.search(text) is None
+    return True
+
+
 def _bigrams(match: re.Match[str]) -> str:
     run = match.group(0)
     if len(run) == 1:
@@ -42,6 +56,8 @@ def searchable(text: str, *, document: bool = False) -> str:
     if text.isascii():  # most mail: nothing to normalise, no CJK
         return text
     normal = unicodedata.normalize("NFKC", text)
+    if _has_no_cjk(normal):
+        return normal
     runs: list[str] = []
 
     def bigrams(match: re.Match[str]) -> str:
