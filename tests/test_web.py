@@ -664,6 +664,10 @@ def test_a_folder_and_search_results_are_restored(web: WebArchive) -> None:
     client = signed_in(web, "alice")
     with Browse.open(web.archive) as browse:
         folder = next(f for f in browse.tree(alice)[0].folders if f.path == "Projekte/Übersicht")
+    with Browse.open(web.archive) as browse:
+        projekte = next(f for f in browse.tree(alice)[0].folders if f.path == "Projekte")
+        assert browse.placement_ids(projekte.id) == browse.placement_ids(folder.id)  # subfolders
+        assert len(browse.placement_ids(folder.id)) == 1
     confirm = client.get(f"/restore?folder={folder.id}")
     assert "the folder Projekte/Übersicht (1 message)" in confirm.text
     csrf = form_value(confirm.text, "csrf")

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from imapsync_decl.store.connection import BUSY_TIMEOUT_SECONDS
-from imapsync_decl.store.rows import parse_datetime, tree_folder
+from imapsync_decl.store.rows import parse_datetime, subfolders_pattern, tree_folder
 
 INDEX_NAME = "index.sqlite"
 SEARCH_NAME = "search.sqlite"
@@ -207,6 +207,21 @@ class Browse:
         if row is None:
             return None
         return FolderInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]))
+
+    def placement_ids(self, folder_id: int) -> list[int]:
+        """The placements of the folder and of its subfolders in the same mailbox (what
+        restoring that folder puts back), oldest first."""
+        rows = self._db.execute(
+            "SELECT p.id FROM folders f JOIN folders s ON s.mailbox_id = f.mailbox_id"
+            " AND (s.path = f.path OR s.path LIKE :below ESCAPE '\\')"
+            " JOIN placements p ON p.folder_id = s.id WHERE f.id = :folder ORDER BY p.id",
+            {"folder": folder_id, "below": subfolders_pattern(self._path(folder_id))},
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def _path(self, folder_id: int) -> str:
+        row = self._db.execute("SELECT path FROM folders WHERE id = ?", (folder_id,)).fetchone()
+        return "" if row is None else str(row[0])
 
     def owner(self, placement_id: int) -> str | None:
         """The archive user a placement belongs to, or None for an unknown id."""

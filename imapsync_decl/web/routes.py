@@ -498,9 +498,15 @@ class Routes:
         if folder_id >= 0:
             with self.site.browse() as browse:
                 info = browse.folder(folder_id)
-            if info is None or not visitor.may_see(info.user):
-                return "not found"
+                if info is None or not visitor.may_see(info.user):
+                    return "not found"
+                # By placement: that mailbox's folder only, not a folder of the same path
+                # in another mailbox of the user.
+                placements = tuple(browse.placement_ids(folder_id))
+            if not placements:
+                return "this folder holds no messages to restore"
             return {
+                "ids": placements,
                 "folder": info.path,
                 "user": info.user,
                 "what": f"the folder {info.path} ({_messages(info.count)}) and its subfolders",
@@ -578,12 +584,12 @@ class Routes:
     ) -> Any:
         from imapsync_decl.run.restore import RestoreRequest, restore
 
+        ids = tuple(selection.get("ids", ()))
         wanted = RestoreRequest(
             profile=profile,
-            ids=tuple(selection.get("ids", ())),
-            user=None if selection.get("ids") else str(selection["user"]),
-            folder=selection.get("folder"),
-            query=selection.get("query"),
+            ids=ids,
+            user=None if ids else str(selection["user"]),
+            query=None if ids else selection.get("query"),
             to_folder=to_folder,
             to_user=None if target_user == selection["user"] else target_user,
         )
@@ -600,7 +606,7 @@ class Routes:
             detail={
                 "profile": profile,
                 "to_user": target_user,
-                "folder": wanted.folder,
+                "folder": selection.get("folder"),
                 "query": wanted.query,
                 "to_folder": to_folder,
                 "run_id": result.run_id,
@@ -722,10 +728,10 @@ def _messages(count: int) -> str:
 
 def _restore_target(selection: Mapping[str, Any]) -> str:
     """The access log's target of a restore: its messages, folder or query."""
-    if selection.get("ids"):
-        return "message " + ", ".join(str(i) for i in selection["ids"])
     if selection.get("folder") is not None:
         return f"folder {selection['user']}/{selection['folder']}"
+    if selection.get("ids"):
+        return "message " + ", ".join(str(i) for i in selection["ids"])
     return f"search {selection['user']}: {selection.get('query', '')}"
 
 
