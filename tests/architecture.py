@@ -20,7 +20,7 @@ END = "<!-- end of architecture -->"
 # Top-down: a part may import the parts after it on its line's right, never those above.
 ORDER = ["cli", "web", "run", "plan", "config", "sources", "imap", "store"]
 LAYERING = (
-    "cli (web) -> run -> plan -> {config, sources} -> {imap, store} -> errors, secrets, log, fs"
+    "cli -> web -> run -> plan -> {config, sources} -> {imap, store} -> errors, secrets, log, fs"
 )
 
 

@@ -209,6 +209,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         "runs",
         "schedule",
         "schema",
+        "serve",
         "users",
         "validate",
     ]

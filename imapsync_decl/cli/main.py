@@ -36,6 +36,7 @@ COMMANDS = {
     "runs": "imapsync_decl.cli.archive:runs_command",
     "users": "imapsync_decl.cli.users:users_group",
     "access-log": "imapsync_decl.cli.access_log:access_log_command",
+    "serve": "imapsync_decl.cli.serve:serve_command",
 }
 ARCHIVE_COMMANDS = {
     "export": "imapsync_decl.cli.archive:archive_export",

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -33,10 +32,6 @@ from imapsync_decl.errors import ExitCode, UsageError
 from imapsync_decl.store.search.database import damaged, open_search
 from imapsync_decl.store.search.find import Hit, Scope, find
 from imapsync_decl.store.search.query import SORTS, parse_query
-
-if TYPE_CHECKING:
-    from imapsync_decl.store.restoring import RestoreItem
-    from imapsync_decl.store.search.extract import Readable
 
 # An escape sequence: CSI (ESC [ ... final), OSC/DCS/APC/PM/SOS (up to BEL or ST), or
 # ESC and one character; then every other control character (C0, DEL, C1).
@@ -204,11 +199,12 @@ def archive_show(
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
         return ExitCode.OK
+    from imapsync_decl.store.restoring import show_document
     from imapsync_decl.store.search.extract import readable  # only `show` parses a message
 
     message = readable(raw)
     if output_format == "json":
-        print_json(_show_json(message_id, placement, message))
+        print_json(show_document(message_id, placement, message))
         return ExitCode.OK
     lines: list[str] = []
     if part in (None, "headers"):
@@ -227,27 +223,6 @@ def archive_show(
         lines.append(terminal_text(message.text, multiline=True))
     click.echo("\n".join(lines))
     return ExitCode.OK
-
-
-def _show_json(message_id: int, placement: RestoreItem, message: Readable) -> dict[str, object]:
-    return {
-        "id": message_id,
-        "user": placement.user,
-        "mailbox": placement.archive_folder,
-        "folder": placement.folder,
-        "uidvalidity": placement.uidvalidity,
-        "uid": placement.uid,
-        "internal_date": (
-            placement.internal_date.isoformat() if placement.internal_date is not None else None
-        ),
-        "flags": list(placement.flags),
-        "sha256": placement.sha256,
-        "size": placement.size,
-        "headers": [{"name": name, "value": value} for name, value in message.headers],
-        "text": message.text,
-        "attachments": list(message.attachment_names),
-        "extracted": message.extracted,
-    }
 
 
 # --- rebuild-search --------------------------------------------------------------------------

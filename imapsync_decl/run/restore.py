@@ -64,6 +64,7 @@ class RestoreRequest:
     query: str | None = None
     to_folder: str | None = None
     dry_run: bool = False
+    to_user: str | None = None  # into this user's mailbox instead of each message's own
 
 
 @dataclass
@@ -105,10 +106,11 @@ class RestoreResult:
     damaged: int = 0
 
     def count(self, item: RestoreItem, target: str, mailbox: Mailbox | None) -> FolderCount:
-        key = (item.user, target)
+        user = mailbox.archive_user if mailbox is not None else item.user
+        key = (user, target)
         if key not in self.folders:
             login = mailbox.archive_folder if mailbox is not None else None
-            self.folders[key] = FolderCount(item.user, login, target)
+            self.folders[key] = FolderCount(user, login, target)
         return self.folders[key]
 
     def total(self, what: str) -> int:
@@ -280,7 +282,7 @@ class _Restorer:
             if mailbox is None:
                 self._unreached(item)
                 continue
-            groups.setdefault((item.user, mailbox.login), (mailbox, []))[1].append(item)
+            groups.setdefault((mailbox.archive_user, mailbox.login), (mailbox, []))[1].append(item)
         for mailbox, items in groups.values():
             if self.should_stop():
                 break
@@ -290,11 +292,12 @@ class _Restorer:
         )
 
     def _mailbox_for(self, item: RestoreItem) -> Mailbox | None:
+        user = self.request.to_user or item.user
         found = [
-            m
-            for m in self.config.mailboxes.get(self.request.profile, ())
-            if m.archive_user == item.user
+            m for m in self.config.mailboxes.get(self.request.profile, ()) if m.archive_user == user
         ]
+        if self.request.to_user is not None:
+            return found[0] if found else None
         exact = [m for m in found if m.archive_folder == item.archive_folder]
         chosen = exact or found
         return chosen[0] if chosen else None
@@ -303,7 +306,8 @@ class _Restorer:
         return (self.request.to_folder or item.folder).strip("/")
 
     def _unreached(self, item: RestoreItem) -> None:
-        error = f"user {item.user!r} is not reached by profile {self.request.profile!r}"
+        user = self.request.to_user or item.user
+        error = f"user {user!r} is not reached by profile {self.request.profile!r}"
         if error not in self.result.errors:
             self.result.errors.append(error)
             log.warning("restore_failed", user=item.user, error=error)

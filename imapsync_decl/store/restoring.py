@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imapsync_decl.store.connection import IndexConnection
 from imapsync_decl.store.rows import parse_datetime, parse_flags, subfolders_pattern
+
+if TYPE_CHECKING:
+    from imapsync_decl.store.search.extract import Readable
 
 _IN_CHUNK = 500  # host parameters per IN (...) query
 
@@ -94,3 +97,26 @@ class RestoreLookup(IndexConnection):
             (user, folder, below),
         )
         return [_item(r) for r in rows]
+
+
+def show_document(message_id: int, placement: RestoreItem, message: Readable) -> dict[str, object]:
+    """The document of ``archive show --format json`` (and of the web API's
+    ``GET /api/messages/ID``): where the placement is, and the message decoded."""
+    return {
+        "id": message_id,
+        "user": placement.user,
+        "mailbox": placement.archive_folder,
+        "folder": placement.folder,
+        "uidvalidity": placement.uidvalidity,
+        "uid": placement.uid,
+        "internal_date": (
+            placement.internal_date.isoformat() if placement.internal_date is not None else None
+        ),
+        "flags": list(placement.flags),
+        "sha256": placement.sha256,
+        "size": placement.size,
+        "headers": [{"name": name, "value": value} for name, value in message.headers],
+        "text": message.text,
+        "attachments": list(message.attachment_names),
+        "extracted": message.extracted,
+    }

@@ -152,6 +152,12 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX mailboxes_legacy ON mailboxes (user_id, archive_folder, login)
         WHERE server IS NULL;
     """,
+    # 5: a folder's messages newest first, a page at a time (the web folder listing), by
+    # an index in that order: no sort of the whole folder, however large.
+    """
+    CREATE INDEX placements_folder_newest
+        ON placements (folder_id, coalesce(internal_date, ''), id);
+    """,
 ]
 
 
