@@ -573,3 +573,16 @@ def test_fts_finds_attachment_names_in_the_attachment_column(fts: sqlite3.Connec
 )
 def test_searchable_finds_cjk_only_where_there_is_some(text: str, expected: str) -> None:
     assert searchable(text, document=True) == expected
+
+
+def test_a_header_ended_by_a_stray_line_with_a_broken_charset_takes_the_whole_parser() -> None:
+    # Found by the mutation test: the quick parse asked the email package for the payload
+    # of such a header, which raised.
+    raw = (
+        b"Grom: sato@example.jp\r\nContent-Type: text/plain; charset=\xd3hift_JIS\r\x8a"
+        b"Content-Transfer-Encoding: base64\r\n\r\ngqiMqZDPguCC6ILwk1mVdIK1gtyCt4FCh0CHQQ==\r\n"
+    )
+    quick = extract(raw, INTERNAL)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "_parse", _whole_parser_only)
+        assert quick == extract(raw, INTERNAL)

@@ -211,8 +211,11 @@ def _single_part(raw: bytes) -> Message | None:
     if end is None:
         return None
     head = _parse_tree(raw[: end.end()])
-    if head.get_content_maintype() in _CONTAINERS or head.is_multipart() or head.get_payload():
-        return None  # a container, or a header that ended before the blank line
+    try:
+        if head.get_content_maintype() in _CONTAINERS or head.is_multipart() or head.get_payload():
+            return None  # a container, or a header that ended before the blank line
+    except Exception:  # the email package decoding a broken header's payload
+        return None
     head.set_payload(raw[end.end() : end.end() + _STRETCH].decode("ascii", "surrogateescape"))
     return head
 
