@@ -140,28 +140,30 @@ class SearchIndexing:
         except (ValueError, KeyError, TypeError):
             self._failed(f"the search indexer ended without a report (exit {worker.returncode})")
             return
-        self.indexed += int(indexed)
         self.seconds += float(seconds)
-        for sha in skipped:
-            log.warning("search_index_skipped", blob=sha, error="damaged or missing blob")
-        if error is not None:
-            self._failed(str(error))
-        else:
-            log.info("search_indexed", count=int(indexed), skipped=len(skipped))
+        self._indexed(int(indexed), skipped, None if error is None else str(error))
 
     def _catch_up_here(self, blobs: BlobStorage, should_stop: Callable[[], bool]) -> None:
         started = time.monotonic()
         try:
             with SearchIndex.open(self.root) as search:
                 done = catch_up(search, blobs, should_stop=should_stop)
-            for sha in done.skipped:
-                log.warning("search_index_skipped", blob=sha, error="damaged or missing blob")
-            log.info("search_indexed", count=done.indexed, skipped=len(done.skipped))
-            self.indexed += done.indexed
+            self._indexed(done.indexed, done.skipped)
         except _FAILURES as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
         finally:
             self.seconds += time.monotonic() - started
+
+    def _indexed(self, count: int, skipped: list[str], error: str | None = None) -> None:
+        """What an indexing pass did: ``count`` messages indexed, the blobs it could not
+        read, and the error that ended it, if any."""
+        self.indexed += count
+        for sha in skipped:
+            log.warning("search_index_skipped", blob=sha, error="damaged or missing blob")
+        if error is not None:
+            self._failed(error)
+        else:
+            log.info("search_indexed", count=count, skipped=len(skipped))
 
     def _failed(self, error: str) -> None:
         self.error = error

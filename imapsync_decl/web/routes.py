@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from imapsync_decl.errors import ImapsyncError
 from imapsync_decl.store.browse import Cursor
+from imapsync_decl.store.restoring import RestoreItem
 from imapsync_decl.web import message as mail
 from imapsync_decl.web.security import foreign_origin
 from imapsync_decl.web.site import Site, Visitor, local_target
@@ -40,6 +42,15 @@ async def off(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def _int(value: object, default: int = 0) -> int:
     text = str(value or "")
     return int(text) if text.isdigit() and len(text) < 12 else default
+
+
+@dataclass(frozen=True)
+class _Message:
+    """A message a visitor may see: its placement and the archived bytes."""
+
+    visitor: Visitor
+    item: RestoreItem
+    raw: bytes
 
 
 class Routes:
@@ -351,20 +362,23 @@ class Routes:
 
     # --- messages ----------------------------------------------------------------------
 
-    async def _message(self, request: Request) -> tuple[Visitor | None, Any]:
+    async def _message(self, request: Request) -> _Message | Response:
+        """The message the URL names, with its bytes, or the answer to send instead: to
+        the sign-in page without a session, the one 404 when it is missing or not the
+        visitor's."""
         visitor = await off(self.site.visitor, request)
         if visitor is None:
-            return None, None
-        found = await off(self.site.placement, visitor, _int(request.path_params["message_id"]))
-        return visitor, found
-
-    async def message(self, request: Request) -> Response:
-        visitor, found = await self._message(request)
-        if visitor is None:
             return self.site.sign_in_first(request)
+        found = await off(self.site.placement, visitor, _int(request.path_params["message_id"]))
         if found is None:
             return self.site.not_found(request, visitor)
-        item, raw = found
+        return _Message(visitor, *found)
+
+    async def message(self, request: Request) -> Response:
+        found = await self._message(request)
+        if isinstance(found, Response):
+            return found
+        visitor, item, raw = found.visitor, found.item, found.raw
         from imapsync_decl.store.search.extract import readable
 
         shown = readable(raw)
@@ -393,12 +407,10 @@ class Routes:
     async def message_body(self, request: Request) -> Response:
         """The body alone, for the sandboxed frame of the message page: its own policy
         forbids script and every load but inline images (and remote ones when asked)."""
-        visitor, found = await self._message(request)
-        if visitor is None:
-            return self.site.sign_in_first(request)
-        if found is None:
-            return self.site.not_found(request, visitor)
-        _item, raw = found
+        found = await self._message(request)
+        if isinstance(found, Response):
+            return found
+        visitor, raw = found.visitor, found.raw
         remote = request.query_params.get("remote") == "1"
         parts = mail.parts(raw, remote=remote)
         text = None
@@ -417,12 +429,10 @@ class Routes:
         return response
 
     async def raw(self, request: Request) -> Response:
-        visitor, found = await self._message(request)
-        if visitor is None:
-            return self.site.sign_in_first(request)
-        if found is None:
-            return self.site.not_found(request, visitor)
-        item, raw = found
+        found = await self._message(request)
+        if isinstance(found, Response):
+            return found
+        visitor, item, raw = found.visitor, found.item, found.raw
         await off(
             self.site.record,
             request,
@@ -437,12 +447,10 @@ class Routes:
         )
 
     async def attachment(self, request: Request) -> Response:
-        visitor, found = await self._message(request)
-        if visitor is None:
-            return self.site.sign_in_first(request)
-        if found is None:
-            return self.site.not_found(request, visitor)
-        item, raw = found
+        found = await self._message(request)
+        if isinstance(found, Response):
+            return found
+        visitor, item, raw = found.visitor, found.item, found.raw
         number = _int(request.path_params["number"])
         got = mail.attachment(raw, number)
         if got is None:
@@ -463,12 +471,10 @@ class Routes:
         )
 
     async def api_message(self, request: Request) -> Response:
-        visitor, found = await self._message(request)
-        if visitor is None:
-            return self.site.sign_in_first(request)
-        if found is None:
-            return self.site.not_found(request, visitor)
-        item, raw = found
+        found = await self._message(request)
+        if isinstance(found, Response):
+            return found
+        visitor, item, raw = found.visitor, found.item, found.raw
         from imapsync_decl.store.restoring import show_document
         from imapsync_decl.store.search.extract import readable
 
