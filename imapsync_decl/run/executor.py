@@ -47,14 +47,15 @@ from imapsync_decl.plan.planner import source_server
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
+from imapsync_decl.run.storing import StoredMessage, store_batch
 from imapsync_decl.store import (
     ArchivedMessage,
     ArchiveStorage,
     BlobError,
+    BlobInfo,
     VerifyReport,
     repair_outcome,
 )
-from imapsync_decl.store.message import parse_headers
 
 log = structlog.get_logger(__name__)
 
@@ -536,38 +537,41 @@ class Executor:
         old_by_hash: dict[str, list[tuple[int, int]]],
         key: str,
     ) -> None:
+        self._record(
+            store_batch(self.archive.blobs, batch), plan, result, folder_id, old_by_hash, key
+        )
+
+    def _record(
+        self,
+        stored: list[StoredMessage],
+        plan: FolderPlan,
+        result: FolderResult,
+        folder_id: int,
+        old_by_hash: dict[str, list[tuple[int, int]]],
+        key: str,
+    ) -> None:
+        """Record a batch whose blobs are durable (``store_batch``): steps 2 and 3 of the
+        write order. Content archived under an older UIDVALIDITY of the folder is
+        re-pointed to its new UID; everything else becomes a placement."""
         assert plan.uidvalidity is not None
-        index, blobs = self.archive.index, self.archive.blobs
-        hashes = [hashlib.sha256(m.body).hexdigest() for m in batch]
+        index = self.archive.index
         moves: list[tuple[int, int, int]] = []
-        to_store: list[FetchedMessage] = []
-        to_store_hashes: list[str] = []
-        rewrite: list[tuple[bytes, str]] = []  # re-pointed, but the blob is to be repaired
-        for message, sha in zip(batch, hashes, strict=True):
-            if old_by_hash.get(sha):
-                moves.append((*old_by_hash[sha].pop(0), message.uid))
-                if sha in self.repair:
-                    rewrite.append((message.body, sha))
+        entries: list[ArchivedMessage] = []
+        for message in stored:
+            if old_by_hash.get(message.sha256):
+                moves.append((*old_by_hash[message.sha256].pop(0), message.uid))
             else:
-                to_store.append(message)
-                to_store_hashes.append(sha)
-        # 1. blobs durable on disk (put_many keeps intact content that is there already,
-        # and replaces a damaged file)
-        infos = blobs.put_many(
-            [*(m.body for m in to_store), *(body for body, _ in rewrite)],
-            [*to_store_hashes, *(sha for _, sha in rewrite)],
-        )[: len(to_store)]
-        self.repair.difference_update(hashes)
-        entries = [
-            ArchivedMessage(
-                uid=m.uid,
-                blob=info,
-                internal_date=m.internal_date,
-                flags=m.flags,
-                headers=parse_headers(m.body),
-            )
-            for m, info in zip(to_store, infos, strict=True)
-        ]
+                entries.append(
+                    ArchivedMessage(
+                        uid=message.uid,
+                        blob=BlobInfo(message.sha256, message.size, message.stored_size),
+                        internal_date=message.internal_date,
+                        flags=message.flags,
+                        headers=message.headers,
+                    )
+                )
+        # A blob to repair that was fetched is intact again: put_many replaced it.
+        self.repair.difference_update(m.sha256 for m in stored)
         # 2. placements in one transaction
         with index.atomic():
             if moves:
@@ -579,6 +583,6 @@ class Executor:
         # Archived: contents new to the archive, counted in the index transaction, so
         # two mailboxes storing the same message at once count it once.
         result.archived += recorded.messages
-        result.already_present += len(batch) - recorded.messages
-        log.debug("batch_committed", messages=len(batch), moved=len(moves))
-        self.progress.advanced(key, len(batch), sum(len(m.body) for m in batch))
+        result.already_present += len(stored) - recorded.messages
+        log.debug("batch_committed", messages=len(stored), moved=len(moves))
+        self.progress.advanced(key, len(stored), sum(m.size for m in stored))
