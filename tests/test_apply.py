@@ -217,3 +217,28 @@ def test_flipped_byte_makes_verify_exit_12(bed: Bed) -> None:
     code, _out, err = bed.run("archive", "verify")
     assert code == 12
     assert f"damaged blob: {victim.name}" in err
+
+
+def test_an_archive_in_the_old_blob_layout_stays_in_it(bed: Bed) -> None:
+    """Archives made with ``blobs/ab/cd/<sha256>`` are read and written in that layout."""
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 4)
+    bed.master_profile("p", [user])
+    assert bed.apply_json()[0] == 0
+    blobs = bed.archive / "blobs"
+    for path in [p for p in blobs.rglob("*") if p.is_file()]:
+        nested = blobs / path.name[:2] / path.name[2:4]
+        nested.mkdir(exist_ok=True)
+        path.rename(nested / path.name)
+    seed(bed, user, "INBOX", 3, tag="later")
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["totals"]["archived"] == 3
+    files = [p for p in blobs.rglob("*") if p.is_file()]
+    assert len(files) == 7
+    assert all(p.parent.parent.parent == blobs for p in files)  # all in ab/cd
+    code, out, err = bed.run("archive", "verify")
+    assert code == 0, out + err
+    code, _, err = bed.run("archive", "export", str(bed.root / "out"))
+    assert code == 0, err
+    assert len(list((bed.root / "out").rglob("*.eml"))) == 7

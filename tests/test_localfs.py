@@ -480,6 +480,8 @@ def test_apply_on_a_full_disk_then_again_on_a_still_full_disk(
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    profile = bed.config_dir / "p.yaml"  # the fault is injected here: archive here too
+    profile.write_text(profile.read_text() + "worker_processes: false\n")
     monkeypatch.setattr(blobs_module.BlobStore, "put_many", lambda self, *a, **k: full())
     for _ in range(2):
         code, _out, err = bed.run("apply")

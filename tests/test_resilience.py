@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from imapsync_decl.run import executor
+from imapsync_decl.run import executor, workers
 from imapsync_decl.store import BlobStore, Index
 
 from bed import Bed, seed
@@ -23,6 +23,7 @@ from servers.proxy import DroppingProxy
 pytestmark = pytest.mark.dovecot
 
 MESSAGES = 240
+FAULTY_WORKER = Path(__file__).parent / "faulty_worker.py"
 
 
 def placement_count(archive: Path) -> int:
@@ -129,7 +130,17 @@ def failing_after(
     monkeypatch: pytest.MonkeyPatch, where: str, error: BaseException, at: int = 5
 ) -> Any:
     """Make BlobStore.put_many or Index.record raise ``error`` on its ``at``-th call;
-    returns the original, to put back."""
+    returns the original, to put back.
+
+    ``put_many`` in a worker process (``worker:put_many``): the workers apply starts
+    are the faulty ones of tests/faulty_worker.py, counting calls over all of them."""
+    if where == "worker:put_many":
+        assert isinstance(error, OSError)
+        counter = Path(os.environ.get("TMPDIR", "/tmp")) / f"put-many-{os.getpid()}-{time.time()}"
+        command = [sys.executable, str(FAULTY_WORKER), str(counter), str(at), str(error.errno)]
+        original_command = workers.worker_command
+        monkeypatch.setattr(workers, "worker_command", lambda: command)
+        return workers, ("worker_command", original_command)
     target: Any = BlobStore if where == "put_many" else Index
     original = getattr(target, where)
     calls = {"n": 0}
@@ -144,11 +155,26 @@ def failing_after(
     return target, original
 
 
-@pytest.mark.parametrize("where", ["put_many", "record"])
+def undo(monkeypatch: pytest.MonkeyPatch, target: Any, where: str, original: Any) -> None:
+    if isinstance(original, tuple):
+        monkeypatch.setattr(target, *original)
+    else:
+        monkeypatch.setattr(target, where, original)
+
+
+def in_threads(bed: Bed, where: str) -> None:
+    """A fault injected into this process needs the archiving in it: worker_processes off."""
+    if where == "put_many":
+        profile = bed.config_dir / "p.yaml"
+        profile.write_text(profile.read_text() + "worker_processes: false\n")
+
+
+@pytest.mark.parametrize("where", ["put_many", "worker:put_many", "record"])
 def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
     big_bed: tuple[Bed, list[str]], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     bed, users = big_bed
+    in_threads(bed, where)
     target, original = failing_after(monkeypatch, where, OSError(5, "Input/output error"))
     code, result = bed.apply_json("--batch-messages", "10")
     assert code == 3
@@ -156,7 +182,7 @@ def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
     assert len(failed) == 1
     assert "Input/output error" in failed[0]["error"]
     assert result["totals"]["archived"] > 0  # the other mailbox went on
-    monkeypatch.setattr(target, where, original)
+    undo(monkeypatch, target, where, original)
     assert bed.apply_json()[0] == 0
     assert_exactly_once(bed, users, MESSAGES // 4)
 
@@ -165,6 +191,7 @@ def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
     ("where", "error"),
     [
         ("put_many", OSError(28, "No space left on device")),
+        ("worker:put_many", OSError(28, "No space left on device")),
         ("record", OSError(28, "No space left on device")),
         ("record", sqlite3.OperationalError("database or disk is full")),
     ],
@@ -177,6 +204,7 @@ def test_a_full_disk_stops_the_run_with_exit_14_and_the_next_apply_completes(
 ) -> None:
     """A full disk is not one mailbox's fault: the run stops with 14, naming the archive."""
     bed, users = big_bed
+    in_threads(bed, where)
     target, original = failing_after(monkeypatch, where, error)
     code, _, err = bed.run("apply", "--batch-messages", "10")
     assert code == 14, err
@@ -184,7 +212,7 @@ def test_a_full_disk_stops_the_run_with_exit_14_and_the_next_apply_completes(
     assert "Traceback" not in err
     code, _out, err = bed.run("archive", "stats")  # read-only commands still work
     assert code == 0, err
-    monkeypatch.setattr(target, where, original)
+    undo(monkeypatch, target, where, original)
     assert bed.apply_json()[0] == 0
     assert_exactly_once(bed, users, MESSAGES // 4)
 

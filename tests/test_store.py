@@ -83,9 +83,15 @@ def umask_zero() -> Iterator[None]:
         os.umask(old)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "archive")
+@pytest.fixture(params=["flat", "nested"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> BlobStore:
+    """A blob store in the layout of today (``ab/<sha256>``) and in the old one
+    (``ab/cd/<sha256>``, which archives made before keep: an ``ab/cd`` directory says so)."""
+    if request.param == "nested":
+        (tmp_path / "archive" / "blobs" / "00" / "00").mkdir(parents=True)
+    store = BlobStore(tmp_path / "archive")
+    assert store.nested == (request.param == "nested")
+    return store
 
 
 @pytest.fixture
@@ -150,7 +156,14 @@ def test_put_get_round_trip_is_byte_exact(store: BlobStore, data: bytes) -> None
 def test_blob_layout_and_real_compression(store: BlobStore) -> None:
     info = store.put(TEXT)
     path = store.path(info.sha256)
-    assert path == store.root / "blobs" / info.sha256[:2] / info.sha256[2:4] / info.sha256
+    if store.nested:
+        assert path == store.root / "blobs" / info.sha256[:2] / info.sha256[2:4] / info.sha256
+    else:
+        assert path == store.root / "blobs" / info.sha256[:2] / info.sha256
+    assert path.is_file()
+    # A store opened later on the same archive finds its layout from what is on disk.
+    assert BlobStore(store.root).nested == store.nested
+    assert BlobStore(store.root).get(info.sha256) == TEXT
     assert info.stored_size < info.size / 5
     stored = path.read_bytes()
     assert stored != TEXT
@@ -230,14 +243,31 @@ def test_temp_files_are_ignored_and_removed(store: BlobStore) -> None:
     info = store.put(TEXT)
     leaf = store.path(info.sha256).parent
     (leaf / ".tmp-deadbeef").write_bytes(b"half a blob")
-    (leaf.parent / ".tmp-cafe").write_bytes(b"")
+    if store.nested:
+        (leaf.parent / ".tmp-cafe").write_bytes(b"")
     (leaf / "not-a-blob").write_bytes(b"x")
     assert list(store.iter_hashes()) == [info.sha256]
-    assert store.remove_temp_files() == 2
+    assert store.remove_temp_files() == (2 if store.nested else 1)
     assert temp_files(store.root) == []
     assert store.remove_temp_files() == 0
     assert BlobStore(store.root / "nowhere").remove_temp_files() == 0
     assert list(BlobStore(store.root / "nowhere").iter_hashes()) == []
+
+
+def test_the_layout_is_decided_by_what_is_on_disk(tmp_path: Path) -> None:
+    """A blob file in an ``ab`` directory is today's layout, an ``ab/cd`` directory the old
+    one; temporary files, other names and empty directories decide nothing."""
+    blobs = tmp_path / "archive" / "blobs"
+    (blobs / "00").mkdir(parents=True)
+    (blobs / "00" / ".tmp-x").write_bytes(b"")
+    (blobs / "zz" / "00").mkdir(parents=True)  # not a prefix of a blob name
+    assert not BlobStore(tmp_path / "archive").nested
+    (blobs / "01").mkdir()
+    (blobs / "01" / ("01" + "a" * 62)).write_bytes(b"")
+    (blobs / "02" / "02").mkdir(parents=True)  # after the decisive 01: not looked at
+    assert not BlobStore(tmp_path / "archive").nested
+    (blobs / "00" / "aa").mkdir()
+    assert BlobStore(tmp_path / "archive").nested
 
 
 @pytest.mark.parametrize(

@@ -13,20 +13,15 @@ over the bad files, and the run's result says which blobs are intact again and w
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import functools
 import hashlib
-import queue
 import signal
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import structlog
 
@@ -47,7 +42,18 @@ from imapsync_decl.plan.planner import source_server
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
-from imapsync_decl.run.storing import StoredMessage, store_batch
+from imapsync_decl.run.storing import BatchWriter, StoredMessage, batches, store_batch
+from imapsync_decl.run.worker_wire import (
+    Batch,
+    FolderFailed,
+    FolderFetched,
+    FolderJob,
+    Log,
+    MailboxDone,
+    MailboxFailed,
+    MailboxJob,
+)
+from imapsync_decl.run.workers import WorkerLost, WorkerPool
 from imapsync_decl.store import (
     ArchivedMessage,
     ArchiveStorage,
@@ -64,53 +70,8 @@ RETRIES = 3  # reconnects per mailbox after a dropped connection
 BACKOFF_SECONDS = 1.0  # doubled after each retry
 
 
-class BatchWriter:
-    """Stores batches on a thread of its own, one batch behind the fetching.
-
-    ``submit`` blocks while a batch is still waiting, so at most three batches are
-    in memory: one being fetched, one waiting, one being stored. A failure of the
-    store is raised in the fetching thread (at the next submit or at the end), and
-    leaving the ``with`` block waits until every submitted batch is committed.
-    """
-
-    _DONE = object()
-
-    def __init__(self, store: Callable[[list[FetchedMessage]], None]) -> None:
-        self._store = store
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._run,), daemon=True
-        )
-
-    def __enter__(self) -> BatchWriter:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is self._DONE:
-                return
-            if self._error is None:
-                try:
-                    self._store(item)
-                except BaseException as exc:  # handed to the fetching thread
-                    self._error = exc
-
-    def submit(self, batch: list[FetchedMessage]) -> None:
-        self._raise()
-        self._queue.put(batch)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._queue.put(self._DONE)
-        self._thread.join()
-        if exc is None:
-            self._raise()
+class MailboxError(Exception):
+    """A mailbox's worker reported that the server or a secret failed it (its message)."""
 
 
 class StopRequested:
@@ -158,8 +119,12 @@ class Executor:
         progress: Progress | None = None,
         repair: VerifyReport | None = None,
         indexing: SearchIndexing | None = None,
+        workers: bool = True,
     ) -> None:
         self.config = config
+        # Profiles with worker_processes archive each mailbox in a worker process.
+        self.use_workers = workers
+        self._workers: WorkerPool | None = None
         # The search index, fed after each batch's placements are committed (never before).
         self.indexing = indexing if indexing is not None else SearchIndexing(Path(), enabled=False)
         self.archive = archive
@@ -185,6 +150,7 @@ class Executor:
                 result.failed_profiles.add(profile_plan.name)
         index = self.archive.index
         index.begin_run(self.run_id, "apply")
+        self._workers = WorkerPool() if self.use_workers else None
         try:
             for profile_plan in plan.profiles:
                 profile = self.config.profile(profile_plan.name)
@@ -196,6 +162,9 @@ class Executor:
             if not self.stop and not self._unwritable:
                 self.indexing.finish(self.archive.blobs, self.stop.__bool__)
         finally:
+            if self._workers is not None:
+                self._workers.close()
+                self._workers = None
             result.search = self.indexing.to_json()
             if self.damage is not None:
                 result.repair = repair_outcome(
@@ -223,9 +192,10 @@ class Executor:
                 return result
             try:
                 self._archive_mailbox(plan, result)
-            except (ImapError, SecretError) as exc:
+            except (ImapError, SecretError, MailboxError, WorkerLost) as exc:
                 result.error = str(exc)
-                log.warning("mailbox_failed", error=str(exc))
+                if not isinstance(exc, MailboxError):  # a worker's error is logged by it
+                    log.warning("mailbox_failed", error=str(exc))
             except Exception as exc:  # the per-mailbox job boundary: the others go on
                 if unwritable_reason(exc) is not None:
                     self._unwritable = True
@@ -301,6 +271,11 @@ class Executor:
         work: list[tuple[FolderPlan, FolderResult, int]],
         key: str,
     ) -> None:
+        # Verified deletion stays here: it reads the index between its steps.
+        deleting = any(folder_plan.delete for folder_plan, _, _ in work)
+        if self._workers is not None and profile.doc.worker_processes and not deleting:
+            self._archive_in_worker(plan, profile, mailbox, work, key)
+            return
         attempt = 0
         while True:
             try:
@@ -336,6 +311,96 @@ class Executor:
                 delay = BACKOFF_SECONDS * 2 ** (attempt - 1)
                 log.warning("connection_lost", error=str(exc), retry_in=delay, attempt=attempt)
                 time.sleep(delay)
+
+    def _archive_in_worker(
+        self,
+        plan: MailboxPlan,
+        profile: Loaded[Profile],
+        mailbox: Mailbox,
+        work: list[tuple[FolderPlan, FolderResult, int]],
+        key: str,
+    ) -> None:
+        """Archive the mailbox in a worker process, which stores the blobs; record what it
+        reports here, in the order it reports it (so a folder's batches are all committed
+        before its checkpoint)."""
+        assert self._workers is not None
+        index = self.archive.index
+        folders: list[FolderJob] = []
+        todo: list[tuple[FolderPlan, FolderResult, int, dict[str, list[tuple[int, int]]], int]]
+        todo = []
+        for folder_plan, folder_result, folder_id in work:
+            assert folder_plan.uidvalidity is not None
+            done = self._archived_intact(folder_id, folder_plan.uidvalidity)
+            uids = tuple(uid for uid in folder_plan.uids if uid not in done)
+            old_by_hash: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            if folder_plan.action == "rescan":
+                for uidvalidity, uid, sha in index.placements_elsewhere(
+                    folder_id, folder_plan.uidvalidity
+                ):
+                    old_by_hash[sha].append((uidvalidity, uid))
+            folders.append(
+                FolderJob(folder_plan.path, folder_plan.wire_name, folder_plan.uidvalidity, uids)
+            )
+            todo.append((folder_plan, folder_result, folder_id, old_by_hash, len(uids)))
+        login = imap_login(mailbox.credentials)
+        job = MailboxJob(
+            endpoint=imap_endpoint(profile.doc.server, profile.origin.base_dir),
+            mailbox=plan.login,
+            mechanism=login.mechanism,
+            username=login.username,
+            authzid=login.authzid,
+            password=login.resolve_password().reveal(),
+            archive=self.config.archive_path,
+            stale_before=self.archive.blobs.stale_before,
+            folders=tuple(folders),
+            max_count=self.batching.max_count,
+            max_bytes=self.batching.max_bytes,
+            retries=RETRIES,
+            backoff_seconds=BACKOFF_SECONDS,
+        )
+        recorded = [0] * len(folders)
+        with self._workers.worker() as worker:
+            for event in worker.run(job, self.stop.__bool__):
+                if isinstance(event, Log):
+                    getattr(log, event.level, log.info)(event.event, **event.fields)
+                elif isinstance(event, Batch):
+                    folder_plan, folder_result, folder_id, old_by_hash, _ = todo[event.folder]
+                    self._record(
+                        event.messages, folder_plan, folder_result, folder_id, old_by_hash, key
+                    )
+                    recorded[event.folder] += len(event.messages)
+                elif isinstance(event, FolderFailed):
+                    folder_plan, folder_result, _, _, _ = todo[event.folder]
+                    folder_result.error = event.error
+                    folder_result.stale = event.stale
+                    with structlog.contextvars.bound_contextvars(
+                        folder=folder_plan.path, uidvalidity=folder_plan.uidvalidity
+                    ):
+                        log.warning(
+                            "folder_stale" if event.stale else "folder_failed", error=event.error
+                        )
+                elif isinstance(event, FolderFetched):
+                    folder_plan, folder_result, folder_id, _, asked = todo[event.folder]
+                    folder_result.vanished = asked - recorded[event.folder]
+                    self._complete(folder_id, folder_plan)
+                    folder_result.completed = True
+                    with structlog.contextvars.bound_contextvars(
+                        folder=folder_plan.path, uidvalidity=folder_plan.uidvalidity
+                    ):
+                        log.info(
+                            "folder_archived",
+                            archived=folder_result.archived,
+                            already_present=folder_result.already_present,
+                            vanished=folder_result.vanished,
+                        )
+                elif isinstance(event, MailboxDone):
+                    log.info("mailbox_fetched", **event.stats)
+                elif isinstance(event, MailboxFailed):
+                    if event.kind == "unwritable":
+                        raise OSError(event.errno or 0, event.error, event.filename)
+                    if event.kind == "imap":
+                        raise MailboxError(event.error)
+                    raise WorkerLost(event.error)
 
     def _complete(self, folder_id: int, plan: FolderPlan) -> None:
         """The folder holds everything up to the planned state: checkpoint it."""
@@ -406,7 +471,7 @@ class Executor:
             )
             # The writer hashes, compresses and stores one batch while the next is fetched.
             with BatchWriter(store) as writer:
-                for batch in self._batches(messages):
+                for batch in batches(messages, self.batching.max_count, self.batching.max_bytes):
                     fetched += len(batch)
                     writer.submit(batch)
                     if self.stop:
@@ -515,18 +580,6 @@ class Executor:
                 " archived message under their UID and stay on the server"
             )
         return same
-
-    def _batches(self, messages: Iterator[FetchedMessage]) -> Iterator[list[FetchedMessage]]:
-        batch: list[FetchedMessage] = []
-        size = 0
-        for message in messages:
-            batch.append(message)
-            size += len(message.body)
-            if len(batch) >= self.batching.max_count or size >= self.batching.max_bytes:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
 
     def _store(
         self,

@@ -9,10 +9,14 @@ were fetched.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import Any
 
 from imapsync_decl.imap.facts import FetchedMessage
 from imapsync_decl.store.interfaces import BlobStorage
@@ -46,9 +50,83 @@ def store_batch(blobs: BlobStorage, batch: Sequence[FetchedMessage]) -> list[Sto
             sha256=info.sha256,
             size=info.size,
             stored_size=info.stored_size,
-            internal_date=m.internal_date,
+            internal_date=_plain_offset(m.internal_date),
             flags=m.flags,
             headers=parse_headers(m.body),
         )
         for m, info in zip(batch, infos, strict=True)
     ]
+
+
+def _plain_offset(moment: datetime | None) -> datetime | None:
+    """The same moment with a standard-library time zone (the IMAP library's own offset
+    class cannot be pickled, and a worker sends these to apply)."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    offset = moment.utcoffset()
+    return moment if offset is None else moment.replace(tzinfo=timezone(offset))
+
+
+def batches(
+    messages: Iterator[FetchedMessage], max_count: int, max_bytes: int
+) -> Iterator[list[FetchedMessage]]:
+    """The messages in batches of at most ``max_count`` and about ``max_bytes``."""
+    batch: list[FetchedMessage] = []
+    size = 0
+    for message in messages:
+        batch.append(message)
+        size += len(message.body)
+        if len(batch) >= max_count or size >= max_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class BatchWriter:
+    """Stores batches on a thread of its own, one batch behind the fetching.
+
+    ``submit`` blocks while a batch is still waiting, so at most three batches are
+    in memory: one being fetched, one waiting, one being stored. A failure of the
+    store is raised in the fetching thread (at the next submit or at the end), and
+    leaving the ``with`` block waits until every submitted batch is committed.
+    """
+
+    _DONE = object()
+
+    def __init__(self, store: Callable[[list[FetchedMessage]], None]) -> None:
+        self._store = store
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), daemon=True
+        )
+
+    def __enter__(self) -> BatchWriter:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self._error is None:
+                try:
+                    self._store(item)
+                except BaseException as exc:  # handed to the fetching thread
+                    self._error = exc
+
+    def submit(self, batch: list[FetchedMessage]) -> None:
+        self._raise()
+        self._queue.put(batch)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._queue.put(self._DONE)
+        self._thread.join()
+        if exc is None:
+            self._raise()

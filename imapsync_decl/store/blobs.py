@@ -1,12 +1,19 @@
 """Content-addressed message blobs on disk.
 
-Every archived message is one file, ``blobs/ab/cd/<sha256>``, named by the
+Every archived message is one file, ``blobs/ab/<sha256>``, named by the
 SHA-256 of the exact bytes the server returned and holding those bytes
 zstd-compressed (with zstd's own frame checksum and content size). A blob is
 written once and not changed: a second ``put`` of the same content finds the
 file, checks that it decompresses to exactly these bytes, and returns it. A
 file that does not (truncated, flipped, emptied, a symbolic link) is replaced
 by the new content, whose SHA-256 is its name: a damaged blob is never reused.
+
+Archives made before this layout keep theirs, ``blobs/ab/cd/<sha256>``: a store finds
+out which one it has from what is on disk (a ``cd`` directory inside an ``ab`` one is
+the old layout, a blob file in an ``ab`` directory the new one, nothing yet the new
+one) and goes on writing in it. The new layout has 256 directories where the old one
+made up to 65,536, one per blob in a young archive, each a directory created and
+synced on the first run.
 
 Durability: a blob is written to a temporary file in its final directory,
 flushed and fsynced, renamed to its name, and the directory is fsynced. The
@@ -24,6 +31,7 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -46,6 +54,7 @@ READ_CHUNK = 256 * 1024
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 TEMP_PREFIX = ".tmp-"
+ABSENT = -1  # _intact_size: no file at all
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _PREFIX = re.compile(r"[0-9a-f]{2}")
@@ -92,7 +101,9 @@ def check_hash(sha256: str) -> str:
 class BlobStore:
     """The blob files under ``root/blobs``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, parallel: bool = True, stale_before: float | None = None
+    ) -> None:
         self.root = Path(root)
         self.directory = self.root / "blobs"
         # Directories whose entry in their parent this store has synced.
@@ -101,17 +112,37 @@ class BlobStore:
         self._synced: set[Path] = set()
         # Leaf directories known to exist (no mkdir attempts for them).
         self._existing: set[Path] = set()
+        # Directories this store made (so no earlier run left anything in them).
+        self._fresh: set[Path] = set()
         # Temporary files older than this were left by a run that was killed.
-        self._opened_at = time.time()
+        # (Stores working together, such as the mailbox workers of one apply, share the
+        # time their run began, so that none takes another's temporary file for stale.)
+        self.stale_before = time.time() if stale_before is None else stale_before
         # Damaged files that put_many replaced with the right content.
         self.replaced = 0
+        self._nested: bool | None = None  # the layout, found out on first use
+        # Temporary names: unique to this store (random part), then counted.
+        self._temp_prefix = f"{secrets.token_hex(6)}-"
+        self._temp_numbers = itertools.count()
+        # Compress and write two blobs at a time on threads (False: in the calling thread,
+        # for callers that already run several stores at once, such as mailbox workers).
+        self.parallel = parallel
 
     # -- names -------------------------------------------------------------
+
+    @property
+    def nested(self) -> bool:
+        """Whether this archive has the old layout, ``ab/cd/<sha256>`` (see the module)."""
+        if self._nested is None:
+            self._nested = _has_nested_layout(self.directory)
+        return self._nested
 
     def path(self, sha256: str) -> Path:
         """Where the blob named ``sha256`` lives (validated: never outside the store)."""
         check_hash(sha256)
-        return self.directory / sha256[:2] / sha256[2:4] / sha256
+        if self.nested:
+            return self.directory / sha256[:2] / sha256[2:4] / sha256
+        return self.directory / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -161,10 +192,10 @@ class BlobStore:
                     continue
                 final = self.path(sha256)
                 stored = _intact_size(final, raw)
-                if stored is not None:
+                if stored is not None and stored >= 0:
                     infos[sha256] = BlobInfo(sha256, len(raw), stored)
                     continue
-                if os.path.lexists(final):
+                if stored is None:  # a file is there, and it is not this content
                     if hashes is not None and hashlib.sha256(raw).hexdigest() != sha256:
                         raise ValueError(f"item {n} does not hash to {sha256}")
                     self.replaced += 1
@@ -182,7 +213,7 @@ class BlobStore:
                 return self._write_temp(final.parent, compressed, sync=not grouped), len(compressed)
 
             # Compression and writing release the GIL: two at a time overlap each other.
-            if len(new) > 1:
+            if len(new) > 1 and self.parallel:
                 futures = [_writers().submit(write, raw, final) for _, raw, final in new]
             else:
                 futures = []
@@ -240,10 +271,12 @@ class BlobStore:
 
     def _remove_stale_temps(self, directory: Path) -> None:
         """Temporary files in ``directory`` left by a killed run (older than this store)."""
+        if directory in self._fresh:
+            return  # made by this store: nothing of an earlier run is in it
         for entry in _scandir(directory):
             if entry.name.startswith(TEMP_PREFIX):
                 with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < self._opened_at:
+                    if entry.stat().st_mtime < self.stale_before:
                         os.unlink(entry.path)
 
     def remove_temp_files(self) -> int:
@@ -306,7 +339,7 @@ class BlobStore:
     def iter_hashes(self) -> Iterator[str]:
         """Every well-formed blob name on disk, in sorted order (temporary files skipped)."""
         for directory in self._leaf_dirs(include_parents=False):
-            prefix = directory.parent.name + directory.name
+            prefix = (directory.parent.name if self.nested else "") + directory.name
             names = sorted(e.name for e in _scandir(directory) if e.is_file(follow_symlinks=False))
             for name in names:
                 if _HASH.fullmatch(name) and name.startswith(prefix):
@@ -330,19 +363,22 @@ class BlobStore:
             raise BlobDamaged(sha256, f"blob {sha256} {reason} ({path}){detail}") from None
 
     def _leaf_dirs(self, include_parents: bool) -> Iterator[Path]:
-        """The ``ab/cd`` directories in sorted order (and the ``ab`` ones if asked)."""
+        """The directories that hold blobs, in sorted order: ``ab`` (or, in the old layout,
+        ``ab/cd``, and the ``ab`` ones too if asked)."""
         for first in sorted(_scandir(self.directory), key=lambda e: e.name):
             if not (_PREFIX.fullmatch(first.name) and first.is_dir(follow_symlinks=False)):
                 continue
             parent = Path(first.path)
-            if include_parents:
+            if include_parents or not self.nested:
                 yield parent
+            if not self.nested:
+                continue
             for second in sorted(_scandir(parent), key=lambda e: e.name):
                 if _PREFIX.fullmatch(second.name) and second.is_dir(follow_symlinks=False):
                     yield Path(second.path)
 
     def _make_dirs(self, leaf: Path) -> None:
-        """Create ``blobs/ab/cd`` as needed, mode 0700 whatever the umask."""
+        """Create ``blobs/ab`` (``blobs/ab/cd``) as needed, mode 0700 whatever the umask."""
         if leaf in self._existing:
             return
         for directory in (self.root, self.directory, leaf.parent, leaf):
@@ -358,6 +394,7 @@ class BlobStore:
             self._durable.discard(directory)
             self._synced.discard(directory)
             self._existing.add(directory)
+            self._fresh.add(directory)
 
     def _make_durable(self, leaf: Path) -> None:
         """Sync the entries of ``leaf`` and the directories above it, up to and
@@ -371,7 +408,7 @@ class BlobStore:
         """Write ``content`` to a new temporary file in ``directory``, fsynced unless the
         caller makes it durable another way (``sync=False``: syncfs of the batch)."""
         while True:
-            temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            temp = directory / f"{TEMP_PREFIX}{self._temp_prefix}{next(self._temp_numbers)}"
             try:
                 fd = create_exclusive(temp, FILE_MODE)
             except FileExistsError:
@@ -439,12 +476,15 @@ def _open_regular(path: Path) -> BinaryIO:
 
 def _intact_size(path: Path, raw: bytes) -> int | None:
     """The size on disk of the blob file at ``path`` if it decompresses to exactly ``raw``;
-    None if it is absent or does not (unreadable, not zstd, truncated, other content).
+    ``ABSENT`` if there is nothing at ``path``; None if something is there that does not
+    (unreadable, not zstd, truncated, other content, not a regular file).
 
     Streaming, compared chunk by chunk: no second hash, memory bounded by a chunk.
     """
     try:
         file = _open_regular(path)
+    except FileNotFoundError:
+        return ABSENT
     except OSError:
         return None
     with file:
@@ -460,6 +500,22 @@ def _intact_size(path: Path, raw: bytes) -> int | None:
         if offset != len(raw):
             return None
         return os.fstat(file.fileno()).st_size
+
+
+def _has_nested_layout(directory: Path) -> bool:
+    """Whether the blobs under ``directory`` are in the old layout, ``ab/cd/<sha256>``:
+    decided by the first ``ab`` directory that holds a ``cd`` directory (old) or a blob
+    file (new); False when none does (no blob stored yet)."""
+    for first in sorted(_scandir(directory), key=lambda e: e.name):
+        if not (_PREFIX.fullmatch(first.name) and first.is_dir(follow_symlinks=False)):
+            continue
+        with contextlib.suppress(OSError), os.scandir(first.path) as entries:
+            for entry in entries:
+                if _PREFIX.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    return True
+                if _HASH.fullmatch(entry.name):
+                    return False
+    return False
 
 
 def _scandir(directory: Path | str) -> list[os.DirEntry[str]]:

@@ -23,6 +23,10 @@ from imapsync_decl.store.rows import ArchivedMessage, Checkpoint, PlacementRow, 
 class BlobStorage(Protocol):
     """Message contents, each stored once under the SHA-256 of its content."""
 
+    # Temporary files older than this are a killed run's (stores that work together
+    # share it).
+    stale_before: float
+
     def exists(self, sha256: str) -> bool: ...
 
     def put(self, data: bytes) -> BlobInfo: ...

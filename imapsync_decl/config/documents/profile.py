@@ -371,6 +371,13 @@ class Profile(StrictModel):
     max_concurrent_jobs: int = Field(
         default=4, ge=1, le=64, description="How many mailboxes are archived at once."
     )
+    worker_processes: bool = Field(
+        default=True,
+        description="Archive each mailbox in a worker process of its own (fetching, hashing, "
+        "compressing and writing its blobs), so that up to max_concurrent_jobs mailboxes use "
+        "every core; apply itself writes the index. false: in threads of the apply process. "
+        "Mailboxes with deletion planned are always archived by apply itself.",
+    )
     schedule: str | None = Field(
         default=None,
         pattern=SCHEDULE_PATTERN,
