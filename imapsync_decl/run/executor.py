@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import os
 import signal
 import time
 from collections import defaultdict
@@ -125,6 +126,7 @@ class Executor:
         # Profiles with worker_processes archive each mailbox in a worker process.
         self.use_workers = workers
         self._workers: WorkerPool | None = None
+        self._jobs_at_once = 1  # mailboxes of the profile at hand archived at once
         # The search index, fed after each batch's placements are committed (never before).
         self.indexing = indexing if indexing is not None else SearchIndexing(Path(), enabled=False)
         self.archive = archive
@@ -155,6 +157,7 @@ class Executor:
             for profile_plan in plan.profiles:
                 profile = self.config.profile(profile_plan.name)
                 jobs = profile.doc.max_concurrent_jobs if profile is not None else 1
+                self._jobs_at_once = min(jobs, len(profile_plan.mailboxes))
                 done = in_parallel(
                     jobs, [functools.partial(self._mailbox, m) for m in profile_plan.mailboxes]
                 )
@@ -352,6 +355,8 @@ class Executor:
             password=login.resolve_password().reveal(),
             archive=self.config.archive_path,
             stale_before=self.archive.blobs.stale_before,
+            # Fewer workers than cores: the spare ones compress and write beside the fetching.
+            parallel_writes=self._jobs_at_once < (os.cpu_count() or 1),
             folders=tuple(folders),
             max_count=self.batching.max_count,
             max_bytes=self.batching.max_bytes,

@@ -132,7 +132,9 @@ class MailboxWorker:
         """True when stopped before the end."""
         blobs = self._stores.get(job.archive)
         if blobs is None:
-            blobs = BlobStore(job.archive, parallel=False, stale_before=job.stale_before)
+            blobs = BlobStore(
+                job.archive, parallel=job.parallel_writes, stale_before=job.stale_before
+            )
             self._stores[job.archive] = blobs
         reported: list[set[int]] = [set() for _ in job.folders]
         finished: set[int] = set()

@@ -55,6 +55,7 @@ class MailboxJob:
     password: str = field(repr=False)
     archive: Path
     stale_before: float  # temporary blob files older than this are a killed run's
+    parallel_writes: bool  # compress and write two blobs at once (cores to spare)
     folders: tuple[FolderJob, ...]
     max_count: int
     max_bytes: int
