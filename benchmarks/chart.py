@@ -110,7 +110,7 @@ def write_chart(document: dict[str, Any], png: Path) -> None:
     figure, grid = plt.subplots(
         len(PHASES),
         len(presets),
-        figsize=(5.2 * len(presets) + 1.0, 8.2),
+        figsize=(max(5.2 * len(presets) + 1.0, 7.5), 8.6 if len(presets) == 1 else 8.2),
         squeeze=False,
         layout="constrained",
     )
@@ -127,11 +127,12 @@ def write_chart(document: dict[str, Any], png: Path) -> None:
     )
     labels = [label for label in order if label in entries]
     handles = [entries[label] for label in labels]
-    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
+    columns = 4 if len(presets) > 1 else 2
+    figure.legend(handles, labels, loc="outside lower center", ncol=columns, fontsize=9)
     repeat = document["repeat"]
     figure.suptitle(
-        f"imapsync-decl apply against mbsync and a raw fetch, {document['date'][:10]} "
-        f"({document['machine']['nproc']} CPUs; "
+        f"imapsync-decl apply against mbsync and a raw fetch, {document['date'][:10]}"
+        f"{' ' if len(presets) > 1 else chr(10)}({document['machine']['nproc']} CPUs; "
         f"{'median of ' + str(repeat) + ' runs' if repeat > 1 else 'one run each'})",
         fontsize=11,
     )

@@ -211,7 +211,25 @@ def targets(document: Document) -> list[dict[str, Any]]:
             )
         )
     pair = growth_pair(document)
-    if pair is not None:
+    if pair is None:
+        for ident, what in (
+            ("f", "per-message client CPU of the first run on the larger preset"),
+            ("g", "`plan` when nothing changed: ms per folder on the larger preset"),
+        ):
+            found.append(
+                _target(
+                    ident,
+                    "-",
+                    None,
+                    f"{what} within {GROWTH_LIMIT * 100:.0f} % of the smaller preset's (needs "
+                    "two presets of different sizes, e.g. `--presets default,large`)",
+                    None,
+                    GROWTH_LIMIT,
+                    "<=",
+                    "share",
+                )
+            )
+    else:
         small, large = pair
         label = f"{large['name']} / {small['name']}"
         for n in counts:
