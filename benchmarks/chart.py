@@ -143,7 +143,15 @@ def write_chart(document: dict[str, Any], png: Path) -> None:
 def main(argv: list[str]) -> int:
     source = Path(argv[0]) if argv else HERE / "results.json"
     png = Path(argv[1]) if len(argv) > 1 else source.with_name("results.png")
-    write_chart(json.loads(source.read_text(encoding="utf-8")), png)
+    document = json.loads(source.read_text(encoding="utf-8"))
+    if document.get("format_version", 1) < 2:
+        print(
+            f"{source}: format {document.get('format_version', 1)}, written before the chart "
+            "existed (one preset, no per-row preset); run benchmarks/run.py again",
+            file=sys.stderr,
+        )
+        return 1
+    write_chart(document, png)
     print(f"wrote {png}", file=sys.stderr)
     return 0
 

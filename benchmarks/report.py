@@ -40,8 +40,9 @@ SEARCH_SHARE_LIMIT = 0.25
 
 _MIB = 1 << 20
 
-#: Leaf frames of a thread that waits for another thread of the same process (not for I/O).
-_WAITING_FILES = ("threading.py", "queue.py", "concurrent/futures/")
+#: Leaf frames of a thread that waits for another thread of the same process or for a child
+#: process to end (not for I/O).
+_WAITING_FILES = ("threading.py", "queue.py", "concurrent/futures/", "subprocess.py")
 
 _FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*?)(?::\d+)?\)$")
 
@@ -706,20 +707,33 @@ def _why(document: Document) -> list[str]:
 def _profile(document: Document) -> list[str]:
     profile = document.get("profile") or {}
     lines: list[str] = []
-    for phase, title in (("first", "first run"), ("noop", "no-op rerun")):
+    for phase, heading, title in (
+        (
+            "first",
+            "First run, archiving only",
+            "first run of the archiving path (`search_during_apply: false`)",
+        ),
+        ("noop", "No-op rerun, archiving only", "no-op rerun of the archiving path"),
+        (
+            "indexing",
+            "First run with indexing (default settings)",
+            "first run with the default settings (the search indexer beside the archiving, in "
+            "a process of its own)",
+        ),
+    ):
         part = profile.get(phase)
         if not part or not part.get("samples"):
             continue
         lines += [
-            f"### {title.capitalize()}",
+            f"### {heading}",
             "",
-            f"An extra (untimed) {title} of the archiving path (`search_during_apply: false`) "
+            f"An extra (untimed) {title} "
             f"on `{profile.get('preset', '?')}` at {profile['connections']} connection(s), "
             f"{part['wall_s']:.1f} s under the profiler: {part['samples']:,} wall-clock samples "
             "at 200 Hz of threads that were running or blocked in a system call (I/O, fsync), "
             f"of every process of the run; another {part.get('waiting_samples', 0):,} samples "
-            "of threads waiting for another thread (locks, queues, futures) are left out of the "
-            "shares.",
+            "of threads waiting for another thread (locks, queues, futures) or for a child "
+            "process to end are left out of the shares.",
             "",
         ]
         groups = part.get("groups") or []

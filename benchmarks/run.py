@@ -280,36 +280,40 @@ class Bench:
         return record
 
     def profile(self, py_spy: Path, connections: int) -> dict[str, Any]:
-        """Untimed first run and no-op rerun of the archiving path (imapsync-decl with
-        `search_during_apply: false`) under py-spy: wall-clock samples of every thread of
-        every process of the run (``--subprocesses``, ``--threads``)."""
-        directory = self._fresh(f"profile-c{connections}")
-        config = tools.write_imapsync_config(self.target, directory, connections, search=False)
+        """Untimed runs under py-spy, wall-clock samples of every thread of every process of
+        the run (``--subprocesses``, ``--threads``): the first run and the no-op rerun of the
+        archiving path (imapsync-decl with `search_during_apply: false`), then a first run
+        with the default settings, where the search indexer's process shows up apart."""
         result: dict[str, Any] = {
             "connections": connections,
             "configuration": "imapsync-decl-nosearch",
         }
-        for phase in ("first", "noop"):
-            raw = directory / f"profile-{phase}.txt"
-            command = [
-                str(py_spy),
-                "record",
-                "--idle",
-                "--subprocesses",
-                "--threads",
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                "--",
-                *tools.imapsync_apply_command(config),
-            ]
-            outcome = self._measure([command], directory, f"profile-{phase}")
-            summary = report.summarise_profile(raw) if raw.exists() else {}
-            result[phase] = summary | {"wall_s": outcome.wall_s}
-        self._done(directory)
+        runs = (("first", "noop"), ("indexing",))
+        for search, phases in zip((False, True), runs, strict=True):
+            name = "profile-indexing" if search else "profile"
+            directory = self._fresh(f"{name}-c{connections}")
+            config = tools.write_imapsync_config(self.target, directory, connections, search=search)
+            for phase in phases:
+                raw = directory / f"profile-{phase}.txt"
+                command = [
+                    str(py_spy),
+                    "record",
+                    "--idle",
+                    "--subprocesses",
+                    "--threads",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--",
+                    *tools.imapsync_apply_command(config),
+                ]
+                outcome = self._measure([command], directory, f"profile-{phase}")
+                summary = report.summarise_profile(raw) if raw.exists() else {}
+                result[phase] = summary | {"wall_s": outcome.wall_s}
+            self._done(directory)
         return result
 
     def startup(self, times: int = 3) -> dict[str, float]:
@@ -457,7 +461,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         or not options.preset_list
         or len(set(options.preset_list)) != len(options.preset_list)
     ):
-        parser.error(f"bad --presets {options.presets!r}: choose from {', '.join(PRESETS)}")
+        parser.error(
+            f"bad --presets {options.presets!r}: each of {', '.join(PRESETS)} at most once"
+        )
     options.connection_counts = [int(n) for n in options.connections.split(",") if n.strip()]
     options.tool_list = [t.strip() for t in options.tools.split(",") if t.strip()]
     unknown = set(options.tool_list) - set(TOOLS)
