@@ -411,6 +411,17 @@ def _not_met(document: Document) -> list[str]:
                 head + f"{_value(target, target['value'])}, required {_required(target)} "
                 "(figures in the tables below)."
             )
+    first = (document.get("profile") or {}).get("first") or {}
+    if lines and first.get("groups"):
+        busiest = "; ".join(
+            f"`{g['thread']}` of `{g['process']}` ({g['threads']} thread(s)) {g['share']:.0f} %"
+            + (f", mostly in `{g['top'][0][0]}`" if g["top"] else "")
+            for g in first["groups"][:4]
+        )
+        lines.append(
+            f"- Where the archiving path's first run spends its time (py-spy, share of the "
+            f"samples of working threads, see the end): {busiest}."
+        )
     return lines
 
 
