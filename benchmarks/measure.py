@@ -10,7 +10,13 @@ Each command runs in a session of its own, under GNU time (``/usr/bin/time``, De
   Without GNU time the figure comes from this process's own ``wait4`` and is at least the
   harness's size;
 * ``tree_rss_mb``: the peak of the summed RSS of every live process in the commands'
-  sessions, sampled every 50 ms (catches several processes at once, may miss short peaks).
+  sessions, sampled every 50 ms (catches several processes at once, may miss short peaks;
+  pages shared by several processes count once per process);
+* ``tree_pss_mb``: the peak of the summed PSS (proportional set size, ``Pss`` of
+  ``/proc/PID/smaps_rollup``) of the same processes, sampled at the same moments: a page
+  shared by n processes counts 1/n in each, so the sum is the memory the whole tree holds,
+  shared pages once. Reading another user's ``smaps_rollup`` needs root (the benchmark
+  runs as root); a process whose file cannot be read adds nothing.
 
 The CPU time used by the Dovecot server during the run (its master, which collects the
 time of ended children, plus its live processes) is reported as ``server_cpu_s``.
@@ -40,6 +46,7 @@ class Outcome:
     max_rss_mb: float
     tree_rss_mb: float
     server_cpu_s: float | None
+    tree_pss_mb: float = 0.0
     sum_max_rss_mb: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
 
@@ -53,9 +60,22 @@ def _stat_fields(pid: str) -> list[str] | None:
     return raw.rpartition(")")[2].split()
 
 
-def session_rss_bytes(sessions: set[int]) -> int:
-    """The summed RSS of every live process whose session id is in ``sessions``."""
-    total = 0
+def _pss_bytes(pid: str) -> int:
+    """``Pss`` of ``/proc/PID/smaps_rollup`` in bytes (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return 0
+    for line in text.split(b"\n"):
+        if line.startswith(b"Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def session_memory_bytes(sessions: set[int]) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of every live process whose session id is in ``sessions``."""
+    rss = pss = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -63,8 +83,9 @@ def session_rss_bytes(sessions: set[int]) -> int:
         if fields is None or fields[0] in ("Z", "X"):
             continue
         if int(fields[3]) in sessions:
-            total += int(fields[21]) * _PAGE
-    return total
+            rss += int(fields[21]) * _PAGE
+            pss += _pss_bytes(entry)
+    return rss, pss
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -102,11 +123,14 @@ class _Sampler(threading.Thread):
         self.sessions = sessions
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.peak = max(self.peak, session_rss_bytes(self.sessions))
+            rss, pss = session_memory_bytes(self.sessions)
+            self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -180,6 +204,7 @@ def run_measured(
         max_rss_mb=max(peaks_kb, default=0) / 1024,
         sum_max_rss_mb=sum(peaks_kb) / 1024,
         tree_rss_mb=sampler.peak / (1 << 20),
+        tree_pss_mb=sampler.peak_pss / (1 << 20),
         server_cpu_s=server_cpu,
         exit_codes=codes,
     )

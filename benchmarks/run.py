@@ -1,9 +1,10 @@
 """Benchmark imapsync-decl against mbsync and a raw IMAP fetch, on one seeded Dovecot.
 
-    .venv/bin/python benchmarks/run.py [--preset default|large|small] [--connections 1,4]
+    .venv/bin/python benchmarks/run.py [--presets default,large] [--connections 1,4]
                                        [--repeat N] [--keep] [--profile]
 
-Writes benchmarks/RESULTS.md and benchmarks/results.json (see benchmarks/README.md).
+Writes benchmarks/RESULTS.md, benchmarks/results.json and, with matplotlib installed,
+benchmarks/results.png (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -35,11 +36,18 @@ from tools import Target  # noqa: E402
 
 from servers.dovecot import DovecotServer  # noqa: E402  (path set up by seed)
 
-# imapsync-decl-nosearch: imapsync-decl with `search_during_apply: false` (first run only),
-# for the cost of indexing in apply, measured in the same run.
+# imapsync-decl-nosearch: imapsync-decl with `search_during_apply: false`, the archiving path
+# alone (the first-run targets compare it); next to the default, for the cost of indexing in
+# apply, measured in the same run.
 TOOLS = ("raw", "mbsync", "imapsync-decl", "imapsync-decl-nosearch")
 #: py-spy is looked for in $PY_SPY, then in the virtualenv, then on PATH.
 PY_SPY_ENV = "PY_SPY"
+#: `plan` runs this many times after the no-op rerun; the median is recorded.
+PLAN_RUNS = 3
+#: The presets measured when neither --presets nor --preset is given.
+DEFAULT_PRESETS = ("default", "large")
+#: The chart, next to RESULTS.md (benchmarks/chart.py).
+CHART_NAME = "results.png"
 
 Record = dict[str, Any]
 
@@ -110,12 +118,14 @@ class Bench:
         seeded: SeedResult,
         work: Path,
         keep: bool,
+        folders: int,
     ) -> None:
         self.server = server
         self.target = target
         self.seeded = seeded
         self.work = work
         self.keep = keep
+        self.folders = folders
 
     def _fresh(self, name: str) -> Path:
         directory = self.work / "runs" / name
@@ -206,7 +216,7 @@ class Bench:
         if check.returncode != 0:
             raise RuntimeError(f"the benchmark profile is invalid:\n{check.stderr}")
         records = []
-        for phase in ("first", "noop") if search else ("first",):
+        for phase in ("first", "noop"):
             outcome = self._measure(
                 [tools.imapsync_apply_command(config)], directory, f"apply-{phase}"
             )
@@ -237,34 +247,73 @@ class Bench:
             )
             if phase == "noop" and placements != self.seeded.messages:
                 records[-1]["ok"] = False
+        if search:
+            records.append(self._plan(config, directory, connections, repeat))
         self._done(directory)
         return records
 
+    def _plan(self, config: Path, directory: Path, connections: int, repeat: int) -> Record:
+        """``plan`` on the archive after the no-op rerun (nothing changed): the median of
+        PLAN_RUNS runs; ok when every run exits 0 (with --detailed-exitcode: no changes)."""
+        outcomes = [
+            self._measure([tools.imapsync_plan_command(config)], directory, f"plan-{n}")
+            for n in range(PLAN_RUNS)
+        ]
+        median = sorted(outcomes, key=lambda o: o.wall_s)[len(outcomes) // 2]
+        folders = len(self.target.users) * self.folders
+        record = _record(
+            "imapsync-decl",
+            "plan",
+            connections,
+            repeat,
+            median,
+            messages=0,
+            data_bytes=0,
+            expected=self.seeded.messages,
+            extra={
+                "folders": folders,
+                "ms_per_folder": 1000 * median.wall_s / folders,
+                "plan_walls_s": [o.wall_s for o in outcomes],
+            },
+        )
+        record["ok"] = all(o.exit_codes == [0] for o in outcomes)
+        return record
+
     def profile(self, py_spy: Path, connections: int) -> dict[str, Any]:
-        """Untimed first run and no-op rerun of imapsync-decl under py-spy (wall-clock samples)."""
-        directory = self._fresh(f"profile-c{connections}")
-        config = tools.write_imapsync_config(self.target, directory, connections)
-        result: dict[str, Any] = {"connections": connections}
-        for phase in ("first", "noop"):
-            raw = directory / f"profile-{phase}.txt"
-            command = [
-                str(py_spy),
-                "record",
-                "--idle",
-                "--subprocesses",
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                "--",
-                *tools.imapsync_apply_command(config),
-            ]
-            outcome = self._measure([command], directory, f"profile-{phase}")
-            summary = report.summarise_profile(raw) if raw.exists() else {}
-            result[phase] = summary | {"wall_s": outcome.wall_s}
-        self._done(directory)
+        """Untimed runs under py-spy, wall-clock samples of every thread of every process of
+        the run (``--subprocesses``, ``--threads``): the first run and the no-op rerun of the
+        archiving path (imapsync-decl with `search_during_apply: false`), then a first run
+        with the default settings, where the search indexer's process shows up apart."""
+        result: dict[str, Any] = {
+            "connections": connections,
+            "configuration": "imapsync-decl-nosearch",
+        }
+        runs = (("first", "noop"), ("indexing",))
+        for search, phases in zip((False, True), runs, strict=True):
+            name = "profile-indexing" if search else "profile"
+            directory = self._fresh(f"{name}-c{connections}")
+            config = tools.write_imapsync_config(self.target, directory, connections, search=search)
+            for phase in phases:
+                raw = directory / f"profile-{phase}.txt"
+                command = [
+                    str(py_spy),
+                    "record",
+                    "--idle",
+                    "--subprocesses",
+                    "--threads",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--",
+                    *tools.imapsync_apply_command(config),
+                ]
+                outcome = self._measure([command], directory, f"profile-{phase}")
+                summary = report.summarise_profile(raw) if raw.exists() else {}
+                result[phase] = summary | {"wall_s": outcome.wall_s}
+            self._done(directory)
         return result
 
     def startup(self, times: int = 3) -> dict[str, float]:
@@ -336,15 +385,20 @@ def _machine() -> dict[str, Any]:
 
 
 def _medians(records: list[Record]) -> list[Record]:
-    """One record per (tool, phase, connections): the median of every figure over repeats."""
-    groups: dict[tuple[str, str, int], list[Record]] = {}
+    """One record per (preset, tool, phase, connections): the median of every figure over
+    the repeats."""
+    groups: dict[tuple[str, str, str, int], list[Record]] = {}
     for record in records:
-        groups.setdefault((record["tool"], record["phase"], record["connections"]), []).append(
-            record
-        )
+        group_key = (record["preset"], record["tool"], record["phase"], record["connections"])
+        groups.setdefault(group_key, []).append(record)
     merged = []
-    for (tool, phase, connections), group in groups.items():
-        row: Record = {"tool": tool, "phase": phase, "connections": connections}
+    for (preset, tool, phase, connections), group in groups.items():
+        row: Record = {
+            "preset": preset,
+            "tool": tool,
+            "phase": phase,
+            "connections": connections,
+        }
         row["repeats"] = len(group)
         row["ok"] = all(r["ok"] for r in group)
         for key, value in group[0].items():
@@ -361,7 +415,15 @@ def _medians(records: list[Record]) -> list[Record]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument(
+        "--presets",
+        default=None,
+        help=f"comma-separated presets, measured one after the other (default "
+        f"{','.join(DEFAULT_PRESETS)}; of {','.join(PRESETS)})",
+    )
+    parser.add_argument(
+        "--preset", choices=list(PRESETS), default=None, help="one preset (as --presets NAME)"
+    )
     parser.add_argument(
         "--connections", default="1,4", help="comma-separated connection counts (default 1,4)"
     )
@@ -375,15 +437,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="add an untimed imapsync-decl run under py-spy (if installed) to see where time goes",
+        help="add untimed imapsync-decl runs under py-spy (if installed) to see where time goes",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="parent of the temporary work directory"
     )
     parser.add_argument(
-        "--output-dir", type=Path, default=HERE, help="where RESULTS.md and results.json go"
+        "--output-dir",
+        type=Path,
+        default=HERE,
+        help="where RESULTS.md, results.json and results.png go",
     )
     options = parser.parse_args(argv)
+    if options.preset and options.presets:
+        parser.error("give --preset or --presets, not both")
+    names = options.presets.split(",") if options.presets else None
+    if options.preset:
+        names = [options.preset]
+    options.preset_list = [n.strip() for n in names or DEFAULT_PRESETS if n.strip()]
+    wrong = [n for n in options.preset_list if n not in PRESETS]
+    if (
+        wrong
+        or not options.preset_list
+        or len(set(options.preset_list)) != len(options.preset_list)
+    ):
+        parser.error(
+            f"bad --presets {options.presets!r}: each of {', '.join(PRESETS)} at most once"
+        )
     options.connection_counts = [int(n) for n in options.connections.split(",") if n.strip()]
     options.tool_list = [t.strip() for t in options.tools.split(",") if t.strip()]
     unknown = set(options.tool_list) - set(TOOLS)
@@ -416,19 +496,14 @@ def compile_bytecode() -> None:
     )
 
 
-def run(options: argparse.Namespace) -> int:
-    preset: Preset = PRESETS[options.preset]
-    if "mbsync" in options.tool_list and shutil.which("mbsync") is None:
-        log("mbsync not found: install Debian's isync (apt-get install isync)")
-        return 10
-    started = time.monotonic()
-    compile_bytecode()
-    work = Path(tempfile.mkdtemp(prefix="imapsync-bench-", dir=options.work_dir))
-    work.chmod(0o755)  # Dovecot's unprivileged processes must reach the server directory
-    server = DovecotServer(users(preset), directory=work / "server")
-    records: list[Record] = []
-    profile: dict[str, Any] | None = None
-    startup: dict[str, float] | None = None
+def _measure_preset(
+    options: argparse.Namespace, preset: Preset, work: Path, *, first: bool
+) -> dict[str, Any]:
+    """Seed ``preset`` on a Dovecot of its own, measure every tool, stop the server.
+
+    ``first``: also measure the start-up and (with --profile) the profile."""
+    server = DovecotServer(users(preset), directory=work / f"server-{preset.name}")
+    result: dict[str, Any] = {"records": [], "profile": None, "startup": None}
     try:
         server.start()
         log(
@@ -451,10 +526,14 @@ def run(options: argparse.Namespace) -> int:
             master_password=server.master_password,
             users=tuple(user_name(i) for i in range(preset.mailboxes)),
         )
-        bench = Bench(server, target, seeded, work, options.keep)
+        bench = Bench(server, target, seeded, work / preset.name, options.keep, preset.folders)
+        records: list[Record] = []
         for repeat in range(options.repeat):
             for connections in options.connection_counts:
-                log(f"repeat {repeat + 1}/{options.repeat}, {connections} connection(s)")
+                log(
+                    f"preset {preset.name}, repeat {repeat + 1}/{options.repeat}, "
+                    f"{connections} connection(s)"
+                )
                 if "raw" in options.tool_list:
                     records += bench.raw(connections, repeat)
                 if "mbsync" in options.tool_list:
@@ -463,31 +542,27 @@ def run(options: argparse.Namespace) -> int:
                     records += bench.imapsync(connections, repeat)
                 if "imapsync-decl-nosearch" in options.tool_list:
                     records += bench.imapsync(connections, repeat, search=False)
-        if "imapsync-decl" in options.tool_list:
-            startup = bench.startup()
-            log(f"imapsync-decl start-up: {startup}")
-        if options.profile:
+        for record in records:
+            record["preset"] = preset.name
+        result["records"] = records
+        if first and "imapsync-decl" in options.tool_list:
+            result["startup"] = bench.startup()
+            log(f"imapsync-decl start-up: {result['startup']}")
+        if first and options.profile:
             py_spy = _find_py_spy()
             if py_spy is None:
-                log("--profile: py-spy not found, skipped")
+                log("--profile: py-spy not found (pip install -e '.[bench]'), skipped")
             else:
-                log(f"profiling one imapsync-decl first run with {py_spy}")
-                profile = bench.profile(py_spy, 1)
+                connections = max(options.connection_counts)
+                log(f"profiling the archiving path at {connections} connection(s) with {py_spy}")
+                result["profile"] = bench.profile(py_spy, connections) | {"preset": preset.name}
     finally:
         server.stop()
-        if options.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    document = {
-        "format_version": 1,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "versions": _versions(),
-        "preset": asdict(preset) | {"total_messages": preset.total_messages},
-        "transport": "plain IMAP on 127.0.0.1 for every tool; master user login "
-        "(SASL PLAIN with authorization identity for imapsync-decl and the raw baseline, "
-        "LOGIN user*master for mbsync)",
+        if not options.keep:
+            shutil.rmtree(work / f"server-{preset.name}", ignore_errors=True)
+    result["preset"] = asdict(preset) | {
+        "total_messages": preset.total_messages,
+        "total_folders": preset.mailboxes * preset.folders,
         "data": {
             "messages": seeded.messages,
             "bytes": seeded.bytes,
@@ -502,6 +577,44 @@ def run(options: argparse.Namespace) -> int:
             "index_seconds": seeded.index_seconds,
             "warm_up_seconds": warm,
         },
+    }
+    return result
+
+
+def run(options: argparse.Namespace) -> int:
+    presets: list[Preset] = [PRESETS[name] for name in options.preset_list]
+    if "mbsync" in options.tool_list and shutil.which("mbsync") is None:
+        log("mbsync not found: install Debian's isync (apt-get install isync)")
+        return 10
+    started = time.monotonic()
+    compile_bytecode()
+    work = Path(tempfile.mkdtemp(prefix="imapsync-bench-", dir=options.work_dir))
+    work.chmod(0o755)  # Dovecot's unprivileged processes must reach the server directory
+    records: list[Record] = []
+    measured: list[dict[str, Any]] = []
+    profile: dict[str, Any] | None = None
+    startup: dict[str, float] | None = None
+    try:
+        for n, preset in enumerate(presets):
+            result = _measure_preset(options, preset, work, first=n == 0)
+            records += result["records"]
+            measured.append(result["preset"])
+            profile = profile or result["profile"]
+            startup = startup or result["startup"]
+    finally:
+        if options.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    document = {
+        "format_version": 2,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "versions": _versions(),
+        "presets": measured,
+        "transport": "plain IMAP on 127.0.0.1 for every tool; master user login "
+        "(SASL PLAIN with authorization identity for imapsync-decl and the raw baseline, "
+        "LOGIN user*master for mbsync)",
         "repeat": options.repeat,
         "connections": options.connection_counts,
         "runs": records,
@@ -512,9 +625,11 @@ def run(options: argparse.Namespace) -> int:
     }
     document["targets"] = report.targets(document)
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    (options.output_dir / "results.json").write_text(
+    results_json = options.output_dir / "results.json"
+    results_json.write_text(
         json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    chart_written = _chart(results_json, options.output_dir / CHART_NAME)
     results_md = options.output_dir / "RESULTS.md"
     # The search benchmark's section (benchmarks/search.py) is kept as it was.
     kept = (
@@ -523,10 +638,24 @@ def run(options: argparse.Namespace) -> int:
         else None
     )
     results_md.write_text(
-        report.with_search_section(report.markdown(document), kept), encoding="utf-8"
+        report.with_search_section(
+            report.markdown(document, chart=CHART_NAME if chart_written else None), kept
+        ),
+        encoding="utf-8",
     )
-    log(f"wrote {options.output_dir / 'RESULTS.md'} and results.json")
+    log(f"wrote {results_md}, results.json" + (f" and {CHART_NAME}" if chart_written else ""))
     return 0 if all(r["ok"] for r in records) else 1
+
+
+def _chart(results_json: Path, png: Path) -> bool:
+    """benchmarks/chart.py on the results, when matplotlib is installed (else it says so)."""
+    try:
+        import chart
+    except ImportError as exc:
+        log(f"no chart: {exc} (install it with .venv/bin/pip install -e '.[bench]')")
+        return False
+    chart.write_chart(json.loads(results_json.read_text(encoding="utf-8")), png)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

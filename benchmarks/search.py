@@ -266,10 +266,11 @@ def apply_cost(results_json: Path, work: Path, batch: int) -> dict[str, Any]:
     recorded: dict[str, Any] = {}
     if results_json.exists():
         recorded = json.loads(results_json.read_text(encoding="utf-8"))
+        # Format 2 holds several presets (every row names its own); format 1 held one.
         first_runs = {
             (row["tool"], row["connections"]): row
             for row in recorded.get("results", [])
-            if row.get("phase") == "first"
+            if row.get("phase") == "first" and row.get("preset", "default") == "default"
         }
         for (tool, connections), row in first_runs.items():
             bare = first_runs.get(("imapsync-decl-nosearch", connections))
@@ -301,12 +302,21 @@ def apply_cost(results_json: Path, work: Path, batch: int) -> dict[str, Any]:
         "index_s": figures.index_s,
         "messages_per_s": figures.messages / figures.index_s if figures.index_s else None,
         "results_json_date": recorded.get("date"),
-        "preset_in_results_json": (recorded.get("preset") or {}).get("name"),
+        "preset_in_results_json": _recorded_preset(recorded),
         "runs": sorted(runs, key=lambda r: int(r["connections"])),
         "size_classes": classes,
         "large_min_bytes": seed.LARGE_MIN,
         "profile": profile,
     }
+
+
+def _recorded_preset(recorded: dict[str, Any]) -> str | None:
+    """The preset whose runs the share is taken from: ``default`` when results.json (format
+    2) measured it, else the one preset of format 1."""
+    if "presets" in recorded:
+        names = [p.get("name") for p in recorded["presets"]]
+        return "default" if "default" in names else None
+    return (recorded.get("preset") or {}).get("name")
 
 
 def _extract_profile(seed: Any, corpus: Any, preset: Any, top: int = 10) -> dict[str, Any]:

@@ -85,6 +85,19 @@ def imapsync_apply_command(config: Path) -> list[str]:
     return [str(IMAPSYNC_DECL), "apply", "--config-dir", str(config), "--format", "json"]
 
 
+def imapsync_plan_command(config: Path) -> list[str]:
+    """``plan`` that exits 0 only when nothing is pending (2 when something is)."""
+    return [
+        str(IMAPSYNC_DECL),
+        "plan",
+        "--config-dir",
+        str(config),
+        "--format",
+        "json",
+        "--detailed-exitcode",
+    ]
+
+
 def imapsync_validate_command(config: Path) -> list[str]:
     return [str(IMAPSYNC_DECL), "validate", "--config-dir", str(config)]
 
