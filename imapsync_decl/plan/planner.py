@@ -197,6 +197,20 @@ def plan_mailbox(
             session.logout()
 
 
+def _plan_and_tell(
+    planned: Callable[[Loaded[Profile], MailboxPlan], None] | None,
+    profile: Loaded[Profile],
+    mailbox: Mailbox,
+    index: IndexReader | None,
+    repair: AbstractSet[str],
+    should_stop: Callable[[], bool] | None,
+) -> MailboxPlan:
+    plan = plan_mailbox(profile, mailbox, index, repair, should_stop)
+    if planned is not None:
+        planned(profile, plan)
+    return plan
+
+
 def make_plan(
     config: Config,
     profile_names: Sequence[str] | None = None,
@@ -206,6 +220,7 @@ def make_plan(
     users_added: Sequence[str] = (),
     repair: AbstractSet[str] = frozenset(),
     should_stop: Callable[[], bool] | None = None,
+    planned: Callable[[Loaded[Profile], MailboxPlan], None] | None = None,
 ) -> Plan:
     """Plan every mailbox of the selected profiles (all profiles by default), up to the
     profile's ``max_concurrent_jobs`` mailboxes at once.
@@ -216,6 +231,9 @@ def make_plan(
 
     ``repair``: blobs that are damaged or missing (``apply --repair``); the messages
     they hold are planned as not archived, so that they are fetched again.
+
+    ``planned``: told of each mailbox's plan as soon as it is made (``apply`` starts its
+    mailbox workers then, while the other mailboxes are still being planned).
 
     ``directory_error``: the directories could not be read, so the profiles that
     synchronise with them are errors, with nothing planned. ``users_added``: users a
@@ -243,7 +261,13 @@ def make_plan(
                         item.doc.max_concurrent_jobs,
                         [
                             functools.partial(
-                                plan_mailbox, item, mailbox, index, repair, should_stop
+                                _plan_and_tell,
+                                planned,
+                                item,
+                                mailbox,
+                                index,
+                                repair,
+                                should_stop,
                             )
                             for mailbox in config.mailboxes.get(item.doc.name, ())
                         ],

@@ -102,6 +102,18 @@ class Batching:
     max_bytes: int = 16 * 1024 * 1024
 
 
+def in_worker(profile: Profile, plan: MailboxPlan) -> bool:
+    """Whether a mailbox with work to do is archived by a mailbox worker: with the profile's
+    worker_processes, unless deletion is planned (verified deletion reads the index between
+    its steps, so it stays in apply)."""
+    return profile.worker_processes and not any(folder.delete for folder in plan.folders)
+
+
+def has_work(plan: MailboxPlan) -> bool:
+    """Whether applying the mailbox's plan fetches anything."""
+    return plan.error is None and any(folder.uids for folder in plan.folders)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -120,12 +132,11 @@ class Executor:
         progress: Progress | None = None,
         repair: VerifyReport | None = None,
         indexing: SearchIndexing | None = None,
-        workers: bool = True,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.config = config
-        # Profiles with worker_processes archive each mailbox in a worker process.
-        self.use_workers = workers
-        self._workers: WorkerPool | None = None
+        # Where profiles with worker_processes archive each mailbox (None: in threads here).
+        self._workers = workers
         self._jobs_at_once = 1  # mailboxes of the profile at hand archived at once
         # The search index, fed after each batch's placements are committed (never before).
         self.indexing = indexing if indexing is not None else SearchIndexing(Path(), enabled=False)
@@ -152,7 +163,6 @@ class Executor:
                 result.failed_profiles.add(profile_plan.name)
         index = self.archive.index
         index.begin_run(self.run_id, "apply")
-        self._workers = WorkerPool() if self.use_workers else None
         try:
             for profile_plan in plan.profiles:
                 profile = self.config.profile(profile_plan.name)
@@ -165,9 +175,6 @@ class Executor:
             if not self.stop and not self._unwritable:
                 self.indexing.finish(self.archive.blobs, self.stop.__bool__)
         finally:
-            if self._workers is not None:
-                self._workers.close()
-                self._workers = None
             result.search = self.indexing.to_json()
             if self.damage is not None:
                 result.repair = repair_outcome(
@@ -274,9 +281,7 @@ class Executor:
         work: list[tuple[FolderPlan, FolderResult, int]],
         key: str,
     ) -> None:
-        # Verified deletion stays here: it reads the index between its steps.
-        deleting = any(folder_plan.delete for folder_plan, _, _ in work)
-        if self._workers is not None and profile.doc.worker_processes and not deleting:
+        if self._workers is not None and in_worker(profile.doc, plan):
             self._archive_in_worker(plan, profile, mailbox, work, key)
             return
         attempt = 0

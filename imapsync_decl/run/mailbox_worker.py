@@ -250,11 +250,15 @@ def main() -> int:
             if job is None:
                 continue
             if not isinstance(job, MailboxJob):
+                sys.stderr.write("mailbox worker: not a job\n")
                 return 2
             worker.run(job)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        return 0
-    return 0
+        pass
+    # Nothing is left to clean up (blobs are durable, the session logged out): skip the
+    # interpreter's teardown, which apply would wait for.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ progress factory and, for planning, the context to hold while servers are read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,18 +23,21 @@ from typing import Any
 
 import structlog
 
+from imapsync_decl.config.documents import Profile
+from imapsync_decl.config.loader import Loaded
 from imapsync_decl.config.resolve import Config, ListedUser, directory_users, load_config
 from imapsync_decl.errors import ImapsyncError, UsageError
-from imapsync_decl.plan.model import Plan
+from imapsync_decl.plan.model import MailboxPlan, Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
 from imapsync_decl.run import notify
 from imapsync_decl.run.accounts import web_password_states
-from imapsync_decl.run.executor import Batching, Executor, StopRequested
+from imapsync_decl.run.executor import Batching, Executor, StopRequested, has_work, in_worker
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.metrics import render_metrics, write_metrics
 from imapsync_decl.run.progress import ProgressFactory, no_progress
 from imapsync_decl.run.results import ApplyResult
+from imapsync_decl.run.workers import WorkerPool
 from imapsync_decl.sources import users as userlist
 from imapsync_decl.sources.users import DirectoryResult
 from imapsync_decl.store import ArchiveLock, BlobStore, remove_damaged_orphans
@@ -228,7 +232,11 @@ def _apply(
         finally:
             if index is not None:
                 index.close()
-    with open_for_writing(config.archive_path, "imapsync-decl apply") as archive:
+    # The workers end before the archive's lock is let go: none writes after it.
+    with (
+        open_for_writing(config.archive_path, "imapsync-decl apply") as archive,
+        contextlib.closing(WorkerPool()) as workers,
+    ):
         users_changes: dict[str, Any] = {}
         directory_error: str | None = None
         if needs_directory(config, profile_names) or (
@@ -251,6 +259,9 @@ def _apply(
                 to_repair=len(damage.to_repair),
                 damaged_orphans=len(damage.damaged_orphans),
             )
+        # A mailbox worker starts as soon as a planned mailbox has work for it, so that its
+        # start-up overlaps with the planning of the others (a no-op starts none).
+        planned = functools.partial(_prestart, workers, config)
         if saved is not None:
             # Again under the lock: another apply may have run meanwhile.
             fresh = not existed and archive.index.state_token() == "runs:0"
@@ -265,6 +276,7 @@ def _apply(
                     archive.index,
                     directory_error=directory_error,
                     should_stop=stop.__bool__,
+                    planned=planned,
                 )
                 the_plan = restrict_to_saved(saved, current)
         else:
@@ -275,6 +287,7 @@ def _apply(
                 directory_error=directory_error,
                 repair=damage.to_repair if damage is not None else frozenset(),
                 should_stop=stop.__bool__,
+                planned=planned,
             )
         if stop:
             return None
@@ -292,6 +305,7 @@ def _apply(
                 progress=bars,
                 repair=damage,
                 indexing=indexing,
+                workers=workers,
             )
             try:
                 result = executor.apply(the_plan)
@@ -301,6 +315,17 @@ def _apply(
         if metrics_file is not None:
             _write_metrics(metrics_file, archive.index, config)
         return result
+
+
+def _prestart(
+    workers: WorkerPool, config: Config, profile: Loaded[Profile], plan: MailboxPlan
+) -> None:
+    """Start a mailbox worker for a planned mailbox that will need one, up to as many as the
+    profile archives at once."""
+    if has_work(plan) and in_worker(profile.doc, plan):
+        workers.prestart(
+            min(profile.doc.max_concurrent_jobs, len(config.mailboxes.get(profile.doc.name, ())))
+        )
 
 
 def _write_metrics(path: Path, index: Index, config: Config) -> None:

@@ -88,10 +88,14 @@ class Worker:
                 self.process.kill()  # in the middle of a job that no one will read
             raise
 
-    def close(self) -> None:
-        """End the worker: its stdin closes (it exits between jobs); killed if it lingers."""
+    def end_input(self) -> None:
+        """No more jobs: the worker exits once it sees its stdin end."""
         with contextlib.suppress(OSError):
             self._stdin.close()
+
+    def close(self) -> None:
+        """End the worker: its stdin closes (it exits between jobs); killed if it lingers."""
+        self.end_input()
         try:
             self.process.wait(STOP_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -130,8 +134,21 @@ class WorkerPool:
     def started(self) -> int:
         return len(self._all)
 
+    def prestart(self, limit: int) -> None:
+        """Start one more idle worker unless ``limit`` are running already, so that its
+        start-up (the interpreter, its imports) overlaps with what the caller does meanwhile."""
+        with self._lock:
+            if len(self._all) >= limit:
+                return
+            worker = Worker()
+            self._all.append(worker)
+            self._idle.append(worker)
+
     def close(self) -> None:
+        """End every worker: all are told at once, then each is waited for."""
         with self._lock:
             workers, self._all, self._idle = self._all, [], []
+        for worker in workers:
+            worker.end_input()
         for worker in workers:
             worker.close()
