@@ -129,7 +129,7 @@ class FakeImap:
                 self.commands.append(verb)
                 self.lines.append(text)
                 if verb == "AUTHENTICATE":
-                    mechanism, _, initial = args.partition(" ")
+                    _mechanism, _, initial = args.partition(" ")
                     if not initial:  # without SASL-IR's initial response: ask for it
                         conn.sendall(b"+ \r\n")
                         initial = reader.readline().decode("ascii", "replace")
