@@ -10,6 +10,7 @@ of them is ever taken for another folder's state.
 
 from __future__ import annotations
 
+import imaplib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from imapsync_decl.config.imap_access import imap_endpoint, imap_login
 from imapsync_decl.config.resolve import Credentials
 from imapsync_decl.imap.connection import Connection
-from imapsync_decl.imap.errors import ProtocolError
+from imapsync_decl.imap.errors import ImapError, ProtocolError
 from imapsync_decl.imap.facts import FolderInfo, FolderState
 from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.secrets import Secret
@@ -30,21 +31,50 @@ from servers.fake_imap import FakeImap, lines
 
 @pytest.fixture
 def sent_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The command lines every connection sends (verb and arguments, no literals)."""
+    """The command lines every connection sends (verb and arguments, no literals), and
+    ``= VERB`` where the client has read the tagged answer of one."""
     sent: list[str] = []
-    original = Connection._command
+    command = Connection._command
+    complete: Any = vars(imaplib.IMAP4)["_command_complete"]  # imaplib has no types
 
     def spy(self: Connection, name: str, *args: Any) -> bytes:
         shown = " ".join(str(getattr(a, "value", a)) for a in args if a is not None)
         sent.append(f"{name} {shown}".strip() if name != "AUTHENTICATE" else name)
-        return original(self, name, *args)
+        return command(self, name, *args)
+
+    def completed(self: Connection, name: str, tag: bytes) -> Any:
+        answer = complete(self, name, tag)
+        sent.append(f"= {name}")
+        return answer
 
     monkeypatch.setattr(Connection, "_command", spy)
+    monkeypatch.setattr(Connection, "_command_complete", completed)
     return sent
 
 
 def verbs(sent: list[str]) -> list[str]:
-    return [line.split(" ", 1)[0] for line in sent]
+    return [line.split(" ", 1)[0] for line in sent if not line.startswith("=")]
+
+
+def status_events(sent: list[str]) -> list[str]:
+    """``STATUS <folder>`` for each STATUS sent, ``=`` for each answer read."""
+    return [
+        "=" if line.startswith("=") else line.rsplit(" (", 1)[0]
+        for line in sent
+        if line.startswith(("STATUS", "= STATUS"))
+    ]
+
+
+@pytest.fixture
+def without_list_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions that do as if the server did not offer LIST-STATUS."""
+    refresh = ImapSession._refresh_capabilities
+
+    def capabilities(self: ImapSession) -> None:
+        refresh(self)
+        self._channel.capabilities -= {"LIST-STATUS"}
+
+    monkeypatch.setattr(ImapSession, "_refresh_capabilities", capabilities)
 
 
 def folders_of(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -114,6 +144,37 @@ def test_a_flag_change_under_a_flag_filter_is_planned_from_the_listed_modseq(
     _code, plan = bed.plan_json()
     assert folders_of(plan)["INBOX"]["messages"] == 1
     assert "STATUS" not in verbs(sent_commands)
+
+
+@pytest.mark.dovecot
+@pytest.mark.usefixtures("without_list_status")
+def test_without_list_status_the_status_commands_go_in_one_round_trip(
+    bed: Bed, sent_commands: list[str]
+) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 2)
+    seed(bed, user, "Projekt", 2)
+    seed(bed, user, "Kunden", 1)
+    bed.master_profile("p", [user])
+    assert bed.apply_json()[0] == 0
+    seed(bed, user, "INBOX", 1, tag="new")
+    bed.server.delete_folder(user, "Projekt")
+    bed.server.create_folder(user, "Projekt")
+    bed.server.append(user, "Projekt", make_message(subject="again", body="again\n"))
+
+    sent_commands.clear()
+    _code, plan = bed.plan_json()
+    folders = folders_of(plan)
+    assert folders["INBOX"]["messages"] == 1
+    assert folders["Projekt"]["action"] == "rescan"
+    assert folders["Kunden"]["note"] == "up to date"
+    (listing,) = [c for c in sent_commands if c.startswith("LIST")]
+    assert "STATUS" not in listing
+    # Every STATUS sent before the first answer is read.
+    events = status_events(sent_commands)
+    asked = [e for e in events if e != "="]
+    assert {"STATUS INBOX", "STATUS Kunden", "STATUS Projekt"} <= set(asked)
+    assert events == [*asked, *("=",) * len(asked)]
 
 
 # --- a scripted server --------------------------------------------------------------------------
@@ -254,3 +315,53 @@ def test_sasl_ir_and_greeting_capabilities_save_round_trips() -> None:
     assert fake.lines[0].split(" ")[1:3] == ["AUTHENTICATE", "PLAIN"]
     assert len(fake.lines[0].split(" ")) == 4
     assert fake.auth_payloads == [b"alice\0archiver\0pw"]
+
+
+def test_pipelined_status_answers_that_do_not_fit_leave_the_folder_to_be_asked_alone(
+    sent_commands: list[str],
+) -> None:
+    def listing(tag: str, args: str) -> bytes:
+        if args == '"" ""':
+            return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
+        assert "STATUS" not in args
+        names = ("INBOX", "Sent", "Drafts", "Gone", "Twice")
+        return lines(*(f'* LIST () "/" {n}' for n in names), f"{tag} OK done")
+
+    def status(tag: str, args: str) -> bytes:
+        name = args.rsplit(" (", 1)[0].strip('"')
+        if name == "Gone":  # refused, whatever came before
+            return lines(f"* STATUS Gone {state(3, 33, 30)}", f"{tag} NO [NONEXISTENT] gone")
+        if name == "Drafts":  # an answer about another folder
+            return lines(f"* STATUS Other {state(9, 99, 90)}", f"{tag} OK done")
+        if name == "Twice":
+            return lines(
+                f"* STATUS Twice {state(7, 77, 70)}",
+                f"* STATUS Twice {state(8, 88, 80)}",
+                f"{tag} OK done",
+            )
+        return status_reply(tag, args)
+
+    caps = "IMAP4rev1 AUTH=PLAIN"
+    with FakeImap({"LIST": listing, "STATUS": status}, capabilities=caps) as fake:
+        session = session_on(fake)
+        folders = session.list_folders()
+        sent_commands.clear()
+        session.prefetch_states(folders)
+        pipelined = status_events(sent_commands)
+        states: dict[str, FolderState | str] = {}
+        for folder in folders:
+            try:
+                states[folder.path] = session.folder_state(folder)
+            except ImapError as exc:
+                states[folder.path] = type(exc).__name__
+        session.logout()
+    assert pipelined == [*(f"STATUS {f.path}" for f in folders), *("=",) * len(folders)]
+    assert states["INBOX"] == FolderState(505, 7, 6)
+    assert states["Sent"] == FolderState(504, 7, 6)
+    assert states["Drafts"] == "ProtocolError"
+    assert states["Gone"] in {"FolderGone", "ProtocolError"}
+    assert states["Twice"] == FolderState(8, 88, 80)  # asked alone: the last answer counts
+    # Drafts, Gone and Twice were asked alone once more.
+    alone = [e for e in status_events(sent_commands)[len(pipelined) :] if e != "="]
+    assert alone == ["STATUS Drafts", "STATUS Gone", "STATUS Twice"]
+    assert fake.commands.count("STATUS") == len(folders) + 3

@@ -17,6 +17,7 @@ wire are bounded and checked by :mod:`imapsync_decl.imap.connection`.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ from imapsync_decl.imap.wire import (
 )
 from imapsync_decl.imap.writer import FolderWriter
 
-__all__ = ["SIZE_CHUNK", "SIZE_MARGIN", "ImapSession", "SessionStats"]
+__all__ = ["SIZE_CHUNK", "SIZE_MARGIN", "STATUS_PIPELINE", "ImapSession", "SessionStats"]
 
 #: A message body may exceed its RFC822.SIZE (servers count line ends differently):
 #: by at most this much (plus the size itself, i.e. twice the size in all).
@@ -75,6 +76,11 @@ SIZE_MARGIN = 64 * 1024
 #: UIDs per ``UID FETCH (RFC822.SIZE)`` command: keeps command lines short (RFC 7162
 #: asks clients to stay below about 8000 octets).
 SIZE_CHUNK = 500
+
+#: STATUS commands sent before their answers are read (:meth:`ImapSession.prefetch_states`):
+#: their answers stay far below what socket buffers hold, so that neither side waits
+#: for the other to read.
+STATUS_PIPELINE = 32
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +109,7 @@ class ImapSession:
         self._endpoint = channel.endpoint
         self._mailbox = mailbox
         self._where = channel.where
-        self._listed: dict[str, FolderState] = {}
+        self._known: dict[str, FolderState] = {}  # listed or prefetched, by wire name
         self.stats = SessionStats()
 
     # ------------------------------------------------------------------ opening
@@ -256,7 +262,7 @@ class ImapSession:
         :attr:`FolderInfo.selectable`). A namespace's own root (``Mail`` for the
         prefix ``Mail/``) is not a folder and is left out.
         """
-        self._listed = {}
+        self._known = {}
         namespaces = self._namespaces()
         personal = [ns for ns in namespaces if ns.personal]
         patterns = sorted({ns.prefix + "*" for ns in personal})
@@ -300,7 +306,7 @@ class ImapSession:
             )
             folders.setdefault(path, info)
         listed = sorted(folders.values(), key=lambda f: (f.path != "INBOX", f.path))
-        self._listed = self._listed_states(listed, statuses)
+        self._known = self._listed_states(listed, statuses)
         return listed
 
     def _listed_states(
@@ -410,12 +416,78 @@ class ImapSession:
 
     def folder_state(self, folder: FolderInfo) -> FolderState:
         """The state of ``folder`` as the last :meth:`list_folders` saw it when the server
-        gave it with the listing (LIST-STATUS), else :meth:`status`. Each listed state
-        is used once: asking again sends STATUS."""
-        listed = self._listed.pop(folder.wire_name, None)
-        if listed is not None:
-            return listed
+        gave it with the listing (LIST-STATUS) or as :meth:`prefetch_states` asked it,
+        else :meth:`status`. Each such state is used once: asking again sends STATUS."""
+        known = self._known.pop(folder.wire_name, None)
+        if known is not None:
+            return known
         return self.status(folder)
+
+    def prefetch_states(self, folders: Sequence[FolderInfo]) -> None:
+        """Ask STATUS of each of ``folders`` that has no state from the listing, the
+        commands of :data:`STATUS_PIPELINE` folders sent before their answers are read:
+        one round trip for them instead of one each. :meth:`folder_state` returns them.
+
+        Only an answer that names the folder, alone and complete, after an OK, counts; a
+        folder without one is left for :meth:`folder_state` to ask alone (so that its
+        error, a folder gone say, is its own). So are the examined folder (its STATUS
+        needs a NOOP first) and names that would go as literals (a synchronizing literal
+        waits for the server, which would read answers in between).
+        """
+        selected = self._selected
+        wanted: dict[str, FolderInfo] = {}
+        for folder in folders:
+            name = wire_bytes(folder)
+            if (
+                not folder.selectable
+                or folder.wire_name in self._known
+                or (selected is not None and selected.wire_name == folder.wire_name)
+                or not name.isascii()
+                or UNSAFE.search(name)
+            ):
+                continue
+            wanted.setdefault(folder.wire_name, folder)
+        batch = list(wanted.values())
+        for start in range(0, len(batch), STATUS_PIPELINE):
+            self._known.update(self._pipelined_status(batch[start : start + STATUS_PIPELINE]))
+
+    def _pipelined_status(self, folders: Sequence[FolderInfo]) -> dict[str, FolderState]:
+        if len(folders) < 2:
+            return {}  # one folder: STATUS alone is just as fast
+        imap = self._imap
+        items = "(" + " ".join(self._status_items()) + ")"
+        answered: set[str] = set()
+        with self._channel.guard("STATUS"):
+            imap.untagged_responses.pop("STATUS", None)
+            tags = [
+                imap._command("STATUS", Str(folder.wire_name, "folder name"), items)
+                for folder in folders
+            ]
+            # Every answer is read, even after a refusal: none is left for the next command.
+            for folder, tag in zip(folders, tags, strict=True):
+                try:
+                    typ, _data = imap._command_complete("STATUS", tag)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error:
+                    continue  # BAD: this folder is asked alone
+                if typ == "OK":
+                    answered.add(folder.wire_name)
+            data = imap.untagged_responses.pop("STATUS", [])
+        try:
+            answers = parse_status_responses(data)
+        except ProtocolError:
+            return {}  # each folder is asked alone, and fails alone
+        found: dict[str, FolderState] = {}
+        for folder in folders:
+            if folder.wire_name not in answered:
+                continue
+            name = wire_bytes(folder)
+            mine = [values for sent, values in answers if same_mailbox(sent, name)]
+            state = self._state_of(mine[0]) if len(mine) == 1 else None
+            if state is not None:
+                found[folder.wire_name] = state
+        return found
 
     def status(self, folder: FolderInfo) -> FolderState:
         """STATUS of ``folder`` (UIDVALIDITY, UIDNEXT, MESSAGES; HIGHESTMODSEQ with CONDSTORE).

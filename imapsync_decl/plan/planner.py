@@ -169,6 +169,8 @@ def plan_mailbox(
             session.login(imap_login(mailbox.credentials))
             folders = session.list_folders()
             choices = select_folders(folders, profile.doc.folders)
+            # Without LIST-STATUS: the STATUS commands pipelined, one round trip for all.
+            session.prefetch_states([c.folder for c in choices if c.included])
             facts: dict[str, FolderFacts] = {}
             archived: dict[str, ArchivedFolder] = {}
             for choice in choices:
