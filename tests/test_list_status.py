@@ -234,6 +234,27 @@ def test_listed_states_that_do_not_fit_a_folder_are_never_used_for_it() -> None:
     ]
 
 
+def test_an_unreadable_listed_status_leaves_every_folder_to_status() -> None:
+    def listing(tag: str, args: str) -> bytes:
+        if args == '"" ""':
+            return lines('* LIST (\\Noselect) "/" ""', f"{tag} OK done")
+        return lines(
+            '* LIST () "/" INBOX',
+            f"* STATUS INBOX {state(1, 11, 10)}",
+            '* LIST () "/" Sent',
+            "* STATUS Sent (UIDNEXT 5",  # unbalanced
+            f"{tag} OK done",
+        )
+
+    with FakeImap({"LIST": listing, "STATUS": status_reply}, capabilities=CAPS) as fake:
+        session = session_on(fake)
+        folders = session.list_folders()
+        states = [session.folder_state(f) for f in folders]
+        session.logout()
+    assert [f.path for f in folders] == ["INBOX", "Sent"]
+    assert states == [FolderState(505, 7, 6), FolderState(504, 7, 6)]
+
+
 def test_a_listed_state_is_used_once() -> None:
     def listing(tag: str, args: str) -> bytes:
         if args == '"" ""':

@@ -406,9 +406,13 @@ class ImapSession:
             if typ != "OK":
                 raise ProtocolError(f"{self._where}: LIST {pattern!r} failed: {answer_text(data)}")
             if with_status and statuses is not None:
-                statuses.extend(
-                    parse_status_responses(self._imap.untagged_responses.pop("STATUS", []))
-                )
+                try:
+                    statuses.extend(
+                        parse_status_responses(self._imap.untagged_responses.pop("STATUS", []))
+                    )
+                except ProtocolError:
+                    # Unreadable: the listing stands, each folder is asked with STATUS.
+                    log.warning("list_status_ignored", reason="an unreadable STATUS answer")
             typ, data = self._imap._untagged_response(typ, data, "LIST")
             return parse_list_response(data)
 
