@@ -23,8 +23,9 @@ from imapsync_decl.imap.wire import (
     parse_list_response,
     parse_namespace_response,
     parse_search_response,
-    parse_status_response,
+    parse_status_responses,
     redact,
+    same_mailbox,
     sasl_plain,
     sequence_set,
 )
@@ -176,20 +177,47 @@ def test_answer_text(data: object, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "values"),
+    ("data", "found"),
     [
         (
             [b"INBOX (UIDVALIDITY 7 UIDNEXT 12 MESSAGES 3)"],
-            {"UIDVALIDITY": 7, "UIDNEXT": 12, "MESSAGES": 3},
+            [(b"INBOX", {"UIDVALIDITY": 7, "UIDNEXT": 12, "MESSAGES": 3})],
         ),
-        ([b'"Sent Items" (uidnext 5 highestmodseq 99)'], {"UIDNEXT": 5, "HIGHESTMODSEQ": 99}),
-        ([b"INBOX (UIDNEXT 4)", b"INBOX (UIDNEXT 5)"], {"UIDNEXT": 5}),  # the last one counts
-        ([(b"{5}", b"A B C"), b" (MESSAGES 1)"], {"MESSAGES": 1}),
-        ([None], None),
+        (
+            [b'"Sent Items" (uidnext 5 highestmodseq 99)'],
+            [(b"Sent Items", {"UIDNEXT": 5, "HIGHESTMODSEQ": 99})],
+        ),
+        (
+            [b"INBOX (UIDNEXT 4)", b"Sent (UIDNEXT 5)"],
+            [(b"INBOX", {"UIDNEXT": 4}), (b"Sent", {"UIDNEXT": 5})],
+        ),
+        ([(b"{5}", b"A B C"), b" (MESSAGES 1)"], [(b"A B C", {"MESSAGES": 1})]),
+        ([b'"a\\"b" (MESSAGES 2)'], [(b'a"b', {"MESSAGES": 2})]),
+        # Values that are not numbers, or absurdly long ones, are left out.
+        ([b"INBOX (MESSAGES x UIDNEXT " + b"9" * 30 + b")"], [(b"INBOX", {})]),
+        ([None], []),
     ],
 )
-def test_parse_status_response(data: list[object], values: dict[str, int] | None) -> None:
-    assert parse_status_response(data) == values
+def test_parse_status_responses(
+    data: list[object], found: list[tuple[bytes, dict[str, int]]]
+) -> None:
+    assert parse_status_responses(data) == found
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[b"INBOX"], [b"INBOX (MESSAGES 1"], [b"(MESSAGES 1)"], [b"INBOX (MESSAGES 1) extra"]],
+)
+def test_a_status_response_that_cannot_be_parsed_is_refused(data: list[object]) -> None:
+    with pytest.raises(ProtocolError, match="STATUS response"):
+        parse_status_responses(data)
+
+
+def test_same_mailbox_is_exact_except_for_inbox() -> None:
+    assert same_mailbox(b"INBOX", b"inbox")
+    assert same_mailbox(b"Sent", b"Sent")
+    assert not same_mailbox(b"Sent", b"sent")
+    assert not same_mailbox(b"INBOX/a", b"inbox/a")
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,16 @@ class Connection(imaplib.IMAP4):
             return True
         return size <= LITERAL_MINUS_MAX and bool(caps & {"LITERAL-", "IMAP4REV2"})
 
+    def _get_capabilities(self) -> None:
+        """The capabilities: from the greeting's ``[CAPABILITY ...]`` code when it has one
+        (RFC 3501 7.1; one round trip less), else asked with CAPABILITY. After STARTTLS
+        nothing from before the handshake is left, so they are always asked."""
+        greeting = self.untagged_responses.pop("CAPABILITY", None)
+        if greeting and isinstance(greeting[-1], bytes) and greeting[-1].strip():
+            self.capabilities = tuple(greeting[-1].decode("ascii", "replace").upper().split())
+            return
+        super()._get_capabilities()  # type: ignore[misc]
+
     def start_tls(self, context: ssl.SSLContext) -> tuple[str, list[Any]]:
         """STARTTLS; everything received before the handshake is discarded, and data
         that arrived after the answer but before the handshake is refused."""
@@ -345,6 +355,12 @@ class Authenticator:
     def check(self) -> None:
         for part in self._parts:
             check(part.encoded(), part.what, None if part.secret else part.value)
+
+    def initial(self) -> str:
+        """The initial response of SASL-IR (RFC 4959): the payload with the command."""
+        self._done = True
+        authzid, authcid, secret = (part.value for part in self._parts)
+        return sasl_plain(authzid, authcid, secret).decode("ascii")
 
     def process(self) -> bytes:
         """The answer to a "+" continuation (sent with CRLF); PLAIN ignores the challenge."""

@@ -17,6 +17,7 @@ wire are bounded and checked by :mod:`imapsync_decl.imap.connection`.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ from imapsync_decl.imap.wire import (
     parse_list_response,
     parse_namespace_response,
     parse_search_response,
-    parse_status_response,
+    parse_status_responses,
     plain_forms,
     redact,
+    same_mailbox,
     search_atom,
     sequence_set,
     wire_bytes,
@@ -65,7 +67,7 @@ from imapsync_decl.imap.wire import (
 )
 from imapsync_decl.imap.writer import FolderWriter
 
-__all__ = ["SIZE_CHUNK", "SIZE_MARGIN", "ImapSession", "SessionStats"]
+__all__ = ["SIZE_CHUNK", "SIZE_MARGIN", "STATUS_PIPELINE", "ImapSession", "SessionStats"]
 
 #: A message body may exceed its RFC822.SIZE (servers count line ends differently):
 #: by at most this much (plus the size itself, i.e. twice the size in all).
@@ -74,6 +76,11 @@ SIZE_MARGIN = 64 * 1024
 #: UIDs per ``UID FETCH (RFC822.SIZE)`` command: keeps command lines short (RFC 7162
 #: asks clients to stay below about 8000 octets).
 SIZE_CHUNK = 500
+
+#: STATUS commands sent before their answers are read (:meth:`ImapSession.prefetch_states`):
+#: their answers stay far below what socket buffers hold, so that neither side waits
+#: for the other to read.
+STATUS_PIPELINE = 32
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +109,7 @@ class ImapSession:
         self._endpoint = channel.endpoint
         self._mailbox = mailbox
         self._where = channel.where
+        self._known: dict[str, FolderState] = {}  # listed or prefetched, by wire name
         self.stats = SessionStats()
 
     # ------------------------------------------------------------------ opening
@@ -177,8 +185,14 @@ class ImapSession:
                 "not offer AUTH=PLAIN (needed by mechanism sasl_plain)"
             )
         imap = self._imap
-        imap.literal = Authenticator(authzid, authcid, secret)
-        typ, data = imap._simple_command("AUTHENTICATE", "PLAIN")
+        authenticator = Authenticator(authzid, authcid, secret)
+        if "SASL-IR" in self._caps:
+            # RFC 4959: the response goes with the command, one round trip less.
+            authenticator.check()
+            typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", authenticator.initial())
+        else:
+            imap.literal = authenticator
+            typ, data = imap._simple_command("AUTHENTICATE", "PLAIN")
         return str(typ), data
 
     def _login_command(self, username: str, secret: str) -> tuple[str, Any]:
@@ -248,14 +262,16 @@ class ImapSession:
         :attr:`FolderInfo.selectable`). A namespace's own root (``Mail`` for the
         prefix ``Mail/``) is not a folder and is left out.
         """
+        self._known = {}
         namespaces = self._namespaces()
         personal = [ns for ns in namespaces if ns.personal]
         patterns = sorted({ns.prefix + "*" for ns in personal})
         entries: list[ListEntry] = []
+        statuses: list[tuple[bytes, dict[str, int]]] = []
         for pattern in patterns:
-            entries.extend(self._list("", pattern))
+            entries.extend(self._list("", pattern, statuses))
         if not any(e.name.upper() == b"INBOX" for e in entries):
-            entries.extend(self._list("", "INBOX"))
+            entries.extend(self._list("", "INBOX", statuses))
 
         folders: dict[str, FolderInfo] = {}
         seen_wire: set[bytes] = set()
@@ -289,7 +305,52 @@ class ImapSession:
                 attributes=frozenset(entry.attributes),
             )
             folders.setdefault(path, info)
-        return sorted(folders.values(), key=lambda f: (f.path != "INBOX", f.path))
+        listed = sorted(folders.values(), key=lambda f: (f.path != "INBOX", f.path))
+        self._known = self._listed_states(listed, statuses)
+        return listed
+
+    def _listed_states(
+        self, folders: Sequence[FolderInfo], statuses: Sequence[tuple[bytes, dict[str, int]]]
+    ) -> dict[str, FolderState]:
+        """The LIST-STATUS answers that name exactly one listed folder, each complete.
+
+        A STATUS for a name not listed is ignored; a folder with no answer, an
+        incomplete one or more than one (which of them would be true?) has none, and
+        :meth:`folder_state` asks STATUS for it. The examined folder has none either:
+        the server may answer with the session's older view of it.
+        """
+        selected = self._selected
+        found: dict[str, FolderState] = {}
+        for folder in folders:
+            if not folder.selectable or (
+                selected is not None and selected.wire_name == folder.wire_name
+            ):
+                continue
+            name = wire_bytes(folder)
+            answers = [values for sent, values in statuses if same_mailbox(sent, name)]
+            if len(answers) != 1:
+                continue
+            state = self._state_of(answers[0])
+            if state is not None:
+                found[folder.wire_name] = state
+        return found
+
+    def _state_of(self, values: Mapping[str, int]) -> FolderState | None:
+        """The folder state of STATUS items; None when one that was asked for is missing."""
+        if any(item not in values for item in self._status_items()):
+            return None
+        return FolderState(
+            uidvalidity=values["UIDVALIDITY"],
+            uidnext=values["UIDNEXT"],
+            exists=values["MESSAGES"],
+            highestmodseq=values.get("HIGHESTMODSEQ"),
+        )
+
+    def _status_items(self) -> list[str]:
+        items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"]
+        if "CONDSTORE" in self._caps:
+            items.append("HIGHESTMODSEQ")
+        return items
 
     def _namespaces(self) -> list[Namespace]:
         if "NAMESPACE" in self._caps:
@@ -321,19 +382,116 @@ class ImapSession:
         entries = self._list("", "")
         return entries[0].delimiter if entries else None
 
-    def _list(self, reference: str, pattern: str) -> list[ListEntry]:
+    def _list(
+        self,
+        reference: str,
+        pattern: str,
+        statuses: list[tuple[bytes, dict[str, int]]] | None = None,
+    ) -> list[ListEntry]:
+        """LIST; with ``statuses`` and LIST-STATUS (RFC 5819) offered, the status of each
+        folder comes with it and its STATUS answers are added to ``statuses``."""
+        caps = self._caps
+        returns: list[str] = []
+        if pattern and "LIST-EXTENDED" in caps and "SPECIAL-USE" in caps:
+            returns.append("SPECIAL-USE")
+        with_status = statuses is not None and "LIST-STATUS" in caps
+        if with_status:
+            returns.append("STATUS (" + " ".join(self._status_items()) + ")")
         args: list[Any] = [Str(reference, "LIST reference"), Str(pattern, "LIST pattern")]
-        if pattern and "LIST-EXTENDED" in self._caps and "SPECIAL-USE" in self._caps:
-            args += ["RETURN", "(SPECIAL-USE)"]
+        if returns:
+            args += ["RETURN", "(" + " ".join(returns) + ")"]
         with self._channel.guard("LIST"):
             self._imap.untagged_responses.pop("LIST", None)
             typ, data = self._imap._simple_command("LIST", *args)
             if typ != "OK":
                 raise ProtocolError(f"{self._where}: LIST {pattern!r} failed: {answer_text(data)}")
+            if with_status and statuses is not None:
+                try:
+                    statuses.extend(
+                        parse_status_responses(self._imap.untagged_responses.pop("STATUS", []))
+                    )
+                except ProtocolError:
+                    # Unreadable: the listing stands, each folder is asked with STATUS.
+                    log.warning("list_status_ignored", reason="an unreadable STATUS answer")
             typ, data = self._imap._untagged_response(typ, data, "LIST")
             return parse_list_response(data)
 
     # ------------------------------------------------------------------ folder state
+
+    def folder_state(self, folder: FolderInfo) -> FolderState:
+        """The state of ``folder`` as the last :meth:`list_folders` saw it when the server
+        gave it with the listing (LIST-STATUS) or as :meth:`prefetch_states` asked it,
+        else :meth:`status`. Each such state is used once: asking again sends STATUS."""
+        known = self._known.pop(folder.wire_name, None)
+        if known is not None:
+            return known
+        return self.status(folder)
+
+    def prefetch_states(self, folders: Sequence[FolderInfo]) -> None:
+        """Ask STATUS of each of ``folders`` that has no state from the listing, the
+        commands of :data:`STATUS_PIPELINE` folders sent before their answers are read:
+        one round trip for them instead of one each. :meth:`folder_state` returns them.
+
+        Only an answer that names the folder, alone and complete, after an OK, counts; a
+        folder without one is left for :meth:`folder_state` to ask alone (so that its
+        error, a folder gone say, is its own). So are the examined folder (its STATUS
+        needs a NOOP first) and names that would go as literals (a synchronizing literal
+        waits for the server, which would read answers in between).
+        """
+        selected = self._selected
+        wanted: dict[str, FolderInfo] = {}
+        for folder in folders:
+            name = wire_bytes(folder)
+            if (
+                not folder.selectable
+                or folder.wire_name in self._known
+                or (selected is not None and selected.wire_name == folder.wire_name)
+                or not name.isascii()
+                or UNSAFE.search(name)
+            ):
+                continue
+            wanted.setdefault(folder.wire_name, folder)
+        batch = list(wanted.values())
+        for start in range(0, len(batch), STATUS_PIPELINE):
+            self._known.update(self._pipelined_status(batch[start : start + STATUS_PIPELINE]))
+
+    def _pipelined_status(self, folders: Sequence[FolderInfo]) -> dict[str, FolderState]:
+        if len(folders) < 2:
+            return {}  # one folder: STATUS alone is just as fast
+        imap = self._imap
+        items = "(" + " ".join(self._status_items()) + ")"
+        answered: set[str] = set()
+        with self._channel.guard("STATUS"):
+            imap.untagged_responses.pop("STATUS", None)
+            tags = [
+                imap._command("STATUS", Str(folder.wire_name, "folder name"), items)
+                for folder in folders
+            ]
+            # Every answer is read, even after a refusal: none is left for the next command.
+            for folder, tag in zip(folders, tags, strict=True):
+                try:
+                    typ, _data = imap._command_complete("STATUS", tag)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error:
+                    continue  # BAD: this folder is asked alone
+                if typ == "OK":
+                    answered.add(folder.wire_name)
+            data = imap.untagged_responses.pop("STATUS", [])
+        try:
+            answers = parse_status_responses(data)
+        except ProtocolError:
+            return {}  # each folder is asked alone, and fails alone
+        found: dict[str, FolderState] = {}
+        for folder in folders:
+            if folder.wire_name not in answered:
+                continue
+            name = wire_bytes(folder)
+            mine = [values for sent, values in answers if same_mailbox(sent, name)]
+            state = self._state_of(mine[0]) if len(mine) == 1 else None
+            if state is not None:
+                found[folder.wire_name] = state
+        return found
 
     def status(self, folder: FolderInfo) -> FolderState:
         """STATUS of ``folder`` (UIDVALIDITY, UIDNEXT, MESSAGES; HIGHESTMODSEQ with CONDSTORE).
@@ -345,21 +503,12 @@ class ImapSession:
             raise ProtocolError(
                 f"{self._where}: folder {folder.path!r} has no status (it is \\Noselect)"
             )
-        items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"]
-        if "CONDSTORE" in self._caps:
-            items.append("HIGHESTMODSEQ")
-        values = self._status(folder, items)
-        try:
-            return FolderState(
-                uidvalidity=values["UIDVALIDITY"],
-                uidnext=values["UIDNEXT"],
-                exists=values["MESSAGES"],
-                highestmodseq=values.get("HIGHESTMODSEQ"),
-            )
-        except KeyError as exc:
-            raise ProtocolError(
-                f"{self._where}: STATUS of {folder.path!r} lacks {exc.args[0]}"
-            ) from None
+        values = self._status(folder, self._status_items())
+        state = self._state_of(values)
+        if state is None:
+            lacking = next(item for item in self._status_items() if item not in values)
+            raise ProtocolError(f"{self._where}: STATUS of {folder.path!r} lacks {lacking}")
+        return state
 
     def _status(
         self, folder: FolderInfo, items: Sequence[str], *, sync: bool = True
@@ -380,10 +529,12 @@ class ImapSession:
             if typ != "OK":
                 self._refused(folder, "STATUS", data)
             typ, data = self._imap._untagged_response(typ, data, "STATUS")
-            values = parse_status_response(data)
-        if values is None:
+            name = wire_bytes(folder)
+            # Only an answer naming this folder counts, never one about another folder.
+            answers = [v for sent, v in parse_status_responses(data) if same_mailbox(sent, name)]
+        if not answers:
             raise ProtocolError(f"{self._where}: STATUS of {folder.path!r}: no STATUS response")
-        return values
+        return answers[-1]
 
     @property
     def _selected(self) -> FolderInfo | None:

@@ -46,10 +46,11 @@ __all__ = [
     "parse_list_response",
     "parse_namespace_response",
     "parse_search_response",
-    "parse_status_response",
+    "parse_status_responses",
     "plain_forms",
     "redact",
     "responses",
+    "same_mailbox",
     "sasl_plain",
     "search_atom",
     "sequence_set",
@@ -483,19 +484,38 @@ def namespace_of(wire: str, namespaces: Sequence[Namespace]) -> Namespace | None
     return best
 
 
-def parse_status_response(data: Sequence[Any]) -> dict[str, int] | None:
-    """The items of the last STATUS response (names upper-cased), None without one."""
-    parsed = parse_response([d for d in data if d is not None])
-    # Each response is: mailbox-name (item value ...); take the last list.
-    lists = [p for p in parsed if isinstance(p, tuple)]
-    if not lists:
-        return None
-    pairs = lists[-1]
-    out: dict[str, int] = {}
-    for key, value in zip(pairs[0::2], pairs[1::2], strict=False):
-        if isinstance(key, bytes) and isinstance(value, int):
-            out[key.decode("ascii", "replace").upper()] = value
-    return out
+def parse_status_responses(data: Sequence[Any]) -> list[tuple[bytes, dict[str, int]]]:
+    """Every STATUS response imaplib collected: the mailbox name exactly as sent (still
+    encoded; quoted strings unescaped, literals taken whole) and its numeric items
+    (names upper-cased). A response that cannot be parsed raises ProtocolError."""
+    found: list[tuple[bytes, dict[str, int]]] = []
+    for record in _group_records(data):
+        if all(not text.strip() and literal is None for text, literal in record):
+            continue
+        try:
+            tokens = _tokenize(record)
+        except ValueError as exc:
+            raise ProtocolError(f"cannot parse STATUS response {record!r}: {exc}") from None
+        if len(tokens) != 2 or not isinstance(tokens[0], bytes) or not isinstance(tokens[1], list):
+            raise ProtocolError(f"cannot parse STATUS response {record!r}")
+        items = tokens[1]
+        values: dict[str, int] = {}
+        for key, value in zip(items[0::2], items[1::2], strict=False):
+            if (
+                isinstance(key, bytes)
+                and isinstance(value, bytes)
+                and value.isdigit()
+                and len(value) <= 20
+            ):
+                values[key.decode("ascii", "replace").upper()] = int(value)
+        found.append((tokens[0], values))
+    return found
+
+
+def same_mailbox(a: bytes, b: bytes) -> bool:
+    """Whether two mailbox names as sent name the same mailbox: byte for byte, except
+    that INBOX is case-insensitive (RFC 3501 5.1)."""
+    return a == b or (a.upper() == b"INBOX" and b.upper() == b"INBOX")
 
 
 def parse_search_response(data: Sequence[Any]) -> list[int]:

@@ -1,6 +1,7 @@
 """Gather the facts for a Plan: ask each mailbox's server (read-only) and the index.
 
-The server is only read: STATUS, EXAMINE, UID SEARCH and FETCH of sizes. The
+The server is only read: LIST (with the folders' status where the server offers
+LIST-STATUS), STATUS, EXAMINE, UID SEARCH and FETCH of sizes. The
 archive is only read too (an archive that does not exist yet is simply empty).
 Decisions are left to :mod:`reconcile`; this module does the I/O around them.
 """
@@ -103,7 +104,8 @@ def plan_folder(
     repair: AbstractSet[str] = frozenset(),
 ) -> tuple[FolderFacts, ArchivedFolder]:
     on = filters.today()
-    state = session.status(folder)
+    # As the listing gave it (LIST-STATUS) or from STATUS: a round trip per folder saved.
+    state = session.folder_state(folder)
     archived = archived_folder(index, mailbox, server, folder.path, state.uidvalidity, repair)
     condition = filters.condition(rules, state, on)
     deleting = deletion.active(delete_rules)
@@ -167,6 +169,8 @@ def plan_mailbox(
             session.login(imap_login(mailbox.credentials))
             folders = session.list_folders()
             choices = select_folders(folders, profile.doc.folders)
+            # Without LIST-STATUS: the STATUS commands pipelined, one round trip for all.
+            session.prefetch_states([c.folder for c in choices if c.included])
             facts: dict[str, FolderFacts] = {}
             archived: dict[str, ArchivedFolder] = {}
             for choice in choices:

@@ -129,8 +129,11 @@ class FakeImap:
                 self.commands.append(verb)
                 self.lines.append(text)
                 if verb == "AUTHENTICATE":
-                    conn.sendall(b"+ \r\n")
-                    self.auth_payloads.append(base64.b64decode(reader.readline().strip()))
+                    _mechanism, _, initial = args.partition(" ")
+                    if not initial:  # without SASL-IR's initial response: ask for it
+                        conn.sendall(b"+ \r\n")
+                        initial = reader.readline().decode("ascii", "replace")
+                    self.auth_payloads.append(base64.b64decode(initial.strip()))
                 reply = self._reply(tag, verb, args)
                 if reply is None:
                     conn.shutdown(socket.SHUT_RDWR)

@@ -16,7 +16,6 @@ from imapsync_decl.store.blobs import BlobError
 from imapsync_decl.store.interfaces import BlobStorage
 from imapsync_decl.store.rows import parse_datetime
 from imapsync_decl.store.search.database import SearchIndex
-from imapsync_decl.store.search.extract import extract
 
 CATCH_UP_BATCH = 200
 
@@ -42,6 +41,9 @@ def index_messages(
             fresh.setdefault(sha, (raw, internal_date))
     if not fresh:
         return 0
+    # Here, not at the top: a run with nothing to index never loads the parsers.
+    from imapsync_decl.store.search.extract import extract
+
     return search.add([(sha, extract(raw, date)) for sha, (raw, date) in fresh.items()])
 
 

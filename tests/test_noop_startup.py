@@ -1,0 +1,36 @@
+"""An ``apply`` with nothing new on the server loads only what it uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bed import Bed, seed
+
+pytestmark = pytest.mark.dovecot
+
+
+def test_a_no_op_apply_never_loads_the_search_text_extraction(bed: Bed) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 2)
+    bed.master_profile("p", [user])
+    code, result = bed.apply_json()
+    assert code == 0
+    assert result["totals"]["archived"] == 2
+
+    # Nothing new: the run's catch-up finds nothing to index, so the parsers of
+    # messages and HTML stay unloaded.
+    script = (
+        "import sys\n"
+        "from imapsync_decl.cli.main import main\n"
+        f"code = main(['apply', '--config-dir', {str(bed.config_dir)!r}, '--format', 'json'])\n"
+        "heavy = sorted(m for m in ('imapsync_decl.store.search.extract', 'selectolax')"
+        " if m in sys.modules)\n"
+        "print(code, heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.stderr.splitlines()[-1] == "0 []", proc.stderr
