@@ -252,3 +252,42 @@ def test_no_password_reaches_a_worker_s_command_line(bed: Bed, four_mailboxes: l
 
 def test_the_worker_command_is_this_interpreter() -> None:
     assert workers.worker_command()[0] == sys.executable
+
+
+# ---------------------------------------------------------------------- the pipeline
+
+
+def test_the_pipeline_reports_in_the_order_submitted_and_raises_failures() -> None:
+    import threading
+
+    from imapsync_decl.run.storing import Pipeline
+
+    release = threading.Event()
+    reported: list[int] = []
+
+    def work(n: int) -> int:
+        if n == 0:
+            release.wait(5)  # the first item finishes last
+        if n == 2:
+            release.set()
+        return n * 10
+
+    with Pipeline(work, reported.append, lanes=3, depth=2) as pipeline:
+        for n in range(6):
+            pipeline.submit(n)
+        pipeline.wait()
+        assert reported == [0, 10, 20, 30, 40, 50]
+
+    def failing(n: int) -> int:
+        if n == 1:
+            raise OSError(28, "No space left on device")
+        return n
+
+    later: list[int] = []
+    with (  # noqa: PT012
+        pytest.raises(OSError, match="No space"),
+        Pipeline(failing, later.append, lanes=2) as pipeline,
+    ):
+        for n in range(20):
+            pipeline.submit(n)
+    assert later == [0]  # nothing after the failure is reported

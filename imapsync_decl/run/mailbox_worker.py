@@ -9,7 +9,7 @@ stdout, and ``apply``, the index's one writer, records each batch it reports.
 
 Per folder: EXAMINE, the UIDVALIDITY the plan expects (else the folder is reported
 stale and left alone), RFC822.SIZE of the UIDs asked for, then the messages in
-batches; each batch is stored on a thread (``BatchWriter``) while the next is
+batches; each batch is stored on a thread (a ``Pipeline``) while the next is
 fetched, and reported only once its blobs are durable. A dropped connection is
 retried like ``apply`` does (the UIDs reported already are not fetched again).
 
@@ -21,6 +21,7 @@ but frames: log events go to ``apply`` as :class:`Log` frames.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -36,10 +37,10 @@ import structlog
 
 from imapsync_decl.fs import unwritable_reason
 from imapsync_decl.imap.errors import ConnectionLost, ImapError
-from imapsync_decl.imap.facts import FolderInfo
+from imapsync_decl.imap.facts import FetchedMessage, FolderInfo
 from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.imap.settings import Login
-from imapsync_decl.run.storing import BatchWriter, batches, store_batch
+from imapsync_decl.run.storing import Pipeline, StoredMessage, batches, store_batch
 from imapsync_decl.run.worker_wire import (
     Batch,
     FolderFailed,
@@ -57,6 +58,8 @@ from imapsync_decl.secrets import Secret, SecretError
 from imapsync_decl.store.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
+
+_Writer = Pipeline[tuple[int, list[FetchedMessage]], tuple[int, list[StoredMessage] | None]]
 
 
 class _Stop:
@@ -148,14 +151,22 @@ class MailboxWorker:
                     session.login(
                         Login(job.mechanism, job.username, job.authzid, Secret(job.password))
                     )
-                    for n, folder in enumerate(job.folders):
-                        if self.stop():
-                            return True
-                        if n not in finished:
-                            self._folder(session, blobs, job, n, folder, reported[n])
+                    # One pipeline for the whole connection: the next batch (of this folder
+                    # or the next) is fetched while the ones before are stored, on two lanes
+                    # when there are cores to spare; they are reported in order.
+                    with Pipeline(
+                        functools.partial(self._store, blobs),
+                        functools.partial(self._report, reported),
+                        lanes=2 if job.parallel_writes else 1,
+                    ) as writer:
+                        for n, folder in enumerate(job.folders):
                             if self.stop():
                                 return True
-                            finished.add(n)
+                            if n not in finished:
+                                self._folder(session, job, n, folder, reported[n], writer)
+                                if self.stop():
+                                    return True
+                                finished.add(n)
                 finally:
                     stats = session.stats
                     figures = {
@@ -178,14 +189,33 @@ class MailboxWorker:
                 log.warning("connection_lost", error=str(exc), retry_in=delay, attempt=attempt)
                 time.sleep(delay)
 
+    def _store(
+        self, blobs: BlobStore, item: tuple[int, list[FetchedMessage]]
+    ) -> tuple[int, list[StoredMessage] | None]:
+        """A batch stored (on a lane of the pipeline); an empty one marks its folder's end."""
+        n, batch = item
+        return n, store_batch(blobs, batch) if batch else None
+
+    def _report(
+        self, reported: list[set[int]], item: tuple[int, list[StoredMessage] | None]
+    ) -> None:
+        """In the order submitted: a stored batch, or its folder's end (after all of its
+        batches)."""
+        n, stored = item
+        if stored is None:
+            self.channel.send(FolderFetched(n))
+            return
+        self.channel.send(Batch(n, stored))
+        reported[n].update(m.uid for m in stored)
+
     def _folder(
         self,
         session: ImapSession,
-        blobs: BlobStore,
         job: MailboxJob,
         n: int,
         folder: FolderJob,
         reported: set[int],
+        writer: _Writer,
     ) -> None:
         with structlog.contextvars.bound_contextvars(
             folder=folder.path, uidvalidity=folder.uidvalidity
@@ -197,32 +227,30 @@ class MailboxWorker:
             except ImapError as exc:
                 if isinstance(exc, ConnectionLost):
                     raise
-                self.channel.send(FolderFailed(n, str(exc), stale=False))
+                self._fail(writer, FolderFailed(n, str(exc), stale=False))
                 return
             if state.uidvalidity != folder.uidvalidity:
                 error = (
                     f"UIDVALIDITY of {folder.path} is {state.uidvalidity}, the plan expected "
                     f"{folder.uidvalidity}; run `plan` again"
                 )
-                self.channel.send(FolderFailed(n, error, stale=True))
+                self._fail(writer, FolderFailed(n, error, stale=True))
                 return
             todo = [uid for uid in folder.uids if uid not in reported]
             sizes = session.fetch_sizes(todo) if todo else {}
             messages = session.fetch_messages(
                 todo, max_count=job.max_count, max_bytes=job.max_bytes, sizes=sizes
             )
+            for batch in batches(messages, job.max_count, job.max_bytes):
+                writer.submit((n, batch))
+                if self.stop():
+                    return
+            writer.submit((n, []))  # done, once its batches are stored and reported
 
-            def store(batch: list[Any]) -> None:
-                stored = store_batch(blobs, batch)
-                self.channel.send(Batch(n, stored))
-                reported.update(m.uid for m in stored)
-
-            with BatchWriter(store) as writer:
-                for batch in batches(messages, job.max_count, job.max_bytes):
-                    writer.submit(batch)
-                    if self.stop():
-                        return
-            self.channel.send(FolderFetched(n))
+    def _fail(self, writer: _Writer, failure: FolderFailed) -> None:
+        """Report a folder's failure after what the writer holds (frames keep their order)."""
+        writer.wait()
+        self.channel.send(failure)
 
 
 def _filename(exc: OSError) -> str | None:

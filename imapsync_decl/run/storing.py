@@ -14,13 +14,16 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from imapsync_decl.imap.facts import FetchedMessage
 from imapsync_decl.store.interfaces import BlobStorage
 from imapsync_decl.store.message import MessageHeaders, parse_headers
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def batches(
         yield batch
 
 
-class BatchWriter:
+class BatchWriter(Generic[T]):
     """Stores batches on a thread of its own, one batch behind the fetching.
 
     ``submit`` blocks while a batch is still waiting, so at most three batches are
@@ -94,7 +97,7 @@ class BatchWriter:
 
     _DONE = object()
 
-    def __init__(self, store: Callable[[list[FetchedMessage]], None]) -> None:
+    def __init__(self, store: Callable[[T], None]) -> None:
         self._store = store
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -102,24 +105,32 @@ class BatchWriter:
             target=contextvars.copy_context().run, args=(self._run,), daemon=True
         )
 
-    def __enter__(self) -> BatchWriter:
+    def __enter__(self) -> BatchWriter[T]:
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is self._DONE:
-                return
-            if self._error is None:
-                try:
-                    self._store(item)
-                except BaseException as exc:  # handed to the fetching thread
-                    self._error = exc
+            try:
+                if item is self._DONE:
+                    return
+                if self._error is None:
+                    try:
+                        self._store(item)
+                    except BaseException as exc:  # handed to the fetching thread
+                        self._error = exc
+            finally:
+                self._queue.task_done()
 
-    def submit(self, batch: list[FetchedMessage]) -> None:
+    def submit(self, batch: T) -> None:
         self._raise()
         self._queue.put(batch)
+
+    def wait(self) -> None:
+        """Until everything submitted so far is stored (a failure is raised here)."""
+        self._queue.join()
+        self._raise()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -128,5 +139,87 @@ class BatchWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._queue.put(self._DONE)
         self._thread.join()
+        if exc is None:
+            self._raise()
+
+
+W = TypeVar("W")
+
+
+class Pipeline(Generic[T, W]):
+    """Stores batches on ``lanes`` threads while the caller fetches the next ones, and
+    hands the results on in the order submitted.
+
+    ``work`` runs on the lanes, several items at once (storing blobs: hashing,
+    compressing, writing, syncing, much of it outside the GIL or waiting for the disk);
+    ``report`` runs on one thread of its own, item after item in submission order, once
+    the item's work is done. ``submit`` blocks while ``depth`` items wait, so memory stays
+    bounded by ``lanes + depth + 1`` batches. A failure of either is raised in the
+    caller (at the next submit, at ``wait`` or at the end); leaving the ``with`` block waits
+    until every submitted item is reported.
+    """
+
+    _DONE = object()
+
+    def __init__(
+        self,
+        work: Callable[[T], W],
+        report: Callable[[W], None],
+        *,
+        lanes: int = 1,
+        depth: int = 1,
+    ) -> None:
+        self._work = work
+        self._report = report
+        self._lanes = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="store")
+        self._order: queue.Queue[Any] = queue.Queue(maxsize=lanes + depth - 1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), daemon=True
+        )
+
+    def __enter__(self) -> Pipeline[T, W]:
+        self._thread.start()
+        return self
+
+    def _guarded(self, item: T) -> W | None:
+        if self._error is not None:
+            return None  # after a failure nothing more is stored
+        return self._work(item)
+
+    def _run(self) -> None:
+        while True:
+            future = self._order.get()
+            try:
+                if future is self._DONE:
+                    return
+                try:
+                    result = future.result()
+                    if self._error is None and result is not None:
+                        self._report(result)
+                except BaseException as exc:  # handed to the caller
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                self._order.task_done()
+
+    def submit(self, item: T) -> None:
+        self._raise()
+        context = contextvars.copy_context()
+        self._order.put(self._lanes.submit(context.run, self._guarded, item))
+
+    def wait(self) -> None:
+        """Until everything submitted so far is reported (a failure is raised here)."""
+        self._order.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._order.put(self._DONE)
+        self._thread.join()
+        self._lanes.shutdown(wait=True)
         if exc is None:
             self._raise()
