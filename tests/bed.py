@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,3 +141,32 @@ def seed(
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def placement_count(archive: Path) -> int:
+    """Placements in the archive's index, read while an apply may be writing it."""
+    try:
+        with sqlite3.connect(f"file:{archive / 'index.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT count(*) FROM placements").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def start_apply(bed: Bed, *args: str) -> subprocess.Popen[str]:
+    """``imapsync-decl apply`` on the bed in a process of its own (to signal or kill)."""
+    env = {**os.environ, "BED_MASTER_PASSWORD": bed.server.master_password}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imapsync_decl",
+            "apply",
+            "--config-dir",
+            str(bed.config_dir),
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

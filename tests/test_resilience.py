@@ -17,40 +17,13 @@ import pytest
 from imapsync_decl.run import executor, workers
 from imapsync_decl.store import BlobStore, Index
 
-from bed import Bed, seed
+from bed import Bed, placement_count, seed, start_apply
 from servers.proxy import DroppingProxy
 
 pytestmark = pytest.mark.dovecot
 
 MESSAGES = 240
 FAULTY_WORKER = Path(__file__).parent / "faulty_worker.py"
-
-
-def placement_count(archive: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{archive / 'index.sqlite'}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM placements").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
-def start_apply(bed: Bed, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "BED_MASTER_PASSWORD": bed.server.master_password}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imapsync_decl",
-            "apply",
-            "--config-dir",
-            str(bed.config_dir),
-            *args,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for_placements(bed: Bed, process: subprocess.Popen[str], at_least: int) -> int:

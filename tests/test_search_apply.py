@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_resilience import MESSAGES, big_bed, placement_count, start_apply, wait_for_placements
+from test_resilience import MESSAGES, big_bed, wait_for_placements
 
 from imapsync_decl.store import ArchiveLock
 
-from bed import Bed, seed
+from bed import Bed, placement_count, seed, start_apply
 from servers.dovecot import make_message
 
 pytestmark = pytest.mark.dovecot

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ from imapsync_decl.run.storing import StoredMessage
 from imapsync_decl.run.worker_wire import MAX_FRAME, Batch, FrameError, FrameReader, write_frame
 from imapsync_decl.store.message import MessageHeaders
 
-from bed import Bed, seed, sha
+from bed import Bed, placement_count, seed, sha, start_apply
 
 
 def events(err: str, name: str) -> list[dict[str, object]]:
@@ -141,32 +139,6 @@ def test_mailboxes_are_archived_in_reused_worker_processes_byte_for_byte(bed: Be
     assert sorted(p.name for p in (bed.archive / "blobs").rglob("*") if p.is_file()) == (
         blobs_in_workers
     )
-
-
-def start_apply(bed: Bed, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imapsync_decl",
-            "apply",
-            "--config-dir",
-            str(bed.config_dir),
-            *args,
-        ],
-        env={**os.environ, "BED_MASTER_PASSWORD": bed.server.master_password},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def placement_count(archive: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{archive / 'index.sqlite'}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM placements").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def wait_until(condition: object, what: str, seconds: float = 60) -> None:

@@ -33,7 +33,7 @@ from imapsync_decl.config.resolve import Config, Mailbox, SecretError
 from imapsync_decl.errors import ExitCode
 from imapsync_decl.fs import unwritable_reason
 from imapsync_decl.imap.errors import ConnectionLost, ImapError
-from imapsync_decl.imap.facts import FetchedMessage, FolderInfo
+from imapsync_decl.imap.facts import FolderInfo
 from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.imap.wire import sequence_set
 from imapsync_decl.plan import deletion, filters
@@ -43,7 +43,7 @@ from imapsync_decl.plan.planner import source_server
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
-from imapsync_decl.run.storing import BatchWriter, StoredMessage, batches, store_batch
+from imapsync_decl.run.storing import Pipeline, StoredMessage, batches, store_batch
 from imapsync_decl.run.worker_wire import (
     Batch,
     FolderFailed,
@@ -332,22 +332,16 @@ class Executor:
         reports here, in the order it reports it (so a folder's batches are all committed
         before its checkpoint)."""
         assert self._workers is not None
-        index = self.archive.index
         folders: list[FolderJob] = []
         todo: list[tuple[FolderPlan, FolderResult, int, dict[str, list[tuple[int, int]]], int]]
         todo = []
         for folder_plan, folder_result, folder_id in work:
             assert folder_plan.uidvalidity is not None
-            done = self._archived_intact(folder_id, folder_plan.uidvalidity)
-            uids = tuple(uid for uid in folder_plan.uids if uid not in done)
-            old_by_hash: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            if folder_plan.action == "rescan":
-                for uidvalidity, uid, sha in index.placements_elsewhere(
-                    folder_id, folder_plan.uidvalidity
-                ):
-                    old_by_hash[sha].append((uidvalidity, uid))
+            uids, old_by_hash = self._to_fetch(folder_id, folder_plan)
             folders.append(
-                FolderJob(folder_plan.path, folder_plan.wire_name, folder_plan.uidvalidity, uids)
+                FolderJob(
+                    folder_plan.path, folder_plan.wire_name, folder_plan.uidvalidity, tuple(uids)
+                )
             )
             todo.append((folder_plan, folder_result, folder_id, old_by_hash, len(uids)))
         login = imap_login(mailbox.credentials)
@@ -430,7 +424,6 @@ class Executor:
         key: str,
     ) -> None:
         assert plan.uidvalidity is not None
-        index = self.archive.index
         with structlog.contextvars.bound_contextvars(
             folder=plan.path, uidvalidity=plan.uidvalidity
         ):
@@ -450,17 +443,7 @@ class Executor:
                 result.stale = True
                 log.warning("folder_stale", error=result.error)
                 return
-            done = self._archived_intact(folder_id, plan.uidvalidity)
-            todo = [uid for uid in plan.uids if uid not in done]
-            # A rescan re-points by content what is archived under any other UIDVALIDITY:
-            # the previous checkpoint's, or (a first archive cut off before its checkpoint)
-            # whatever is there, so nothing is stored twice.
-            old_by_hash: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            if plan.action == "rescan":
-                for uidvalidity, uid, sha in index.placements_elsewhere(
-                    folder_id, plan.uidvalidity
-                ):
-                    old_by_hash[sha].append((uidvalidity, uid))
+            todo, old_by_hash = self._to_fetch(folder_id, plan)
             fetched = 0
             # Sizes first, so that no FETCH asks for more than a batch's worth of bytes:
             # memory stays bounded by the batch (or the largest message), not the folder.
@@ -471,16 +454,16 @@ class Executor:
                 max_bytes=self.batching.max_bytes,
                 sizes=sizes,
             )
-            store = functools.partial(
-                self._store,
+            record = functools.partial(
+                self._record,
                 plan=plan,
                 result=result,
                 folder_id=folder_id,
                 old_by_hash=old_by_hash,
                 key=key,
             )
-            # The writer hashes, compresses and stores one batch while the next is fetched.
-            with BatchWriter(store) as writer:
+            # One batch is hashed, compressed, stored and recorded while the next is fetched.
+            with Pipeline(functools.partial(store_batch, self.archive.blobs), record) as writer:
                 for batch in batches(messages, self.batching.max_count, self.batching.max_bytes):
                     fetched += len(batch)
                     writer.submit(batch)
@@ -500,6 +483,23 @@ class Executor:
                 # Only now: every placement of this folder is committed.
                 self._delete(session, plan, result, folder_id)
             result.completed = True
+
+    def _to_fetch(
+        self, folder_id: int, plan: FolderPlan
+    ) -> tuple[list[int], dict[str, list[tuple[int, int]]]]:
+        """The planned UIDs not archived yet, and (for a rescan) the contents archived under
+        any other UIDVALIDITY of the folder, by SHA-256: the previous checkpoint's, or (a
+        first archive cut off before its checkpoint) whatever is there. Those are re-pointed
+        by content, so nothing is stored twice."""
+        assert plan.uidvalidity is not None
+        done = self._archived_intact(folder_id, plan.uidvalidity)
+        old_by_hash: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        if plan.action == "rescan":
+            for uidvalidity, uid, sha in self.archive.index.placements_elsewhere(
+                folder_id, plan.uidvalidity
+            ):
+                old_by_hash[sha].append((uidvalidity, uid))
+        return [uid for uid in plan.uids if uid not in done], old_by_hash
 
     def _archived_intact(self, folder_id: int, uidvalidity: int) -> set[int]:
         """The UIDs archived already, less those whose blob is still to be repaired."""
@@ -590,19 +590,6 @@ class Executor:
                 " archived message under their UID and stay on the server"
             )
         return same
-
-    def _store(
-        self,
-        batch: list[FetchedMessage],
-        plan: FolderPlan,
-        result: FolderResult,
-        folder_id: int,
-        old_by_hash: dict[str, list[tuple[int, int]]],
-        key: str,
-    ) -> None:
-        self._record(
-            store_batch(self.archive.blobs, batch), plan, result, folder_id, old_by_hash, key
-        )
 
     def _record(
         self,

@@ -86,63 +86,6 @@ def batches(
         yield batch
 
 
-class BatchWriter(Generic[T]):
-    """Stores batches on a thread of its own, one batch behind the fetching.
-
-    ``submit`` blocks while a batch is still waiting, so at most three batches are
-    in memory: one being fetched, one waiting, one being stored. A failure of the
-    store is raised in the fetching thread (at the next submit or at the end), and
-    leaving the ``with`` block waits until every submitted batch is committed.
-    """
-
-    _DONE = object()
-
-    def __init__(self, store: Callable[[T], None]) -> None:
-        self._store = store
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._run,), daemon=True
-        )
-
-    def __enter__(self) -> BatchWriter[T]:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is self._DONE:
-                    return
-                if self._error is None:
-                    try:
-                        self._store(item)
-                    except BaseException as exc:  # handed to the fetching thread
-                        self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def submit(self, batch: T) -> None:
-        self._raise()
-        self._queue.put(batch)
-
-    def wait(self) -> None:
-        """Until everything submitted so far is stored (a failure is raised here)."""
-        self._queue.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._queue.put(self._DONE)
-        self._thread.join()
-        if exc is None:
-            self._raise()
-
-
 W = TypeVar("W")
 
 

@@ -21,7 +21,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from imapsync_decl.run.worker_wire import FrameError, FrameReader, MailboxJob, write_frame
+from imapsync_decl.run.worker_wire import (
+    FrameError,
+    FrameReader,
+    MailboxDone,
+    MailboxFailed,
+    MailboxJob,
+    Stopped,
+    write_frame,
+)
 
 POLL_SECONDS = 0.2  # how often a waiting reader looks at the stop flag
 STOP_WAIT_SECONDS = 10.0  # for a worker to end at close, before it is killed
@@ -56,8 +64,6 @@ class Worker:
     def run(self, job: MailboxJob, should_stop: Callable[[], bool]) -> Iterator[object]:
         """Send ``job`` and yield the worker's events until its last one (MailboxDone,
         MailboxFailed or Stopped). A stop asked for meanwhile is passed on as SIGTERM."""
-        from imapsync_decl.run.worker_wire import MailboxDone, MailboxFailed, Stopped
-
         try:
             write_frame(self._stdin.fileno(), job)
             while True:
