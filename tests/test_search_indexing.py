@@ -11,7 +11,7 @@ import base64
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,9 @@ from test_engine import Engine
 
 from imapsync_decl.cli.search import terminal_text
 from imapsync_decl.run import indexing, search_worker
+from imapsync_decl.store.blobs import BlobStore
+from imapsync_decl.store.search import indexer
+from imapsync_decl.store.search.database import Document, SearchIndex
 
 
 @pytest.fixture
@@ -87,6 +90,31 @@ def test_the_indexer_stops_when_the_run_is_gone(engine: Engine) -> None:
     assert report["indexed"] == 0
     report = _worker_run(engine.archive, b"finish\n")
     assert report["indexed"] == 4
+
+
+def test_catch_up_adds_in_batches_bounded_by_their_text(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is added once its documents hold BATCH_TEXT characters: with a bound of one
+    character, each message is a transaction of its own, and every one is indexed."""
+    assert engine.run("apply")[0] == 0
+    with sqlite3.connect(engine.archive / "search.sqlite") as db:
+        db.execute("DELETE FROM docs")
+        db.execute("DELETE FROM fts")
+    monkeypatch.setattr(indexer, "BATCH_TEXT", 1)
+    added: list[int] = []
+    real_add = SearchIndex.add
+
+    def add(self: SearchIndex, documents: Sequence[tuple[str, Document]]) -> int:
+        added.append(len(documents))
+        return real_add(self, documents)
+
+    monkeypatch.setattr(SearchIndex, "add", add)
+    with SearchIndex.open(engine.archive) as search:
+        done = indexer.catch_up(search, BlobStore(engine.archive))
+        assert (done.indexed, done.skipped) == (4, [])
+        assert search.counts().unindexed == 0
+    assert added == [1, 1, 1, 1]
 
 
 _REPORT_OF_A_FULL_DISK = (

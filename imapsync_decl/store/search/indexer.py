@@ -1,23 +1,29 @@
-"""Feeding the search index: messages' bytes extracted and added in batches, and catching up.
+"""Feeding the search index: every message of the index without a document, from its blob.
 
-``index_messages`` indexes messages whose bytes are at hand; ``catch_up`` indexes
-every message of the index that has no document yet, reading its blob (the search
-indexer of ``apply``, and ``archive rebuild-search``). A message whose blob is
-damaged or missing is skipped and reported, never indexed from wrong bytes.
+``catch_up`` is the search indexer of ``apply`` (in ``run.search_worker``) and of
+``archive rebuild-search``. It reads the blobs of the messages that have no search
+document yet, extracts each one as soon as it is read (so that only one message's
+bytes are held at a time, however large), and adds the documents in batches, one
+transaction each, of at most ``CATCH_UP_BATCH`` messages or ``BATCH_TEXT``
+characters of text. A message whose blob is damaged or missing is skipped and
+reported, never indexed from wrong bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from imapsync_decl.store.blobs import BlobError
 from imapsync_decl.store.interfaces import BlobStorage
 from imapsync_decl.store.rows import parse_datetime
-from imapsync_decl.store.search.database import SearchIndex
+from imapsync_decl.store.search.database import Document, SearchIndex
 
 CATCH_UP_BATCH = 200
+"""At most this many messages are looked up, extracted and added in one batch."""
+
+BATCH_TEXT = 16 * 1024 * 1024
+"""A batch is added once its documents hold this many characters of text."""
 
 
 @dataclass
@@ -27,24 +33,6 @@ class CatchUp:
     indexed: int = 0
     skipped: list[str] = field(default_factory=list)
     after: int = 0  # the last row of the index looked at: where a later call may go on
-
-
-def index_messages(
-    search: SearchIndex, messages: Sequence[tuple[str, bytes, datetime | None]]
-) -> int:
-    """Index each (sha256, raw bytes, internal date) that has no document yet, in one
-    transaction; returns how many were new."""
-    known = _indexed(search, [sha for sha, _, _ in messages])
-    fresh: dict[str, tuple[bytes, datetime | None]] = {}
-    for sha, raw, internal_date in messages:
-        if sha not in known:
-            fresh.setdefault(sha, (raw, internal_date))
-    if not fresh:
-        return 0
-    # Here, not at the top: a run with nothing to index never loads the parsers.
-    from imapsync_decl.store.search.extract import extract
-
-    return search.add([(sha, extract(raw, date)) for sha, (raw, date) in fresh.items()])
 
 
 def catch_up(
@@ -59,6 +47,9 @@ def catch_up(
     """Index every message of the index without a document, ``batch`` at a time, from
     its blob, beginning after the index's row ``after``. ``advanced`` is told how many
     messages each batch dealt with."""
+    # Here, not at the top: a run with nothing to index never loads the parsers.
+    from imapsync_decl.store.search.extract import extract
+
     done = CatchUp(after=after)
     while not should_stop():
         rows = search.connection.execute(
@@ -71,30 +62,33 @@ def catch_up(
         ).fetchall()
         if not rows:
             break
-        after = done.after = int(rows[-1][0])
-        found: list[tuple[str, bytes, datetime | None]] = []
-        for _, sha, internal_date in rows:
+        documents: list[tuple[str, Document]] = []
+        text = 0
+        for number, (rowid, sha, internal_date) in enumerate(rows, start=1):
             try:
                 raw = blobs.get(str(sha))
             except BlobError:
                 done.skipped.append(str(sha))
-                continue
-            found.append((str(sha), raw, parse_datetime(internal_date)))
-        done.indexed += index_messages(search, found)
+            else:
+                document = extract(raw, parse_datetime(internal_date))
+                del raw
+                documents.append((str(sha), document))
+                text += _text_size(document)
+            if text >= BATCH_TEXT or number == len(rows):
+                done.indexed += search.add(documents)
+                documents, text = [], 0
+                after = done.after = int(rowid)
         if advanced is not None:
             advanced(len(rows))
     return done
 
 
-def _indexed(search: SearchIndex, shas: Sequence[str]) -> set[str]:
-    known: set[str] = set()
-    unique = sorted(set(shas))
-    for start in range(0, len(unique), 500):
-        chunk = unique[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        rows = search.connection.execute(
-            f"SELECT sha256 FROM search.docs WHERE sha256 IN ({marks})",  # noqa: S608
-            chunk,
-        ).fetchall()
-        known.update(str(r[0]) for r in rows)
-    return known
+def _text_size(document: Document) -> int:
+    return (
+        len(document.sender)
+        + len(document.recipients)
+        + len(document.subject)
+        + len(document.body)
+        + len(document.attachment)
+        + len(document.other)
+    )
