@@ -47,9 +47,6 @@ def catch_up(
     """Index every message of the index without a document, ``batch`` at a time, from
     its blob, beginning after the index's row ``after``. ``advanced`` is told how many
     messages each batch dealt with."""
-    # Here, not at the top: a run with nothing to index never loads the parsers.
-    from imapsync_decl.store.search.extract import extract
-
     done = CatchUp(after=after)
     while not should_stop():
         rows = search.connection.execute(
@@ -62,6 +59,9 @@ def catch_up(
         ).fetchall()
         if not rows:
             break
+        # Here, not at the top: a run with nothing to index never loads the parsers.
+        from imapsync_decl.store.search.extract import extract
+
         documents: list[tuple[str, Document]] = []
         text = 0
         for number, (rowid, sha, internal_date) in enumerate(rows, start=1):
