@@ -48,7 +48,7 @@ def mailbox_workers(pid: int) -> set[int]:
     found = set()
     for child in children(pid):
         try:
-            if b"imapsync_decl.run.mailbox_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"imapsync_decl.run.worker_main" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.add(child)
         except OSError:
             continue
@@ -218,12 +218,32 @@ def test_no_password_reaches_a_worker_s_command_line(bed: Bed, four_mailboxes: l
     process.communicate(timeout=120)
     assert lines, "no worker seen"
     for line in lines:
-        assert b"mailbox_worker" in line
+        assert b"worker_main" in line
         assert bed.server.master_password.encode() not in line
 
 
 def test_the_worker_command_is_this_interpreter() -> None:
     assert workers.worker_command()[0] == sys.executable
+
+
+def test_a_worker_starts_without_the_console_library() -> None:
+    """A worker ends at once on an empty stdin; its imports leave out rich, which only
+    draws on a terminal, while the package's own modules are there."""
+    import subprocess
+
+    done = subprocess.run(
+        [*workers.worker_command()[:1], "-X", "importtime", *workers.worker_command()[1:]],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()}
+    assert "imapsync_decl.run.mailbox_worker" in imported
+    assert "structlog" in imported
+    # (a blocked import attempt of "rich" itself is listed too, but none of its modules)
+    assert not {name for name in imported if name.startswith("rich.")}
 
 
 # ---------------------------------------------------------------------- the pipeline

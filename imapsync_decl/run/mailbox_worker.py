@@ -2,7 +2,7 @@
 
 Fetching, hashing, compressing and writing blobs is CPU work in Python and C; in one
 process its threads share one GIL, so ``apply`` runs each mailbox's part of it here
-(``python -m imapsync_decl.run.mailbox_worker``, one IMAP connection per worker),
+(started as ``python -m imapsync_decl.run.worker_main``, one IMAP connection per worker),
 and several workers use every core. A worker never touches the index: it reads
 its jobs and writes its events as frames (``run/worker_wire.py``) on stdin and
 stdout, and ``apply``, the index's one writer, records each batch it reports.

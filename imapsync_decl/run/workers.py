@@ -41,7 +41,7 @@ class WorkerLost(Exception):
 
 def worker_command() -> list[str]:
     """How a worker is started (the interpreter running ``apply``)."""
-    return [sys.executable, "-m", "imapsync_decl.run.mailbox_worker"]
+    return [sys.executable, "-m", "imapsync_decl.run.worker_main"]
 
 
 class Worker:
