@@ -19,6 +19,7 @@ from imapsync_decl.store.search.query import (
     QueryError,
     compile_query,
     order_by,
+    ordering,
     parse_query,
 )
 from imapsync_decl.store.search.text import FTS_TOKENIZER, searchable
@@ -209,9 +210,10 @@ def db() -> Iterator[sqlite3.Connection]:
 
 def search(conn: sqlite3.Connection, text: str, sort: str = "date") -> list[str]:
     compiled = compile_query(parse_query(text))
+    order = ordering(compiled, sort)
     sql = (
-        f"SELECT d.sha256 FROM search.docs AS d WHERE {compiled.where}"  # noqa: S608
-        f" ORDER BY {order_by(sort)}"
+        f"{order.before}SELECT d.sha256 FROM search.docs AS d{order.join}"  # noqa: S608
+        f" WHERE {compiled.where} ORDER BY {order.order_by}"
     )
     return [name for (name,) in conn.execute(sql, compiled.params)]
 
@@ -403,9 +405,28 @@ def test_any_text_is_a_query_or_a_query_error(db: sqlite3.Connection, text: str,
         compiled = compile_query(parse_query(text))
     except QueryError:
         return
-    sql = f"SELECT d.id FROM search.docs AS d WHERE {compiled.where} ORDER BY {order_by(sort)}"  # noqa: S608
+    order = ordering(compiled, sort)
+    sql = (
+        f"{order.before}SELECT d.id FROM search.docs AS d{order.join}"  # noqa: S608
+        f" WHERE {compiled.where} ORDER BY {order.order_by}"
+    )
     db.execute(sql, compiled.params).fetchall()
     for value in compiled.params.values():
         if isinstance(value, str):
             assert _OPERATORS.fullmatch(_LITERAL.sub("", value)), value
             assert "\x00" not in value
+
+
+def test_relevance_scores_are_computed_once_per_query(db: sqlite3.Connection) -> None:
+    """bm25 weighs a term by how many documents hold it: scored in a correlated subquery,
+    FTS5 would work that out again for every document (seconds on a common word in an
+    archive of thousands), so the scores come from one materialised pass."""
+    compiled = compile_query(parse_query("contract OR photos"))
+    order = ordering(compiled, "relevance")
+    sql = (
+        f"EXPLAIN QUERY PLAN {order.before}SELECT d.id FROM search.docs AS d{order.join}"  # noqa: S608
+        f" WHERE {compiled.where} ORDER BY {order.order_by}"
+    )
+    plan = " | ".join(str(row[-1]) for row in db.execute(sql, compiled.params))
+    assert "MATERIALIZE ranked" in plan, plan
+    assert "CORRELATED" not in plan, plan

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from imapsync_decl.store.rows import subfolders_pattern
 from imapsync_decl.store.search.database import SearchIndex
-from imapsync_decl.store.search.query import CompiledQuery, Query, compile_query, order_by
+from imapsync_decl.store.search.query import CompiledQuery, Query, compile_query, ordering
 
 MAX_LIMIT = 10_000
 SNIPPET_TOKENS = 16
@@ -92,22 +92,21 @@ def find(
     """The hits of ``query`` in ``scope``, in ``sort`` order (``relevance``, ``date``,
     ``-date``), ``limit`` of them from ``offset``."""
     compiled = compile_query(query)
-    if sort == "relevance" and compiled.rank_match is None:
-        sort = "-date"  # nothing to rank by: the same order, without the ranking expression
+    order = ordering(compiled, sort)
     params = dict(compiled.params)
     params["limit"] = max(0, min(limit, MAX_LIMIT))
     params["offset"] = max(0, offset)
     # Only fragments of this package go into the text; every value is a parameter.
     sql = (
-        "SELECT p.id, u.name, mb.archive_folder, f.path, d.date, d.from_display,"  # noqa: S608
-        " d.to_display, d.subject_display, d.size, d.attachments_json, d.sha256, d.id"
-        " FROM search.docs AS d"
+        f"{order.before}SELECT p.id, u.name, mb.archive_folder, f.path, d.date,"  # noqa: S608
+        " d.from_display, d.to_display, d.subject_display, d.size, d.attachments_json,"
+        f" d.sha256, d.id FROM search.docs AS d{order.join}"
         " JOIN idx.placements p ON p.sha256 = d.sha256"
         " JOIN idx.folders f ON f.id = p.folder_id"
         " JOIN idx.mailboxes mb ON mb.id = f.mailbox_id"
         " JOIN idx.users u ON u.id = mb.user_id"
         f" WHERE ({compiled.where}){_scope_sql(scope or Scope(), params)}"
-        f" ORDER BY {order_by(sort)}, p.id LIMIT :limit OFFSET :offset"
+        f" ORDER BY {order.order_by}, p.id LIMIT :limit OFFSET :offset"
     )
     rows = search.connection.execute(sql, params).fetchall()
     return [

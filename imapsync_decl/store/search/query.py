@@ -55,12 +55,12 @@ _NEWEST = "d.date DESC, d.id DESC"
 # bm25() weights per FTS5 column, in table order: sender, recipients, subject, body,
 # attachment, other. A word in the subject or the sender says more about a message
 # than one in a long body or in a Message-ID.
-_BY_RELEVANCE = (
-    "CASE WHEN :search_rank IS NULL THEN 0 ELSE coalesce(("
-    "SELECT bm25(fts, 2.0, 1.0, 3.0, 1.0, 1.0, 0.5) FROM search.fts"
-    " WHERE fts MATCH :search_rank AND rowid = d.id"
-    "), 0) END, d.date DESC, d.id DESC"
+_RANKED = (
+    "WITH ranked AS MATERIALIZED (SELECT rowid AS doc_id,"
+    " bm25(fts, 2.0, 1.0, 3.0, 1.0, 1.0, 0.5) AS score"
+    " FROM search.fts WHERE fts MATCH :search_rank) "
 )
+_BY_RELEVANCE = "coalesce(r.score, 0), d.date DESC, d.id DESC"
 
 
 class QueryError(UsageError):
@@ -148,10 +148,11 @@ class CompiledQuery:
     parameters (``:search_1`` ...), all in ``params``.
 
     ``params`` also holds ``search_rank``, the FTS5 MATCH string of the free-text
-    terms that :func:`order_by` ranks by (None when there are none), so one
-    mapping serves the WHERE clause and any ORDER BY from :func:`order_by`. Use it
-    as ``conn.execute(f"SELECT ... FROM search.docs AS d WHERE {q.where} ORDER BY
-    {order_by(sort)}", q.params)``, adding further named parameters of your own."""
+    terms that the ``relevance`` order ranks by (None when there are none), so one
+    mapping serves the WHERE clause and the :class:`Ordering` of any sort. Use it
+    as ``o = ordering(q, sort)``, ``conn.execute(f"{o.before}SELECT ... FROM
+    search.docs AS d{o.join} WHERE {q.where} ORDER BY {o.order_by}", q.params)``,
+    adding further named parameters of your own."""
 
     where: str
     params: dict[str, str | int | None]
@@ -554,22 +555,40 @@ def compile_query(query: Query) -> CompiledQuery:
     return CompiledQuery(where, params)
 
 
-def order_by(sort: str) -> str:
-    """An ORDER BY expression list for ``date`` (oldest first), ``-date`` (newest
-    first) or ``relevance``, over ``search.docs AS d`` with the parameters of a
-    :class:`CompiledQuery`; undated messages come last.
+@dataclass(frozen=True)
+class Ordering:
+    """How a statement over ``search.docs AS d`` is put in one of the sorts:
+    ``before`` its SELECT, ``join`` after its FROM, and its ORDER BY list."""
 
-    ``relevance`` ranks by bm25 over the FTS rows. The WHERE clause's FTS
-    conditions are subqueries, so they give no rank; instead a correlated scalar
-    subquery evaluates the free-text terms (``search_rank``, joined with OR) for
-    the one row ``rowid = d.id`` and returns its bm25 score, lower being better.
-    A row that matches none of them (found through a field or a date) ranks 0,
-    after every match. With no free-text terms ``search_rank`` is NULL, the CASE
-    never runs the subquery, and the order is that of ``-date``."""
+    before: str
+    join: str
+    order_by: str
+
+
+def ordering(compiled: CompiledQuery, sort: str) -> Ordering:
+    """The :class:`Ordering` of ``date`` (oldest first), ``-date`` (newest first) or
+    ``relevance``; undated messages come last.
+
+    ``relevance`` ranks by bm25 over the FTS rows of the free-text terms
+    (``search_rank``, joined with OR), lower being better. The scores are computed
+    in one pass, as a materialised table joined to the documents: bm25 weighs each
+    term by how many documents hold it, which FTS5 works out once per query, so
+    a score looked up per document (a correlated subquery) would read the term's
+    whole list of documents for every one of them. A document that matches none
+    of the terms (found through a field or a date) ranks 0, after every match.
+    Without free-text terms the order is that of ``-date``."""
+    if sort == "relevance" and compiled.rank_match is not None:
+        return Ordering(_RANKED, " LEFT JOIN ranked r ON r.doc_id = d.id", _BY_RELEVANCE)
+    return Ordering("", "", order_by("-date" if sort == "relevance" else sort))
+
+
+def order_by(sort: str) -> str:
+    """An ORDER BY list for ``date`` or ``-date`` over ``search.docs AS d``; for
+    ``relevance``, see :func:`ordering`."""
     if sort == "date":
         return "d.date IS NULL, d.date, d.id"
     if sort == "-date":
         return _NEWEST
     if sort == "relevance":
-        return _BY_RELEVANCE
+        raise ValueError("the relevance order needs its query: use ordering()")
     raise QueryError(f'unknown sort "{sort}"; the sorts are {", ".join(SORTS)}')
