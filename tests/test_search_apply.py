@@ -10,7 +10,6 @@ it; ``rebuild-search`` gives exactly the results indexing during apply gave.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from test_resilience import MESSAGES, big_bed, wait_for_placements
 
 from imapsync_decl.store import ArchiveLock
+from imapsync_decl.store.search.database import SearchIndex
 
 from bed import Bed, placement_count, seed, start_apply
 from servers.dovecot import make_message
@@ -76,10 +76,10 @@ def caught_up(log: str) -> list[int]:
 
 def forget_documents(bed: Bed, count: int) -> None:
     """What a crash between the index commit and the search document leaves."""
-    with sqlite3.connect(bed.archive / "search.sqlite") as db:
-        ids = [r[0] for r in db.execute("SELECT id FROM docs ORDER BY id DESC LIMIT ?", (count,))]
-        db.executemany("DELETE FROM docs WHERE id = ?", [(i,) for i in ids])
-        db.executemany("DELETE FROM fts WHERE rowid = ?", [(i,) for i in ids])
+    with SearchIndex.open(bed.archive) as search:
+        query = "SELECT sha256 FROM search.docs ORDER BY id DESC LIMIT ?"
+        shas = [str(r[0]) for r in search.connection.execute(query, (count,))]
+        assert search.forget(shas) == count
 
 
 def test_apply_indexes_what_it_archives_in_the_same_run(bed: Bed) -> None:

@@ -50,9 +50,8 @@ def test_the_indexer_takes_only_committed_placements(engine: Engine) -> None:
     code, result = engine.run("apply")
     assert code == 0, result
     assert result["search"]["indexed"] == 4
-    with sqlite3.connect(engine.archive / "search.sqlite") as db:
-        db.execute("DELETE FROM docs")
-        db.execute("DELETE FROM fts")
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
     # The rows of the four messages, taken out of the index, then put back in a
     # transaction that is still open while the worker looks.
     writer = sqlite3.connect(engine.archive / "index.sqlite", isolation_level=None)
@@ -80,9 +79,8 @@ def test_the_indexer_takes_only_committed_placements(engine: Engine) -> None:
 
 def test_the_indexer_stops_when_the_run_is_gone(engine: Engine) -> None:
     assert engine.run("apply")[0] == 0
-    with sqlite3.connect(engine.archive / "search.sqlite") as db:
-        db.execute("DELETE FROM docs")
-        db.execute("DELETE FROM fts")
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
     # stdin ends without `finish` (the run was killed): nothing more is done
     report = _worker_run(engine.archive, b"", then_close=True)
     assert report["indexed"] == 0
@@ -98,9 +96,8 @@ def test_catch_up_adds_in_batches_bounded_by_their_text(
     """A batch is added once its documents hold BATCH_TEXT characters: with a bound of one
     character, each message is a transaction of its own, and every one is indexed."""
     assert engine.run("apply")[0] == 0
-    with sqlite3.connect(engine.archive / "search.sqlite") as db:
-        db.execute("DELETE FROM docs")
-        db.execute("DELETE FROM fts")
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
     monkeypatch.setattr(indexer, "BATCH_TEXT", 1)
     added: list[int] = []
     real_add = SearchIndex.add

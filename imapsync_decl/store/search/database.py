@@ -8,6 +8,13 @@ connection's main database is in memory, with ``search.sqlite`` attached as
 ``search`` and the index attached read-only as ``idx``, so that results are joined
 to their placements (user, mailbox, folder) in one statement.
 
+The FTS5 table keeps no copy of the text it indexes (schema 2): the texts are in
+``texts``, the body compressed (zstd), and FTS5 reads them through the view
+``fts_content`` (its external content table) when it makes a snippet. Body text is
+most of a search index; kept once and compressed, the database is less than half
+the size it had when FTS5 stored its own copy (schema 1, which is still read and
+written as it is; ``archive rebuild-search --force`` makes it schema 2).
+
 Write order: a message is indexed only after its placements are committed in the
 index, so a crash leaves at worst messages not indexed yet; :meth:`unindexed`
 finds them (the next ``apply`` and ``rebuild-search`` index them). One row of
@@ -31,22 +38,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+import zstandard
+
 from imapsync_decl.errors import ArchiveNotWritable, ExitCode, ImapsyncError, UsageError
 from imapsync_decl.fs import UnsafePath, check_private_file, ensure_private_file
 from imapsync_decl.store.search.text import FTS_TOKENIZER
 
 SEARCH_NAME = "search.sqlite"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_MODE = 0o600
 BUSY_TIMEOUT_MS = 30_000
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS search.meta (
+BODY_COMPRESSION_LEVEL = 1
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""A stored body that would decompress to more than this is read as empty (a damaged or
+hostile ``search.sqlite`` cannot make a query reserve more memory)."""
+
+_TABLES = """
+CREATE TABLE search.meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS search.docs (
+CREATE TABLE search.docs (
     id               INTEGER PRIMARY KEY,
     sha256           TEXT NOT NULL UNIQUE,
     date             INTEGER,
@@ -58,12 +72,39 @@ CREATE TABLE IF NOT EXISTS search.docs (
     subject_display  TEXT,
     attachments_json TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS search.docs_date ON docs (date);
-CREATE VIRTUAL TABLE IF NOT EXISTS search.fts USING fts5(
+CREATE INDEX search.docs_date ON docs (date);
+"""
+
+SCHEMA = f"""{_TABLES}
+CREATE TABLE search.texts (
+    id         INTEGER PRIMARY KEY,  -- docs.id
+    sender     TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    body       BLOB NOT NULL,        -- UTF-8, zstd-compressed
+    attachment TEXT NOT NULL,
+    other      TEXT NOT NULL
+);
+CREATE VIEW search.fts_content AS
+    SELECT id, sender, recipients, subject, search_body(body) AS body, attachment, other
+    FROM texts;
+CREATE VIRTUAL TABLE search.fts USING fts5(
+    sender, recipients, subject, body, attachment, other,
+    content = 'fts_content', content_rowid = 'id',
+    tokenize = '{FTS_TOKENIZER}'
+);
+INSERT INTO search.meta (key, value) VALUES ('schema', '{SCHEMA_VERSION}')
+"""  # noqa: S608 (constants only)
+"""A new search database (``search_body`` is a function of each connection, see ``open``)."""
+
+SCHEMA_1 = f"""{_TABLES}
+CREATE VIRTUAL TABLE search.fts USING fts5(
     sender, recipients, subject, body, attachment, other,
     tokenize = '{FTS_TOKENIZER}'
 );
-"""
+INSERT INTO search.meta (key, value) VALUES ('schema', '1')
+"""  # noqa: S608 (constants only)
+"""The search database as schema 1 made it: FTS5 keeps its own copy of every text."""
 
 
 class Document(Protocol):
@@ -117,9 +158,10 @@ class Unindexed:
 class SearchIndex:
     """The search database of one archive directory, with the index attached read-only."""
 
-    def __init__(self, connection: sqlite3.Connection, directory: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, directory: Path, schema: int) -> None:
         self._db = connection
         self.directory = directory
+        self.schema = schema  # 1: FTS5 keeps its own copy of the texts; 2: see the module
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = True) -> SearchIndex:
@@ -138,6 +180,7 @@ class SearchIndex:
             "file::memory:", uri=True, isolation_level=None, check_same_thread=False
         )
         try:
+            connection.create_function("search_body", 1, body_text, deterministic=True)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             mode = "rw" if path.exists() else "ro"
             connection.execute("ATTACH DATABASE ? AS search", (_uri(path, mode),))
@@ -145,15 +188,13 @@ class SearchIndex:
             if mode == "rw":
                 connection.execute("PRAGMA search.journal_mode = WAL")
                 connection.execute("PRAGMA search.synchronous = NORMAL")
-                connection.executescript(SCHEMA)
-                connection.execute(
-                    "INSERT OR IGNORE INTO search.meta (key, value) VALUES ('schema', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            schema = _schema(connection)
+            if schema is None and mode == "rw":
+                schema = create_schema(connection, SCHEMA)
         except BaseException:
             connection.close()
             raise
-        return cls(connection, directory)
+        return cls(connection, directory, schema or SCHEMA_VERSION)
 
     def close(self) -> None:
         self._db.close()
@@ -188,6 +229,7 @@ class SearchIndex:
         """Index each (sha256, document) not indexed yet, in one transaction; returns how
         many were new."""
         added = 0
+        compressor = zstandard.ZstdCompressor(level=BODY_COMPRESSION_LEVEL)
         with self._transaction() as db:
             for sha256, doc in documents:
                 cursor = db.execute(
@@ -208,21 +250,47 @@ class SearchIndex:
                 )
                 if cursor.rowcount != 1:
                     continue
+                texts = (
+                    cursor.lastrowid,
+                    doc.sender,
+                    doc.recipients,
+                    doc.subject,
+                    doc.body,
+                    doc.attachment,
+                    doc.other,
+                )
+                if self.schema >= 2:
+                    body = compressor.compress(doc.body.encode("utf-8", "replace"))
+                    db.execute(
+                        "INSERT INTO search.texts (id, sender, recipients, subject, body,"
+                        " attachment, other) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (*texts[:4], body, *texts[5:]),
+                    )
                 db.execute(
                     "INSERT INTO search.fts (rowid, sender, recipients, subject, body,"
                     " attachment, other) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        cursor.lastrowid,
-                        doc.sender,
-                        doc.recipients,
-                        doc.subject,
-                        doc.body,
-                        doc.attachment,
-                        doc.other,
-                    ),
+                    texts,
                 )
                 added += 1
         return added
+
+    def forget(self, sha256s: Sequence[str]) -> int:
+        """Drop the documents of these messages, which become unindexed again; returns
+        how many there were."""
+        forgotten = 0
+        with self._transaction() as db:
+            for sha256 in sha256s:
+                row = db.execute("SELECT id FROM search.docs WHERE sha256 = ?", (sha256,))
+                found = row.fetchone()
+                if found is None:
+                    continue
+                # First the FTS5 row: it reads the texts it indexed to take them out.
+                db.execute("DELETE FROM search.fts WHERE rowid = ?", found)
+                if self.schema >= 2:
+                    db.execute("DELETE FROM search.texts WHERE id = ?", found)
+                db.execute("DELETE FROM search.docs WHERE id = ?", found)
+                forgotten += 1
+        return forgotten
 
     def unindexed(self, limit: int = 1000) -> list[Unindexed]:
         """Up to ``limit`` messages of the index without a document, in index order."""
@@ -248,8 +316,60 @@ class SearchIndex:
     def clear(self) -> None:
         """Forget every document (``rebuild-search --force``)."""
         with self._transaction() as db:
+            if self.schema >= 2:
+                db.execute("INSERT INTO search.fts (fts) VALUES ('delete-all')")
+                db.execute("DELETE FROM search.texts")
+            else:
+                db.execute("DELETE FROM search.fts")
             db.execute("DELETE FROM search.docs")
-            db.execute("DELETE FROM search.fts")
+
+
+def create_schema(connection: sqlite3.Connection, script: str) -> int:
+    """Make the tables of ``script`` in an empty search database, in one transaction,
+    unless another process made them meanwhile; the schema there now."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        schema = _schema(connection)
+        if schema is None:
+            for statement in script.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            schema = _schema(connection)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    assert schema is not None
+    return schema
+
+
+def _schema(connection: sqlite3.Connection) -> int | None:
+    """The schema of the attached search database; None for an empty one."""
+    tables = connection.execute(
+        "SELECT count(*) FROM search.sqlite_master WHERE name IN ('meta', 'fts')"
+    ).fetchone()[0]
+    if not tables:
+        return None
+    row = connection.execute("SELECT value FROM search.meta WHERE key = 'schema'").fetchone()
+    try:
+        return int(row[0]) if row is not None else 1
+    except ValueError:
+        raise sqlite3.DatabaseError(f"unknown search index schema {row[0]!r}") from None
+
+
+def body_text(stored: bytes | None) -> str:
+    """The body text kept in ``texts.body``: decompressed, at most ``MAX_BODY_BYTES``;
+    empty for anything that does not decompress to UTF-8 within that."""
+    if not isinstance(stored, bytes) or not stored:
+        return ""
+    try:
+        size = zstandard.frame_content_size(stored)
+        if size > MAX_BODY_BYTES:
+            return ""
+        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_BODY_BYTES)
+    except zstandard.ZstdError:
+        return ""
+    return data.decode("utf-8", "replace")
 
 
 def _uri(path: Path, mode: str) -> str:
