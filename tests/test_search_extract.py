@@ -8,9 +8,10 @@ import quopri
 import sqlite3
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -586,3 +587,169 @@ def test_a_header_ended_by_a_stray_line_with_a_broken_charset_takes_the_whole_pa
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(extract_module, "_parse", _whole_parser_only)
         assert quick == extract(raw, INTERNAL)
+
+
+# Quick paths: each gives what the general way gives -----------------------------------
+
+
+def _whole_parser_document(raw: bytes) -> SearchDocument:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "_parse", _whole_parser_only)
+        return extract(raw, INTERNAL)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "quick"),
+    [("8bit", True), ("7bit", True), ("binary", True), ("", True), ("quoted-printable", False)],
+)
+def test_a_single_part_without_transfer_encoding_is_read_from_its_bytes(
+    encoding: str, quick: bool
+) -> None:
+    text = "Grüße aus Köln =C3=A4 \udcff".encode("utf-8", "surrogateescape") + b"\xe9\r\n"
+    header = b"Subject: bytes\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    if encoding:
+        header += b"Content-Transfer-Encoding: " + encoding.encode() + b"\r\n"
+    raw = header + b"\r\n" + text
+    part = extract_module._parse(raw)
+    assert isinstance(part, extract_module._Part)
+    assert (part.content is not None) is quick
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+    if quick:
+        assert part.content == text
+        assert extract_module._parse_tree(raw).get_payload(decode=True) == text
+
+
+@pytest.mark.parametrize("charset", sorted(extract_module._NO_SURROGATES))
+def test_the_codecs_read_without_a_surrogate_check_are_single_byte_or_utf8(charset: str) -> None:
+    if charset == "utf-8":
+        assert b"\xed\xa0\x80\xed\xb0\x80".decode(charset, "replace") == "\ufffd" * 6
+        return
+    every = bytes(range(256)).decode(charset, "replace")
+    assert every == "".join(bytes([byte]).decode(charset, "replace") for byte in range(256))
+    assert len(every) == 256
+    assert not any("\ud800" <= character <= "\udfff" for character in every)
+
+
+def test_a_codec_that_can_give_surrogates_is_checked() -> None:
+    raw = b"Content-Type: text/plain; charset=utf-7\r\n\r\nlone +2AA- surrogate"
+    assert b"+2AA-".decode("utf-7", "replace") == "\ud800"
+    document = extract(raw, INTERNAL)
+    assert document.body == "lone ? surrogate"
+    assert document == _whole_parser_document(raw)
+
+
+def _parts(message: Message) -> Iterator[Message]:
+    yield message
+    payload = message.get_payload()
+    if isinstance(payload, list):
+        for child in payload:
+            if isinstance(child, Message):
+                yield from _parts(child)
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as error:
+        return type(error)
+
+
+FIELD_CASES = [
+    b"Content-Type: text/plain; charset*=utf-8''%C3%BC",
+    b"Content-Type: text/plain; charset*=bogus''abc",
+    b"Content-Type: text/plain; charset*0*=utf-8''%ZZ; charset*1=x",
+    b'Content-Type: TEXT/Plain ; Charset = "ISO-8859-1"; NAME="a b.txt"',
+    b"Content-Type: text/plain/x; name*=iso-8859-1'de'Stra%DFen.txt",
+    b'Content-Type: application/pdf; name=""\r\nContent-Disposition: attachment; filename=',
+    b'Content-Type: application/pdf; name="  "\r\nContent-Disposition: inline; filename=" "',
+    b"Content-Type: image/png\r\nContent-Disposition: attachment;\r\n filename*0*=UTF-8''J%C3;"
+    b"\r\n filename*1*=%BCrg.doc",
+    b"Content-Type:\r\nContent-Disposition:",
+    b"Content-Type: text/plain; CHARSET; NAME\r\nContent-Disposition: attachment; FileName",
+    b"content-type: text/html; charset=\xe4\r\nContent-Type: text/plain; charset=koi8-r",
+]
+
+
+def _same_fields(part: Message) -> None:
+    fields = extract_module._fields(part)
+    assert extract_module._content_type(part) == part.get_content_type()
+    for name, header in [("charset", "content-type"), ("filename", "content-disposition")]:
+        ours = _outcome(lambda: fields.param(name, header))  # noqa: B023
+        theirs = _outcome(lambda: part.get_param(name, extract_module._MISSING, header))  # noqa: B023
+        assert ours == theirs
+    file_name = _outcome(lambda: extract_module._file_name_param(fields))
+    assert file_name == _outcome(part.get_filename)
+    charset = _outcome(lambda: extract_module._charset_param(fields))
+    assert charset == _outcome(part.get_content_charset)
+
+
+@pytest.mark.parametrize("header", FIELD_CASES)
+def test_fields_read_once_give_what_the_message_methods_give(header: bytes) -> None:
+    raw = b"Subject: fields\r\n" + header + b"\r\n\r\nbody\r\n"
+    for variant in [raw, *(path.read_bytes() for path in FIXTURES)]:
+        for part in _parts(extract_module._parse_tree(variant)):
+            _same_fields(part)
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+def _boundary_lines_by_lowering(raw: bytes) -> list[int]:
+    """The boundary lines found the plain way: every byte lowered and searched."""
+    lowered = raw.lower()
+    found: set[bytes] = set()
+    position = lowered.find(b"boundary")
+    for _ in range(MAX_PARTS):
+        if position == -1:
+            break
+        match = extract_module._BOUNDARY_PARAM.match(raw, position)
+        if match is not None:
+            found.add((match.group(1) or match.group(2) or b"").rstrip())
+        position = lowered.find(b"boundary", position + 8)
+    found.discard(b"")
+    starts: set[int] = set()
+    for boundary in found:
+        needle = b"--" + boundary
+        position = raw.find(needle, 1)
+        while position != -1:
+            if raw[position - 1] in b"\r\n":
+                starts.add(position)
+            position = raw.find(needle, position + len(needle))
+    return sorted(starts)
+
+
+def _large(middle: bytes) -> bytes:
+    attachment = base64.encodebytes(bytes(range(256)) * 400)
+    return _multipart(
+        [
+            _text_part("before"),
+            b"Content-Type: application/pdf; name=a.pdf\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment + middle + attachment,
+            _text_part("after"),
+        ],
+        boundary=b"=_outer",
+    )
+
+
+BOUNDARY_CASES = {
+    "plain": b"",
+    "declared in the attachment": b"boundary=inner\r\n--inner\r\nx--inner\r\n",
+    "space before the equals sign": b'BoUnDaRy \t\r\n = "in ner"\r\n--in ner\r\n',
+    "many equals signs after it": b"boundary=late\r\n" + b"=3D" * 5000 + b"\r\n--late\r\n",
+    "many equals signs before it": b"=3D" * 5000 + b"\r\nboundary=late\r\n--late\r\n",
+    "a long run of spaces": b"boundary" + b" " * 5000 + b"=late\r\n--late\r\n",
+    "more words than are counted": b"boundary " * (MAX_PARTS + 5) + b"boundary=late\r\n--late\r\n",
+    "fewer words than are counted": b"boundary " * (MAX_PARTS - 5) + b"boundary=late\r\n--late\r\n",
+    "runs of dashes": b"-" * 20000 + b"\r\n--=_outer\r\n" + b"---=_outer" * 3 + b"\r\n",
+    "overlapping boundaries": b"boundary=-\r\n------\r\n--\r\n---\r\n",
+    **{
+        f"a dash {gap} bytes before a boundary line": b"-" + b"x" * gap + b"\r\n--=_outer\r\n"
+        for gap in range(extract_module._LINE_WINDOW - 4, extract_module._LINE_WINDOW + 12)
+    },
+    "a parameter without a value": b'boundary=\r\nboundary=;\r\nboundary="\r\n',
+}
+
+
+@pytest.mark.parametrize("middle", BOUNDARY_CASES.values(), ids=BOUNDARY_CASES.keys())
+def test_boundary_lines_are_those_of_a_search_of_every_byte(middle: bytes) -> None:
+    raw = _large(b"\r\n" + middle)
+    assert list(extract_module._boundary_lines(raw)) == _boundary_lines_by_lowering(raw)
+    assert list(extract_module._boundary_lines(middle)) == _boundary_lines_by_lowering(middle)
