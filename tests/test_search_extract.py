@@ -4,6 +4,7 @@ robustness on arbitrary bytes, and the documents found through an FTS5 table."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import quopri
 import sqlite3
 import time
@@ -753,3 +754,32 @@ def test_boundary_lines_are_those_of_a_search_of_every_byte(middle: bytes) -> No
     raw = _large(b"\r\n" + middle)
     assert list(extract_module._boundary_lines(raw)) == _boundary_lines_by_lowering(raw)
     assert list(extract_module._boundary_lines(middle)) == _boundary_lines_by_lowering(middle)
+
+
+PLAIN_ADDRESSES = [
+    ["Contact 12 <contact12@partner12.example.test>"],
+    ["<u001@bench.example.test>"],
+    ["a.b+tag@example.com, Jürgen  Müller\t<jm@example.de>,<x@y>"],
+    ["=?utf-8?q?J=C3=BCrgen?= =?utf-8?q?_M?= <j@example.de>", "Dr. J. Q. Public<j@q.example>"],
+]
+OTHER_ADDRESSES = [
+    ['"Doe, John" <john@example.com>'],  # quotes
+    ["john@example.com (John Doe)"],  # a comment
+    ["team: a@example.com, b@example.com;"],  # a group
+    ["\xa0@example.com", "x\xa0y <a@b>"],  # white space beyond ASCII (the email package
+    # drops a word of it alone)
+    ["a@example.com,,b@example.com"],  # an empty element
+    ["<a@[192.0.2.1]>", "a @ example.com", "a\\b@example.com", "a..b@example.com"],
+    ["Name <a@example.com> trailing", "< a@example.com >", ""],
+]
+
+
+@pytest.mark.parametrize("values", PLAIN_ADDRESSES + OTHER_ADDRESSES)
+def test_plain_addresses_are_read_as_the_email_package_reads_them(values: list[str]) -> None:
+    plain = all(
+        extract_module._PLAIN_ADDRESS.fullmatch(piece) for piece in ", ".join(values).split(",")
+    )
+    assert plain is (values in PLAIN_ADDRESSES)
+    assert extract_module._addresses(values) == email.utils.getaddresses(values)
+    raw = "".join(f"To: {value}\r\n" for value in values).encode() + b"\r\nbody\r\n"
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)

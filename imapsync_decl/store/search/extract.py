@@ -623,7 +623,7 @@ def _display(headers: _Headers, name: str) -> str:
     """The addresses of a field as ``Name <address>``, joined by ", "."""
     raw = headers.raw(name)
     try:
-        pairs = email.utils.getaddresses(raw)
+        pairs = _addresses(raw)
     except Exception:
         pairs = []
     shown: list[str] = []
@@ -637,6 +637,38 @@ def _display(headers: _Headers, name: str) -> str:
     if not shown:
         shown = [_one_line(text) for text in headers.texts(name)]
     return ", ".join(text for text in shown if text)[:MAX_DISPLAY]
+
+
+# An address list of the plain forms: ``name <address>``, ``<address>`` and ``address``,
+# the name words and the address dot-atoms without quotes, comments or groups.
+# (Every character but controls, white space, backslash and the specials of RFC 5322;
+# the email package drops a word of white space alone, such as a no-break space.)
+_ATOM = r'[^\x00-\x20\x7f()<>@,;:\\".\[\]\s]+'
+_NAME_WORD = r'[^\x00-\x20\x7f()<>@,;:\\"\[\]\s]+'
+_ADDRESS = f"{_ATOM}(?:\\.{_ATOM})*@{_ATOM}(?:\\.{_ATOM})*"
+_PLAIN_ADDRESS = re.compile(
+    f"[ \t]*(?:({_NAME_WORD}(?:[ \t]+{_NAME_WORD})*)[ \t]*<({_ADDRESS})>"
+    f"|<({_ADDRESS})>|({_ADDRESS}))[ \t]*"
+)
+_NAME_SPACE = re.compile("[ \t]+")
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses(values)``: (display name, address) pairs. Read here
+    when every address has one of the plain forms, for which the email package gives
+    the name words joined by single spaces and the address as it stands (the forms of
+    nearly all mail, which it takes many steps for); else by the email package."""
+    pairs: list[tuple[str, str]] = []
+    for piece in ", ".join(values).split(","):
+        match = _PLAIN_ADDRESS.fullmatch(piece)
+        if match is None:
+            return email.utils.getaddresses(values)
+        name, address, routed, bare = match.groups()
+        if name is not None:
+            pairs.append((_NAME_SPACE.sub(" ", name), address))
+        else:
+            pairs.append(("", routed or bare))
+    return pairs
 
 
 def _one_line(text: str) -> str:
