@@ -783,3 +783,64 @@ def test_plain_addresses_are_read_as_the_email_package_reads_them(values: list[s
     assert extract_module._addresses(values) == email.utils.getaddresses(values)
     raw = "".join(f"To: {value}\r\n" for value in values).encode() + b"\r\nbody\r\n"
     assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+_HEADER_PIECES = [
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\t",
+    b":",
+    b"From ",
+    b"Subject",
+    b"X-A",
+    b": v",
+    b"\xe4",
+    b"=?utf-8?q?x?=",
+    b"a b",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30), st.binary(max_size=20))
+def test_the_header_end_is_where_the_pattern_finds_it(pieces: list[bytes], tail: bytes) -> None:
+    raw = b"".join(pieces) + tail
+    match = extract_module._HEADER_END.search(raw, 0, extract_module._HEADER_SCAN)
+    assert extract_module._header_end(raw) == (match.end() if match is not None else None)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30))
+def test_a_plain_header_is_parsed_as_the_parser_parses_it(pieces: list[bytes]) -> None:
+    end = extract_module._header_end(b"".join(pieces) + b"\r\n\r\nbody")
+    assert end is not None
+    head = (b"".join(pieces) + b"\r\n\r\nbody")[:end]
+    plain = extract_module._plain_header(head)
+    parsed = extract_module._parse_tree(head)
+    if plain is not None:
+        assert plain.items() == parsed.items()
+        assert plain.get_unixfrom() is None
+        assert not parsed.defects
+        assert parsed.get_payload() == ""
+
+
+@pytest.mark.parametrize(
+    ("head", "plain"),
+    [
+        (b"Subject: a\r\n b\r\nTo:\t<a@b>\r\n\r\n", True),
+        (b"Subject: a\n\tb\nX-8bit: \xe4\n\n", True),
+        (b"Subject:\r\r", True),
+        (b"From someone Mon Jan  1 00:00:00 2024\r\nSubject: a\r\n\r\n", False),
+        (b" continued\r\nSubject: a\r\n\r\n", False),
+        (b"Subject: a\r\n: no name\r\n\r\n", False),
+        (b"Subject: a\r\nno colon\r\n\r\n", False),
+    ],
+)
+def test_plain_headers_and_others(head: bytes, plain: bool) -> None:
+    quick = extract_module._plain_header(head)
+    assert (quick is not None) is plain
+    if quick is not None:
+        assert quick.items() == extract_module._parse_tree(head).items()
+    raw = head + b"body word\r\n"
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)

@@ -221,21 +221,78 @@ def _single_part(raw: bytes) -> Message | None:
 
     When the content has no transfer encoding to undo, its bytes are kept as the
     part's ``content`` instead, which is what ``get_payload(decode=True)`` would give."""
-    end = _HEADER_END.search(raw, 0, _HEADER_SCAN)
+    end = _header_end(raw)
     if end is None:
         return None
-    head = _parse_tree(raw[: end.end()])
+    head = _plain_header(raw[:end])
+    if head is None:
+        head = _parse_tree(raw[:end])
     try:
-        if head.get_content_maintype() in _CONTAINERS or head.is_multipart() or head.get_payload():
+        if (
+            _content_type(head).split("/")[0] in _CONTAINERS
+            or head.is_multipart()
+            or head.get_payload()
+        ):
             return None  # a container, or a header that ended before the blank line
     except Exception:  # the email package decoding a broken header's payload
         return None
-    content = raw[end.end() : end.end() + _STRETCH]
+    content = raw[end : end + _STRETCH]
     if isinstance(head, _Part) and _transfer_encoding(head) not in _DECODED:
         head.content = content
     else:
         head.set_payload(content.decode("ascii", "surrogateescape"))
     return head
+
+
+def _header_end(raw: bytes) -> int | None:
+    """Where the first blank line that ends a header ends (``_HEADER_END`` searched in
+    the first ``_HEADER_SCAN`` bytes), or None.
+
+    Each match holds one of the three line-end pairs below, at its start or one byte
+    in: the pattern only needs to be tried from just before the first of them, which
+    ``bytes.find`` finds faster than the pattern steps through the header."""
+    first = -1
+    for pair in (b"\n\r\n", b"\n\n", b"\r\r"):
+        stop = _HEADER_SCAN if first == -1 else min(_HEADER_SCAN, first - 1 + len(pair))
+        found = raw.find(pair, 0, stop)
+        if found != -1:
+            first = found
+    if first == -1:
+        return None
+    match = _HEADER_END.search(raw, max(first - 1, 0), _HEADER_SCAN)
+    return match.end() if match is not None else None
+
+
+_FIELD_LINE = re.compile(rb"[\041-\071\073-\176]+:")  # a field name, as the parser takes it
+_PLAIN_POLICY = _RawHeaders()
+
+
+def _plain_header(head: bytes) -> Message | None:
+    """The header ``head`` (ended by its blank line) parsed as the parser parses it,
+    when each of its lines is a field or the continuation of one: each field's lines
+    joined, the space after its colon and the line end after its last line dropped.
+    None for any other line (a "From " line, one without a field name, a continuation
+    first), whose handling is left to the parser."""
+    lines = head.splitlines(keepends=True)  # at CR, LF and CRLF, as the parser splits
+    if not lines or lines[-1] not in (b"\r\n", b"\n", b"\r"):
+        return None
+    part = _Part(policy=_PLAIN_POLICY)
+    field: list[bytes] = []
+    for line in [*lines[:-1], None]:
+        if line is not None and line[:1] in (b" ", b"\t"):
+            if not field:
+                return None
+            field.append(line)
+            continue
+        if field:
+            name, value = b"".join(field).decode("ascii", "surrogateescape").split(":", 1)
+            part.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+            field = []
+        if line is not None:
+            if _FIELD_LINE.match(line) is None:
+                return None
+            field = [line]
+    return part
 
 
 # The transfer encodings that ``Message.get_payload(decode=True)`` undoes; any other
