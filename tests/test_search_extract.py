@@ -844,3 +844,12 @@ def test_plain_headers_and_others(head: bytes, plain: bool) -> None:
         assert quick.items() == extract_module._parse_tree(head).items()
     raw = head + b"body word\r\n"
     assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["one line =?utf-8?q?x?=", "=?utf-8?q?a\r\n b?= folded", "a\r\n\tb", "end\r\n", "lone\rcr"],
+)
+def test_unfolding_a_value_on_one_line_leaves_it(value: str) -> None:
+    unfolded = extract_module._FOLD.sub("", extract_module._FOLD_IN_WORD.sub(r"\1", value))
+    assert extract_module._unfold(value) == unfolded

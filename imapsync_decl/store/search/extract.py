@@ -624,6 +624,8 @@ def _unfold(value: str) -> str:
             value = _bytes_text(value.encode("utf-8", "surrogateescape"))
         except UnicodeEncodeError:  # other surrogates too, from a decoded parameter
             value = _valid(value)
+    if "\n" not in value and "\r" not in value:
+        return value  # on one line already (both patterns need a line end)
     value = _FOLD_IN_WORD.sub(r"\1", value)
     return _FOLD.sub("", value)
 
