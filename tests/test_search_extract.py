@@ -4,13 +4,15 @@ robustness on arbitrary bytes, and the documents found through an FTS5 table."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import quopri
 import sqlite3
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -586,3 +588,268 @@ def test_a_header_ended_by_a_stray_line_with_a_broken_charset_takes_the_whole_pa
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(extract_module, "_parse", _whole_parser_only)
         assert quick == extract(raw, INTERNAL)
+
+
+# Quick paths: each gives what the general way gives -----------------------------------
+
+
+def _whole_parser_document(raw: bytes) -> SearchDocument:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract_module, "_parse", _whole_parser_only)
+        return extract(raw, INTERNAL)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "quick"),
+    [("8bit", True), ("7bit", True), ("binary", True), ("", True), ("quoted-printable", False)],
+)
+def test_a_single_part_without_transfer_encoding_is_read_from_its_bytes(
+    encoding: str, quick: bool
+) -> None:
+    text = "Grüße aus Köln =C3=A4 \udcff".encode("utf-8", "surrogateescape") + b"\xe9\r\n"
+    header = b"Subject: bytes\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    if encoding:
+        header += b"Content-Transfer-Encoding: " + encoding.encode() + b"\r\n"
+    raw = header + b"\r\n" + text
+    part = extract_module._parse(raw)
+    assert isinstance(part, extract_module._Part)
+    assert (part.content is not None) is quick
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+    if quick:
+        assert part.content == text
+        assert extract_module._parse_tree(raw).get_payload(decode=True) == text
+
+
+@pytest.mark.parametrize("charset", sorted(extract_module._NO_SURROGATES))
+def test_the_codecs_read_without_a_surrogate_check_are_single_byte_or_utf8(charset: str) -> None:
+    if charset == "utf-8":
+        assert b"\xed\xa0\x80\xed\xb0\x80".decode(charset, "replace") == "\ufffd" * 6
+        return
+    every = bytes(range(256)).decode(charset, "replace")
+    assert every == "".join(bytes([byte]).decode(charset, "replace") for byte in range(256))
+    assert len(every) == 256
+    assert not any("\ud800" <= character <= "\udfff" for character in every)
+
+
+def test_a_codec_that_can_give_surrogates_is_checked() -> None:
+    raw = b"Content-Type: text/plain; charset=utf-7\r\n\r\nlone +2AA- surrogate"
+    assert b"+2AA-".decode("utf-7", "replace") == "\ud800"
+    document = extract(raw, INTERNAL)
+    assert document.body == "lone ? surrogate"
+    assert document == _whole_parser_document(raw)
+
+
+def _parts(message: Message) -> Iterator[Message]:
+    yield message
+    payload = message.get_payload()
+    if isinstance(payload, list):
+        for child in payload:
+            if isinstance(child, Message):
+                yield from _parts(child)
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as error:
+        return type(error)
+
+
+FIELD_CASES = [
+    b"Content-Type: text/plain; charset*=utf-8''%C3%BC",
+    b"Content-Type: text/plain; charset*=bogus''abc",
+    b"Content-Type: text/plain; charset*0*=utf-8''%ZZ; charset*1=x",
+    b'Content-Type: TEXT/Plain ; Charset = "ISO-8859-1"; NAME="a b.txt"',
+    b"Content-Type: text/plain/x; name*=iso-8859-1'de'Stra%DFen.txt",
+    b'Content-Type: application/pdf; name=""\r\nContent-Disposition: attachment; filename=',
+    b'Content-Type: application/pdf; name="  "\r\nContent-Disposition: inline; filename=" "',
+    b"Content-Type: image/png\r\nContent-Disposition: attachment;\r\n filename*0*=UTF-8''J%C3;"
+    b"\r\n filename*1*=%BCrg.doc",
+    b"Content-Type:\r\nContent-Disposition:",
+    b"Content-Type: text/plain; CHARSET; NAME\r\nContent-Disposition: attachment; FileName",
+    b"content-type: text/html; charset=\xe4\r\nContent-Type: text/plain; charset=koi8-r",
+]
+
+
+def _same_fields(part: Message) -> None:
+    fields = extract_module._fields(part)
+    assert extract_module._content_type(part) == part.get_content_type()
+    for name, header in [("charset", "content-type"), ("filename", "content-disposition")]:
+        ours = _outcome(lambda: fields.param(name, header))  # noqa: B023
+        theirs = _outcome(lambda: part.get_param(name, extract_module._MISSING, header))  # noqa: B023
+        assert ours == theirs
+    file_name = _outcome(lambda: extract_module._file_name_param(fields))
+    assert file_name == _outcome(part.get_filename)
+    charset = _outcome(lambda: extract_module._charset_param(fields))
+    assert charset == _outcome(part.get_content_charset)
+
+
+@pytest.mark.parametrize("header", FIELD_CASES)
+def test_fields_read_once_give_what_the_message_methods_give(header: bytes) -> None:
+    raw = b"Subject: fields\r\n" + header + b"\r\n\r\nbody\r\n"
+    for variant in [raw, *(path.read_bytes() for path in FIXTURES)]:
+        for part in _parts(extract_module._parse_tree(variant)):
+            _same_fields(part)
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+def _boundary_lines_by_lowering(raw: bytes) -> list[int]:
+    """The boundary lines found the plain way: every byte lowered and searched."""
+    lowered = raw.lower()
+    found: set[bytes] = set()
+    position = lowered.find(b"boundary")
+    for _ in range(MAX_PARTS):
+        if position == -1:
+            break
+        match = extract_module._BOUNDARY_PARAM.match(raw, position)
+        if match is not None:
+            found.add((match.group(1) or match.group(2) or b"").rstrip())
+        position = lowered.find(b"boundary", position + 8)
+    found.discard(b"")
+    starts: set[int] = set()
+    for boundary in found:
+        needle = b"--" + boundary
+        position = raw.find(needle, 1)
+        while position != -1:
+            if raw[position - 1] in b"\r\n":
+                starts.add(position)
+            position = raw.find(needle, position + len(needle))
+    return sorted(starts)
+
+
+def _large(middle: bytes) -> bytes:
+    attachment = base64.encodebytes(bytes(range(256)) * 400)
+    return _multipart(
+        [
+            _text_part("before"),
+            b"Content-Type: application/pdf; name=a.pdf\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment + middle + attachment,
+            _text_part("after"),
+        ],
+        boundary=b"=_outer",
+    )
+
+
+BOUNDARY_CASES = {
+    "plain": b"",
+    "declared in the attachment": b"boundary=inner\r\n--inner\r\nx--inner\r\n",
+    "space before the equals sign": b'BoUnDaRy \t\r\n = "in ner"\r\n--in ner\r\n',
+    "many equals signs after it": b"boundary=late\r\n" + b"=3D" * 5000 + b"\r\n--late\r\n",
+    "many equals signs before it": b"=3D" * 5000 + b"\r\nboundary=late\r\n--late\r\n",
+    "a long run of spaces": b"boundary" + b" " * 5000 + b"=late\r\n--late\r\n",
+    "more words than are counted": b"boundary " * (MAX_PARTS + 5) + b"boundary=late\r\n--late\r\n",
+    "fewer words than are counted": b"boundary " * (MAX_PARTS - 5) + b"boundary=late\r\n--late\r\n",
+    "runs of dashes": b"-" * 20000 + b"\r\n--=_outer\r\n" + b"---=_outer" * 3 + b"\r\n",
+    "overlapping boundaries": b"boundary=-\r\n------\r\n--\r\n---\r\n",
+    **{
+        f"a dash {gap} bytes before a boundary line": b"-" + b"x" * gap + b"\r\n--=_outer\r\n"
+        for gap in range(extract_module._LINE_WINDOW - 4, extract_module._LINE_WINDOW + 12)
+    },
+    "a parameter without a value": b'boundary=\r\nboundary=;\r\nboundary="\r\n',
+}
+
+
+@pytest.mark.parametrize("middle", BOUNDARY_CASES.values(), ids=BOUNDARY_CASES.keys())
+def test_boundary_lines_are_those_of_a_search_of_every_byte(middle: bytes) -> None:
+    raw = _large(b"\r\n" + middle)
+    assert list(extract_module._boundary_lines(raw)) == _boundary_lines_by_lowering(raw)
+    assert list(extract_module._boundary_lines(middle)) == _boundary_lines_by_lowering(middle)
+
+
+PLAIN_ADDRESSES = [
+    ["Contact 12 <contact12@partner12.example.test>"],
+    ["<u001@bench.example.test>"],
+    ["a.b+tag@example.com, Jürgen  Müller\t<jm@example.de>,<x@y>"],
+    ["=?utf-8?q?J=C3=BCrgen?= =?utf-8?q?_M?= <j@example.de>", "Dr. J. Q. Public<j@q.example>"],
+]
+OTHER_ADDRESSES = [
+    ['"Doe, John" <john@example.com>'],  # quotes
+    ["john@example.com (John Doe)"],  # a comment
+    ["team: a@example.com, b@example.com;"],  # a group
+    ["\xa0@example.com", "x\xa0y <a@b>"],  # white space beyond ASCII (the email package
+    # drops a word of it alone)
+    ["a@example.com,,b@example.com"],  # an empty element
+    ["<a@[192.0.2.1]>", "a @ example.com", "a\\b@example.com", "a..b@example.com"],
+    ["Name <a@example.com> trailing", "< a@example.com >", ""],
+]
+
+
+@pytest.mark.parametrize("values", PLAIN_ADDRESSES + OTHER_ADDRESSES)
+def test_plain_addresses_are_read_as_the_email_package_reads_them(values: list[str]) -> None:
+    plain = all(
+        extract_module._PLAIN_ADDRESS.fullmatch(piece) for piece in ", ".join(values).split(",")
+    )
+    assert plain is (values in PLAIN_ADDRESSES)
+    assert extract_module._addresses(values) == email.utils.getaddresses(values)
+    raw = "".join(f"To: {value}\r\n" for value in values).encode() + b"\r\nbody\r\n"
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+_HEADER_PIECES = [
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\t",
+    b":",
+    b"From ",
+    b"Subject",
+    b"X-A",
+    b": v",
+    b"\xe4",
+    b"=?utf-8?q?x?=",
+    b"a b",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30), st.binary(max_size=20))
+def test_the_header_end_is_where_the_pattern_finds_it(pieces: list[bytes], tail: bytes) -> None:
+    raw = b"".join(pieces) + tail
+    match = extract_module._HEADER_END.search(raw, 0, extract_module._HEADER_SCAN)
+    assert extract_module._header_end(raw) == (match.end() if match is not None else None)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30))
+def test_a_plain_header_is_parsed_as_the_parser_parses_it(pieces: list[bytes]) -> None:
+    end = extract_module._header_end(b"".join(pieces) + b"\r\n\r\nbody")
+    assert end is not None
+    head = (b"".join(pieces) + b"\r\n\r\nbody")[:end]
+    plain = extract_module._plain_header(head)
+    parsed = extract_module._parse_tree(head)
+    if plain is not None:
+        assert plain.items() == parsed.items()
+        assert plain.get_unixfrom() is None
+        assert not parsed.defects
+        assert parsed.get_payload() == ""
+
+
+@pytest.mark.parametrize(
+    ("head", "plain"),
+    [
+        (b"Subject: a\r\n b\r\nTo:\t<a@b>\r\n\r\n", True),
+        (b"Subject: a\n\tb\nX-8bit: \xe4\n\n", True),
+        (b"Subject:\r\r", True),
+        (b"From someone Mon Jan  1 00:00:00 2024\r\nSubject: a\r\n\r\n", False),
+        (b" continued\r\nSubject: a\r\n\r\n", False),
+        (b"Subject: a\r\n: no name\r\n\r\n", False),
+        (b"Subject: a\r\nno colon\r\n\r\n", False),
+    ],
+)
+def test_plain_headers_and_others(head: bytes, plain: bool) -> None:
+    quick = extract_module._plain_header(head)
+    assert (quick is not None) is plain
+    if quick is not None:
+        assert quick.items() == extract_module._parse_tree(head).items()
+    raw = head + b"body word\r\n"
+    assert extract(raw, INTERNAL) == _whole_parser_document(raw)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["one line =?utf-8?q?x?=", "=?utf-8?q?a\r\n b?= folded", "a\r\n\tb", "end\r\n", "lone\rcr"],
+)
+def test_unfolding_a_value_on_one_line_leaves_it(value: str) -> None:
+    unfolded = extract_module._FOLD.sub("", extract_module._FOLD_IN_WORD.sub(r"\1", value))
+    assert extract_module._unfold(value) == unfolded

@@ -26,7 +26,7 @@ import codecs
 import email.utils
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.feedparser import BytesFeedParser
@@ -163,6 +163,17 @@ class _PartLimit(Exception):
     """Raised by the message factory when a message has more parts than are parsed."""
 
 
+class _Part(Message):
+    """A part as this module's parser makes it. ``fields`` keeps its header fields once
+    they have been read (see ``_fields``); ``content``, for a part parsed the quick way
+    whose content has no transfer encoding to undo, holds the bytes of its content in
+    place of a payload (which would be those bytes as surrogate escapes, turned back
+    into the same bytes to be read)."""
+
+    fields: _Fields | None = None
+    content: bytes | None = None
+
+
 class _Counted:
     """The parser's message factory: counts the parts it makes, stops at ``MAX_PARTS``,
     and keeps the first one (the message itself) for when parsing stops early."""
@@ -175,7 +186,7 @@ class _Counted:
         self.made += 1
         if self.made > MAX_PARTS + 1:
             raise _PartLimit
-        message = Message(policy=policy)
+        message = _Part(policy=policy)
         if self.root is None:
             self.root = message
         return message
@@ -206,18 +217,92 @@ def _single_part(raw: bytes) -> Message | None:
     it (everything after the header, 8-bit bytes as surrogate escapes), cut to
     ``_STRETCH`` bytes like any part. None for a multipart or message/*, and for a
     header that is not ended by its first blank line (a line that is no header field
-    ends it earlier): those take the whole parser."""
-    end = _HEADER_END.search(raw, 0, _HEADER_SCAN)
+    ends it earlier): those take the whole parser.
+
+    When the content has no transfer encoding to undo, its bytes are kept as the
+    part's ``content`` instead, which is what ``get_payload(decode=True)`` would give."""
+    end = _header_end(raw)
     if end is None:
         return None
-    head = _parse_tree(raw[: end.end()])
+    head = _plain_header(raw[:end])
+    if head is None:
+        head = _parse_tree(raw[:end])
     try:
-        if head.get_content_maintype() in _CONTAINERS or head.is_multipart() or head.get_payload():
+        if (
+            _content_type(head).split("/")[0] in _CONTAINERS
+            or head.is_multipart()
+            or head.get_payload()
+        ):
             return None  # a container, or a header that ended before the blank line
     except Exception:  # the email package decoding a broken header's payload
         return None
-    head.set_payload(raw[end.end() : end.end() + _STRETCH].decode("ascii", "surrogateescape"))
+    content = raw[end : end + _STRETCH]
+    if isinstance(head, _Part) and _transfer_encoding(head) not in _DECODED:
+        head.content = content
+    else:
+        head.set_payload(content.decode("ascii", "surrogateescape"))
     return head
+
+
+def _header_end(raw: bytes) -> int | None:
+    """Where the first blank line that ends a header ends (``_HEADER_END`` searched in
+    the first ``_HEADER_SCAN`` bytes), or None.
+
+    Each match holds one of the three line-end pairs below, at its start or one byte
+    in: the pattern only needs to be tried from just before the first of them, which
+    ``bytes.find`` finds faster than the pattern steps through the header."""
+    first = -1
+    for pair in (b"\n\r\n", b"\n\n", b"\r\r"):
+        stop = _HEADER_SCAN if first == -1 else min(_HEADER_SCAN, first - 1 + len(pair))
+        found = raw.find(pair, 0, stop)
+        if found != -1:
+            first = found
+    if first == -1:
+        return None
+    match = _HEADER_END.search(raw, max(first - 1, 0), _HEADER_SCAN)
+    return match.end() if match is not None else None
+
+
+_FIELD_LINE = re.compile(rb"[\041-\071\073-\176]+:")  # a field name, as the parser takes it
+_PLAIN_POLICY = _RawHeaders()
+
+
+def _plain_header(head: bytes) -> Message | None:
+    """The header ``head`` (ended by its blank line) parsed as the parser parses it,
+    when each of its lines is a field or the continuation of one: each field's lines
+    joined, the space after its colon and the line end after its last line dropped.
+    None for any other line (a "From " line, one without a field name, a continuation
+    first), whose handling is left to the parser."""
+    lines = head.splitlines(keepends=True)  # at CR, LF and CRLF, as the parser splits
+    if not lines or lines[-1] not in (b"\r\n", b"\n", b"\r"):
+        return None
+    part = _Part(policy=_PLAIN_POLICY)
+    field: list[bytes] = []
+    for line in [*lines[:-1], None]:
+        if line is not None and line[:1] in (b" ", b"\t"):
+            if not field:
+                return None
+            field.append(line)
+            continue
+        if field:
+            name, value = b"".join(field).decode("ascii", "surrogateescape").split(":", 1)
+            part.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+            field = []
+        if line is not None:
+            if _FIELD_LINE.match(line) is None:
+                return None
+            field = [line]
+    return part
+
+
+# The transfer encodings that ``Message.get_payload(decode=True)`` undoes; any other
+# leaves the content as it is.
+_DECODED = frozenset(["quoted-printable", "base64", "x-uuencode", "uuencode", "uue", "x-uue"])
+
+
+def _transfer_encoding(part: Message) -> str:
+    """The Content-Transfer-Encoding, as ``get_payload`` reads it."""
+    return str(_fields(part).first("content-transfer-encoding") or "").lower()
 
 
 def _parse_tree(raw: bytes) -> Message:
@@ -229,7 +314,7 @@ def _parse_tree(raw: bytes) -> Message:
                 parser.feed(bytes(piece[start : start + _FEED_CHUNK]))
         return parser.close()
     except Exception:  # the part limit, or the parser tripping over deep nesting
-        return factory.root if factory.root is not None else Message()
+        return factory.root if factory.root is not None else _Part()
     finally:
         factory.root = None  # each part's policy holds the factory: no cycle back to the tree
 
@@ -279,8 +364,22 @@ def _boundary_lines(raw: bytes) -> Iterator[int]:
 
     Found with ``bytes.find`` rather than a regular expression over the whole message:
     most of a large message is an attachment, which a pattern would step through
-    line by line."""
-    lowered = raw.lower()
+    line by line. The searches jump from one "=" or "-" to the next, which a base64
+    attachment has only at its end and in the boundary line after it."""
+    starts: set[int] = set()
+    for boundary in _declared_boundaries(raw):
+        starts.update(_line_starts(raw, b"--" + boundary))
+    return iter(sorted(starts))
+
+
+def _declared_boundaries(raw: bytes) -> set[bytes]:
+    """The non-empty ``boundary`` parameters found at the first ``MAX_PARTS`` places
+    where the word "boundary" (in any case) stands in ``raw``.
+
+    Only ``raw`` up to the last such parameter needs to be searched word by word:
+    what follows it holds no parameter, and its words come after every one counted."""
+    end = _last_boundary_param(raw)
+    lowered = raw[:end].lower()
     found: set[bytes] = set()
     position = lowered.find(b"boundary")
     for _ in range(MAX_PARTS):
@@ -291,15 +390,63 @@ def _boundary_lines(raw: bytes) -> Iterator[int]:
             found.add((match.group(1) or match.group(2) or b"").rstrip())
         position = lowered.find(b"boundary", position + 8)
     found.discard(b"")
-    starts: set[int] = set()
-    for boundary in found:
-        needle = b"--" + boundary
-        position = raw.find(needle, 1)
-        while position != -1:
-            if raw[position - 1] in b"\r\n":
-                starts.add(position)
-            position = raw.find(needle, position + len(needle))
-    return iter(sorted(starts))
+    return found
+
+
+_SPACE_BYTES = b" \t\n\r\f\v"  # what \s matches in a bytes pattern
+_BACKWARD_STEPS = 1024  # looked-at bytes before the search takes all of raw instead
+
+
+def _last_boundary_param(raw: bytes) -> int:
+    """An end of ``raw`` beyond which no ``boundary`` parameter begins: just after the
+    last one's word "boundary", found from the "=" it needs; ``len(raw)`` when the
+    "=" signs are too many to look at one by one (quoted-printable text)."""
+    steps = 0
+    equals = raw.rfind(b"=")
+    while equals != -1:
+        word_end = equals
+        while word_end > 0 and raw[word_end - 1] in _SPACE_BYTES:
+            word_end -= 1
+            steps += 1
+            if steps > _BACKWARD_STEPS:
+                return len(raw)
+        start = word_end - 8
+        if (
+            start >= 0
+            and raw[start:word_end].lower() == b"boundary"
+            and _BOUNDARY_PARAM.match(raw, start) is not None
+        ):
+            return word_end
+        steps += 1
+        if steps > _BACKWARD_STEPS:
+            return len(raw)
+        equals = raw.rfind(b"=", 0, equals)
+    return 0
+
+
+_LINE_WINDOW = 4096
+
+
+def _line_starts(raw: bytes, needle: bytes) -> Iterator[int]:
+    """Where ``needle`` (a "--" and a boundary) begins a line of ``raw`` (not its first),
+    of the places ``raw.find`` gives when it goes from each one to after it.
+
+    Each search starts at the next "-", which ``bytes.find`` reaches at the speed of
+    a memory scan, and looks a window beyond it, so that a run of dashes (a text
+    underlined by them) costs one search per window rather than one per dash."""
+    window = len(needle) + _LINE_WINDOW
+    position = 1
+    while True:
+        dash = raw.find(b"-", position)
+        if dash == -1:
+            return
+        found = raw.find(needle, dash, dash + window)
+        if found == -1:
+            position = dash + window - len(needle) + 1
+            continue
+        if raw[found - 1] in b"\r\n":
+            yield found
+        position = found + len(needle)
 
 
 def _lines(raw: bytes, start: int, end: int) -> int:
@@ -350,17 +497,112 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 
 
+# A parameter value as ``Message.get_param`` gives it: RFC 2231 ones as a triple.
+_Param = str | tuple[str | None, str | None, str]
+
+
+class _Missing:
+    """The value of a parameter, or the parameters of a field, that a part does not have."""
+
+
+_MISSING = _Missing()
+
+
+class _Fields:
+    """The header fields of one part, by lower-case name, as the ``Message`` methods
+    that this module uses give them (``get``, ``get_all``, ``get_param``), but gone
+    through once rather than at each call, and each field's parameters parsed once."""
+
+    def __init__(self, part: Message) -> None:
+        self._part = part
+        self.values: dict[str, list[str]] = {}
+        for name, value in part.items():
+            self.values.setdefault(name.lower(), []).append(value)
+        self._params: dict[str, Sequence[tuple[str, _Param]] | _Missing | Exception] = {}
+
+    def first(self, name: str) -> str | None:
+        """``part.get(name)``."""
+        values = self.values.get(name)
+        return values[0] if values else None
+
+    def param(self, name: str, header: str) -> _Param | _Missing:
+        """``part.get_param(name, header=header)``, ``_MISSING`` where that gives its
+        ``failobj``; raises where that raises (a broken RFC 2231 parameter)."""
+        params = self._params.get(header)
+        if params is None:
+            try:
+                params = self._part.get_params(_MISSING, header=header)
+            except Exception as error:  # kept, to be raised at each call like get_param
+                params = error
+            self._params[header] = params
+        if isinstance(params, Exception):
+            raise params
+        if isinstance(params, _Missing):
+            return _MISSING
+        for key, value in params:
+            if key.lower() == name:
+                return value
+        return _MISSING
+
+
+def _fields(part: Message) -> _Fields:
+    """The header fields of ``part``, read once for a part of this module's parser."""
+    if not isinstance(part, _Part):
+        return _Fields(part)
+    if part.fields is None:
+        part.fields = _Fields(part)
+    return part.fields
+
+
+def _content_type(part: Message) -> str:
+    """``part.get_content_type()``."""
+    value = _fields(part).first("content-type")
+    if value is None:
+        return part.get_default_type()
+    content_type = str(value).partition(";")[0].strip().lower()
+    return content_type if content_type.count("/") == 1 else "text/plain"
+
+
+def _file_name_param(fields: _Fields) -> str | None:
+    """``part.get_filename()``: the disposition's ``filename``, else the type's ``name``."""
+    name = fields.param("filename", "content-disposition")
+    if isinstance(name, _Missing):
+        name = fields.param("name", "content-type")
+    if isinstance(name, _Missing):
+        return None
+    return email.utils.collapse_rfc2231_value(name).strip()
+
+
+def _charset_param(fields: _Fields) -> str | None:
+    """``part.get_content_charset()``, step by step as the email package does it."""
+    charset = fields.param("charset", "content-type")
+    if isinstance(charset, _Missing):
+        return None
+    if isinstance(charset, tuple):
+        try:
+            charset = str(charset[2].encode("raw-unicode-escape"), charset[0] or "us-ascii")
+        except (LookupError, UnicodeError):
+            charset = charset[2]
+    if not charset.isascii():
+        return None
+    return charset.lower()
+
+
 class _Headers:
     """The header fields of a message, unfolded and decoded on demand."""
 
     def __init__(self, message: Message) -> None:
-        self._message = message
+        self._values = _fields(message).values
+        self._raw: dict[str, list[str]] = {}
 
     def raw(self, name: str) -> list[str]:
         """The unfolded values of every field called ``name``, 8-bit bytes decoded, but
         encoded words left as they are (for address parsing)."""
-        values = self._message.get_all(name) or []
-        return [_unfold(str(value))[:MAX_HEADER_TEXT] for value in values]
+        raw = self._raw.get(name)
+        if raw is None:
+            values = self._values.get(name, [])
+            raw = self._raw[name] = [_unfold(str(value))[:MAX_HEADER_TEXT] for value in values]
+        return raw
 
     def texts(self, name: str) -> list[str]:
         """The decoded values of every field called ``name``."""
@@ -382,6 +624,8 @@ def _unfold(value: str) -> str:
             value = _bytes_text(value.encode("utf-8", "surrogateescape"))
         except UnicodeEncodeError:  # other surrogates too, from a decoded parameter
             value = _valid(value)
+    if "\n" not in value and "\r" not in value:
+        return value  # on one line already (both patterns need a line end)
     value = _FOLD_IN_WORD.sub(r"\1", value)
     return _FOLD.sub("", value)
 
@@ -438,7 +682,7 @@ def _display(headers: _Headers, name: str) -> str:
     """The addresses of a field as ``Name <address>``, joined by ", "."""
     raw = headers.raw(name)
     try:
-        pairs = email.utils.getaddresses(raw)
+        pairs = _addresses(raw)
     except Exception:
         pairs = []
     shown: list[str] = []
@@ -452,6 +696,38 @@ def _display(headers: _Headers, name: str) -> str:
     if not shown:
         shown = [_one_line(text) for text in headers.texts(name)]
     return ", ".join(text for text in shown if text)[:MAX_DISPLAY]
+
+
+# An address list of the plain forms: ``name <address>``, ``<address>`` and ``address``,
+# the name words and the address dot-atoms without quotes, comments or groups.
+# (Every character but controls, white space, backslash and the specials of RFC 5322;
+# the email package drops a word of white space alone, such as a no-break space.)
+_ATOM = r'[^\x00-\x20\x7f()<>@,;:\\".\[\]\s]+'
+_NAME_WORD = r'[^\x00-\x20\x7f()<>@,;:\\"\[\]\s]+'
+_ADDRESS = f"{_ATOM}(?:\\.{_ATOM})*@{_ATOM}(?:\\.{_ATOM})*"
+_PLAIN_ADDRESS = re.compile(
+    f"[ \t]*(?:({_NAME_WORD}(?:[ \t]+{_NAME_WORD})*)[ \t]*<({_ADDRESS})>"
+    f"|<({_ADDRESS})>|({_ADDRESS}))[ \t]*"
+)
+_NAME_SPACE = re.compile("[ \t]+")
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses(values)``: (display name, address) pairs. Read here
+    when every address has one of the plain forms, for which the email package gives
+    the name words joined by single spaces and the address as it stands (the forms of
+    nearly all mail, which it takes many steps for); else by the email package."""
+    pairs: list[tuple[str, str]] = []
+    for piece in ", ".join(values).split(","):
+        match = _PLAIN_ADDRESS.fullmatch(piece)
+        if match is None:
+            return email.utils.getaddresses(values)
+        name, address, routed, bare = match.groups()
+        if name is not None:
+            pairs.append((_NAME_SPACE.sub(" ", name), address))
+        else:
+            pairs.append(("", routed or bare))
+    return pairs
 
 
 def _one_line(text: str) -> str:
@@ -509,10 +785,28 @@ def _charset_text(data: bytes, charset: str | None) -> str:
         return _bytes_text(data)
     if codec == "ascii":
         return _bytes_text(data)
+    codec = _SUPERSETS.get(codec, codec)
     try:
-        return _valid(data.decode(_SUPERSETS.get(codec, codec), "replace"))
+        text = data.decode(codec, "replace")
     except Exception:  # not a text encoding (base64, zlib ...), or a codec that fails
         return _bytes_text(data)
+    return text if codec in _NO_SURROGATES else _valid(text)
+
+
+# Codecs whose "replace" decoding gives no lone surrogates, whatever the bytes: UTF-8
+# (which takes encoded surrogates for errors) and the single-byte ones, each byte one
+# character of a table without surrogates. UTF-7, UTF-16 and UTF-32 can give them.
+_NO_SURROGATES = frozenset(
+    ["utf-8"]
+    + ["cp037", "cp1006", "cp1026", "cp1125", "cp1140", "cp273", "cp424", "cp437", "cp500"]
+    + [f"cp125{digit}" for digit in range(9)]
+    + ["cp720", "cp737", "cp775", "cp850", "cp852", "cp855", "cp856", "cp857", "cp858"]
+    + ["cp860", "cp861", "cp862", "cp863", "cp864", "cp865", "cp866", "cp869", "cp874", "cp875"]
+    + [f"iso8859-{number}" for number in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)]
+    + ["hp-roman8", "koi8-r", "koi8-t", "koi8-u", "kz1048", "palmos", "ptcp154", "tis-620"]
+    + ["mac-arabic", "mac-croatian", "mac-cyrillic", "mac-farsi", "mac-greek", "mac-iceland"]
+    + ["mac-latin2", "mac-roman", "mac-romanian", "mac-turkish"]
+)
 
 
 def _bytes_text(data: bytes) -> str:
@@ -523,12 +817,14 @@ def _bytes_text(data: bytes) -> str:
         return data.decode("cp1252", "replace")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _valid(text: str) -> str:
-    """``text`` without lone surrogates, which no database or parser takes."""
-    if not text.isascii() and _SURROGATE.search(text):
+    """``text`` without lone surrogates, which no database or parser takes (they are
+    what UTF-8 cannot encode)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
 
@@ -562,7 +858,7 @@ class _Body:
         self.parts += 1
         if self.parts > MAX_PARTS or depth > MAX_DEPTH:
             return
-        content_type = part.get_content_type()
+        content_type = _content_type(part)
         if part.is_multipart():
             children = [child for child in part.get_payload() if isinstance(child, Message)]
             if content_type in ("message/rfc822", "message/global"):
@@ -617,7 +913,7 @@ def _taken(children: list[Message]) -> Message | None:
     """The alternative whose text is the body: the plain one, else the last (the
     richest, by RFC 2046's order)."""
     for child in children:
-        if child.get_content_type() == "text/plain" and not _is_attachment(child, "text/plain"):
+        if _content_type(child) == "text/plain" and not _is_attachment(child, "text/plain"):
             return child
     return children[-1] if children else None
 
@@ -630,19 +926,20 @@ def _is_attachment(part: Message, content_type: str) -> bool:
         return True
     if content_type.startswith(("text/", "multipart/", "message/")):
         return False
-    return disposition != "inline" and not part.get("content-id")
+    return disposition != "inline" and not _fields(part).first("content-id")
 
 
 def _disposition(part: Message) -> str:
-    value = part.get("content-disposition")
+    value = _fields(part).first("content-disposition")
     return str(value).split(";", 1)[0].strip().lower() if value else ""
 
 
 def _file_name(part: Message) -> str:
     """The decoded file name of a part: the disposition's ``filename`` or the content
     type's ``name`` (RFC 2231 continuations and charsets, RFC 2047 words in quotes)."""
+    fields = _fields(part)
     try:
-        name: object = part.get_filename() or part.get_param("name")
+        name: object = _file_name_param(fields) or fields.param("name", "content-type")
         if isinstance(name, tuple):
             name = email.utils.collapse_rfc2231_value(name)
     except Exception:  # a broken RFC 2231 parameter: no name rather than no body
@@ -655,11 +952,13 @@ def _file_name(part: Message) -> str:
 def _part_text(part: Message, html: bool) -> str:
     """The text of a leaf part: transfer encoding undone, at most ``MAX_PART_TEXT``
     bytes, in its charset; markup stripped for HTML."""
-    data = part.get_payload(decode=True)
+    data: object = part.content if isinstance(part, _Part) else None
+    if data is None:
+        data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         return ""
     data = data[:MAX_PART_TEXT]
-    charset = part.get_content_charset()
+    charset = _charset_param(_fields(part))
     text = _charset_text(data, charset)
     if html:
         text = html_text(text)
