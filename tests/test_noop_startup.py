@@ -12,7 +12,7 @@ from bed import Bed, seed
 pytestmark = pytest.mark.dovecot
 
 
-def test_a_no_op_apply_never_loads_the_search_text_extraction(bed: Bed) -> None:
+def test_a_no_op_apply_never_loads_the_search_text_extraction_nor_rich(bed: Bed) -> None:
     user = bed.new_user()
     seed(bed, user, "INBOX", 2)
     bed.master_profile("p", [user])
@@ -21,12 +21,13 @@ def test_a_no_op_apply_never_loads_the_search_text_extraction(bed: Bed) -> None:
     assert result["totals"]["archived"] == 2
 
     # Nothing new: the run's catch-up finds nothing to index, so the parsers of
-    # messages and HTML stay unloaded.
+    # messages and HTML stay unloaded; with no terminal there are no progress bars, and
+    # structlog was loaded without rich (``cli/lazy.py``).
     script = (
         "import sys\n"
         "from imapsync_decl.cli.main import main\n"
         f"code = main(['apply', '--config-dir', {str(bed.config_dir)!r}, '--format', 'json'])\n"
-        "heavy = sorted(m for m in ('imapsync_decl.store.search.extract', 'selectolax')"
+        "heavy = sorted(m for m in ('imapsync_decl.store.search.extract', 'selectolax', 'rich')"
         " if m in sys.modules)\n"
         "print(code, heavy, file=sys.stderr)\n"
     )
@@ -34,3 +35,21 @@ def test_a_no_op_apply_never_loads_the_search_text_extraction(bed: Bed) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert proc.stderr.splitlines()[-1] == "0 []", proc.stderr
+
+
+def test_progress_bars_still_draw_after_structlog_was_loaded_without_rich(bed: Bed) -> None:
+    user = bed.new_user()
+    seed(bed, user, "INBOX", 3)
+    bed.master_profile("p", [user])
+    script = (
+        "import sys\n"
+        "from imapsync_decl.cli.main import main\n"
+        f"code = main(['apply', '--progress', '--config-dir', {str(bed.config_dir)!r}])\n"
+        "print('exit', code, 'rich' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.stderr.splitlines()[-1] == "exit 0 True", proc.stderr
+    assert "all mailboxes" in proc.stderr
+    assert "3/3 messages" in proc.stderr
