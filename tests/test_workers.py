@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -283,3 +285,42 @@ def test_the_pipeline_reports_in_the_order_submitted_and_raises_failures() -> No
         for n in range(20):
             pipeline.submit(n)
     assert later == [0]  # nothing after the failure is reported
+
+
+def test_a_worker_waiting_on_a_silent_server_stops_when_apply_is_gone(tmp_path: Path) -> None:
+    """The worker is blocked on the server, not on its pipes, so only its look at its
+    parent (``_Stop``) tells it that apply died: it must not wait out the read timeout."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never greets
+    port = silent.getsockname()[1]
+    script = f"""
+import sys, time
+from pathlib import Path
+from imapsync_decl.imap.settings import Endpoint
+from imapsync_decl.run.worker_wire import MailboxJob, write_frame
+from imapsync_decl.run.workers import Worker
+
+worker = Worker()
+job = MailboxJob(
+    endpoint=Endpoint("127.0.0.1", {port}, security="plain", timeout=600.0),
+    mailbox="a@example.org", mechanism="sasl_plain", username="a@example.org", authzid=None,
+    password="pw", archive=Path({str(tmp_path / "archive")!r}), stale_before=0.0,
+    parallel_writes=False, folders=(), max_count=10, max_bytes=1 << 20, retries=0,
+    backoff_seconds=0.0,
+)
+write_frame(worker._stdin.fileno(), job)
+print(worker.process.pid, flush=True)
+time.sleep(600)
+"""
+    (tmp_path / "archive").mkdir()
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        connection, _ = silent.accept()  # the worker is connected and waits for a greeting
+        parent.kill()
+        parent.wait()
+        wait_until(lambda: not alive(pid), "the worker to stop", 30)
+        connection.close()
+    finally:
+        parent.kill()
+        silent.close()
