@@ -9,8 +9,12 @@ lists every command (and so imports them all).
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 import click
@@ -37,19 +41,50 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-def load_structlog_without_rich() -> None:
-    """Import structlog with the console library rich hidden from it.
+class _StructlogWithoutRich(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Loads structlog, the first time it is imported, with the console library rich hidden.
 
     structlog imports rich, when it is installed, only to pretty-print tracebacks on a
     console; this program's log lines carry exceptions as plain text (``log.py`` formats
-    them before any renderer), so that import is about 0.1 s and 4.5 MB spent for nothing
-    at every start of a command. rich stays importable afterwards: the progress bars on a
-    terminal (``cli/progress.py``) import it when they are drawn.
+    them before any renderer), so that import would cost about 0.1 s and 4.5 MB at every
+    start of a command that logs. rich stays importable afterwards: the progress bars on a
+    terminal (``cli/progress.py``) import it when they are drawn. A finder rather than an
+    import here, so that commands that never log (``archive search``) never load structlog.
     """
-    if "structlog" in sys.modules or "rich" in sys.modules:
+
+    def __init__(self) -> None:
+        self._loader: importlib.abc.Loader | None = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != "structlog":
+            return None
+        sys.meta_path.remove(self)  # once: structlog's own modules load as usual
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or "rich" in sys.modules:
+            return spec
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        assert self._loader is not None
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        assert self._loader is not None
+        sys.modules["rich"] = None  # type: ignore[assignment]  # None: "not installed"
+        try:
+            self._loader.exec_module(module)
+        finally:
+            del sys.modules["rich"]
+
+
+def load_structlog_without_rich() -> None:
+    """Have structlog, when a command first imports it, load without rich."""
+    if "structlog" in sys.modules or any(
+        isinstance(finder, _StructlogWithoutRich) for finder in sys.meta_path
+    ):
         return
-    sys.modules["rich"] = None  # type: ignore[assignment]  # None: "not installed"
-    try:
-        import structlog  # noqa: F401
-    finally:
-        del sys.modules["rich"]
+    sys.meta_path.insert(0, _StructlogWithoutRich())
