@@ -296,7 +296,7 @@ def test_a_worker_waiting_on_a_silent_server_stops_when_apply_is_gone(tmp_path: 
 import sys, time
 from pathlib import Path
 from imapsync_decl.imap.settings import Endpoint
-from imapsync_decl.run.worker_wire import MailboxJob, write_frame
+from imapsync_decl.run.worker_wire import MailboxJob
 from imapsync_decl.run.workers import Worker
 
 worker = Worker()
@@ -307,8 +307,9 @@ job = MailboxJob(
     parallel_writes=False, folders=(), max_count=10, max_bytes=1 << 20, retries=0,
     backoff_seconds=0.0,
 )
-write_frame(worker._stdin.fileno(), job)
 print(worker.process.pid, flush=True)
+for _ in worker.run(job, lambda: False):  # sends the job, then waits for its events
+    pass
 time.sleep(600)
 """
     (tmp_path / "archive").mkdir()
@@ -319,8 +320,10 @@ time.sleep(600)
         connection, _ = silent.accept()  # the worker is connected and waits for a greeting
         parent.kill()
         parent.wait()
-        wait_until(lambda: not alive(pid), "the worker to stop", 30)
-        connection.close()
+        try:
+            wait_until(lambda: not alive(pid), "the worker to stop", 30)
+        finally:
+            connection.close()
     finally:
         parent.kill()
         silent.close()
