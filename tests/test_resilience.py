@@ -102,7 +102,7 @@ def test_a_signal_finishes_the_batch_and_exits(
 def failing_after(
     monkeypatch: pytest.MonkeyPatch, where: str, error: BaseException, at: int = 5
 ) -> Any:
-    """Make BlobStore.put_many or Index.record raise ``error`` on its ``at``-th call;
+    """Make BlobStore.put_many or a method of Index raise ``error`` on its ``at``-th call;
     returns the original, to put back.
 
     ``put_many`` in a worker process (``worker:put_many``): the workers apply starts
@@ -167,6 +167,7 @@ def test_a_failing_write_fails_the_mailbox_and_the_next_apply_completes(
         ("worker:put_many", OSError(28, "No space left on device")),
         ("record", OSError(28, "No space left on device")),
         ("record", sqlite3.OperationalError("database or disk is full")),
+        ("claim_job", sqlite3.OperationalError("database or disk is full")),
     ],
 )
 def test_a_full_disk_stops_the_run_with_exit_14_and_the_next_apply_completes(

@@ -343,6 +343,7 @@ def render_run(run: dict[str, Any]) -> str:
     mailboxes = doc.get("mailboxes") or []
     for mailbox in mailboxes:
         lines.extend(_mailbox_lines(mailbox))
+    lines.extend(_job_lines(doc.get("jobs")))
     totals = doc.get("totals")
     if isinstance(totals, dict):
         count = totals.get("mailboxes", len(mailboxes))
@@ -353,6 +354,32 @@ def render_run(run: dict[str, Any]) -> str:
             f" vanished {_count(totals.get('vanished'))}."
         )
     return "\n".join(lines)
+
+
+_JOB_STATES = {
+    "pending": "not started",
+    "claimed": "being archived",
+    "done": "done",
+    "failed": "failed",
+}
+
+
+def _job_lines(jobs: object) -> list[str]:
+    """The jobs of a run that has no protocol: what each mailbox with work came to."""
+    if not isinstance(jobs, list):
+        return []
+    lines = []
+    for job in jobs:
+        if not isinstance(job, dict):
+            continue
+        state = _JOB_STATES.get(str(job.get("state")), _printable(job.get("state")))
+        line = f"  {_printable(job.get('profile'))}/{_printable(job.get('mailbox'))}: {state}"
+        if job.get("state") == "claimed":
+            line += f" by {_printable(job.get('runner'))} since {_printable(job.get('claimed_at'))}"
+        elif job.get("error"):
+            line += f": {_printable(job.get('error'))}"
+        lines.append(line)
+    return lines
 
 
 def _restore_lines(doc: dict[str, Any]) -> list[str]:

@@ -37,9 +37,9 @@ from imapsync_decl.imap.facts import FolderInfo
 from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.imap.wire import sequence_set
 from imapsync_decl.plan import deletion, filters
-from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan
-from imapsync_decl.plan.parallel import in_parallel
+from imapsync_decl.plan.model import FolderPlan, MailboxPlan, Plan, ProfilePlan
 from imapsync_decl.plan.planner import source_server
+from imapsync_decl.run.dispatch import run_claimed
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.progress import NoProgress, Progress
 from imapsync_decl.run.results import ApplyResult, FolderResult, MailboxResult
@@ -114,6 +114,11 @@ def has_work(plan: MailboxPlan) -> bool:
     return plan.error is None and any(folder.uids for folder in plan.folders)
 
 
+def needs_runner(plan: MailboxPlan) -> bool:
+    """Whether applying the mailbox's plan connects to its server: it fetches or deletes."""
+    return plan.error is None and any(folder.uids or folder.delete for folder in plan.folders)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -165,13 +170,7 @@ class Executor:
         index.begin_run(self.run_id, "apply")
         try:
             for profile_plan in plan.profiles:
-                profile = self.config.profile(profile_plan.name)
-                jobs = profile.doc.max_concurrent_jobs if profile is not None else 1
-                self._jobs_at_once = min(jobs, len(profile_plan.mailboxes))
-                done = in_parallel(
-                    jobs, [functools.partial(self._mailbox, m) for m in profile_plan.mailboxes]
-                )
-                result.mailboxes.extend(m for m in done if m is not None)
+                result.mailboxes.extend(self._profile(profile_plan))
             if not self.stop and not self._unwritable:
                 self.indexing.finish(self.archive.blobs, self.stop.__bool__)
         finally:
@@ -189,6 +188,31 @@ class Executor:
                 result.archived_bytes = index.run_archived_bytes(self.run_id)
             index.finish_run(self.run_id, result.status, result.to_json())
         return result
+
+    def _profile(self, plan: ProfilePlan) -> list[MailboxResult]:
+        """A profile's mailboxes, in the order of its plan: those with work to do are jobs
+        in the index, claimed by up to ``max_concurrent_jobs`` runners (``run/dispatch.py``);
+        the others only need their bookkeeping (or failed in the plan), done here."""
+        profile = self.config.profile(plan.name)
+        runners = profile.doc.max_concurrent_jobs if profile is not None else 1
+        queued = [(n, m) for n, m in enumerate(plan.mailboxes) if needs_runner(m)]
+        self._jobs_at_once = max(1, min(runners, len(queued)))
+        results: dict[int, MailboxResult | None] = {}
+        for n, mailbox in enumerate(plan.mailboxes):
+            if not needs_runner(mailbox):
+                results[n] = self._mailbox(mailbox)
+        results.update(
+            run_claimed(
+                self.archive.index,
+                self.run_id,
+                plan.name,
+                queued,
+                runners,
+                self._mailbox,
+                lambda: not (self.stop or self._unwritable),
+            )
+        )
+        return [r for n in range(len(plan.mailboxes)) if (r := results.get(n)) is not None]
 
     def _mailbox(self, plan: MailboxPlan) -> MailboxResult | None:
         if self.stop or self._unwritable:

@@ -16,8 +16,8 @@ written and synced just before the transaction that makes it commits
 they work on: the transactions and the journal (``store/connection.py``), the
 schema and its migrations (``store/schema.py``), users, mailboxes, folders and
 checkpoints (``store/mailboxes.py``), placements (``store/placements.py``), runs
-(``store/runlog.py``), counts and sums (``store/totals.py``), snapshot and replay
-(``store/replay.py``). This module opens the database file safely, for writing or
+(``store/runlog.py``), the jobs of a run (``store/jobs.py``), counts and sums
+(``store/totals.py``), snapshot and replay (``store/replay.py``). This module opens the database file safely, for writing or
 only for reading, and upgrades it.
 """
 
@@ -45,6 +45,7 @@ from imapsync_decl.store.connection import (
     PlacementConflict,
     configure,
 )
+from imapsync_decl.store.jobs import JobQueue
 from imapsync_decl.store.journal import JOURNAL_NAME, Journal
 from imapsync_decl.store.replay import JournalReplay
 from imapsync_decl.store.restoring import RestoreLookup
@@ -79,7 +80,7 @@ __all__ = [
 DB_MODE = 0o600
 
 
-class Index(JournalReplay, RunLog, ArchiveTotals, RestoreLookup, Migrations):
+class Index(JournalReplay, RunLog, JobQueue, ArchiveTotals, RestoreLookup, Migrations):
     """The archive's SQLite index. Safe to share between threads (one connection, locked)."""
 
     @classmethod

@@ -4,7 +4,7 @@ Small protocols that name operations, not SQL or paths: ``BlobStorage`` (content
 stored once under its SHA-256, read back and re-hashed), ``IndexReader`` (what
 planning, verify and export read of the index: folders, checkpoints, placements),
 ``MessageIndex`` (what apply writes in addition: users, mailboxes, folders,
-placements, checkpoints and runs, in transactions), and ``ArchiveStorage`` (an index
+placements, checkpoints, runs and their jobs, in transactions), and ``ArchiveStorage`` (an index
 and its blobs together). The SQLite ``Index`` and the local ``BlobStore`` fill them
 today; another index (PostgreSQL) or blob store (S3-compatible) only has to fill them
 too, and keep the write order: a blob is durable before the placement that names it.
@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from imapsync_decl.store.blobs import BlobInfo
-from imapsync_decl.store.rows import ArchivedMessage, Checkpoint, PlacementRow, Recorded
+from imapsync_decl.store.rows import ArchivedMessage, Checkpoint, Job, PlacementRow, Recorded
 
 
 class BlobStorage(Protocol):
@@ -91,7 +91,19 @@ class IndexReader(Protocol):
     def iter_message_hashes(self) -> Iterator[str]: ...
 
 
-class MessageIndex(IndexReader, Protocol):
+class RunJobs(Protocol):
+    """The mailboxes of a run as jobs that its runners claim one at a time."""
+
+    def add_jobs(self, run_id: str, profile: str, mailboxes: Sequence[tuple[int, str]]) -> None: ...
+
+    def claim_job(self, run_id: str, profile: str, runner: str) -> Job | None: ...
+
+    def finish_job(self, job_id: int, error: str | None = None) -> None: ...
+
+    def release_job(self, job_id: int) -> None: ...
+
+
+class MessageIndex(IndexReader, RunJobs, Protocol):
     """What apply writes to the index. Every change is in a transaction of its own, or
     joins the one ``atomic()`` holds open."""
 

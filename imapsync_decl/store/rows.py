@@ -174,6 +174,16 @@ def subfolders_pattern(folder: str) -> str:
     return folder.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
 
 
+@dataclass(frozen=True)
+class Job:
+    """A mailbox of a run, as claimed: its place in the profile's plan."""
+
+    id: int
+    profile: str
+    position: int  # the mailbox's place in the profile's plan
+    mailbox: str  # its login
+
+
 def now_text() -> str:
     """The current time as stored: UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,7 +1,7 @@
 """The protocols of past runs, as kept in the index: finding them and their documents.
 
 Every ``apply`` stores its protocol (the document ``apply --format json`` prints) in the
-``runs`` table when it ends. This module reads them back for the ``runs`` command, which
+``runs`` table when it ends; one that never ended (killed) has its jobs to tell what it did. This module reads them back for the ``runs`` command, which
 renders them (:mod:`imapsync_decl.cli.render`). Passwords are never part of a protocol.
 """
 
@@ -24,7 +24,13 @@ class UnknownRun(UsageError):
 
 def find_run(index: Index, run_id: str | None) -> dict[str, Any]:
     """The run ``run_id`` (a whole id, or a prefix naming exactly one run), or the newest
-    run when ``run_id`` is None. Raises UnknownRun (exit 10) otherwise."""
+    run when ``run_id`` is None, with its ``jobs`` (``store/jobs.py``). Raises UnknownRun
+    (exit 10) otherwise."""
+    run = _find_run(index, run_id)
+    return {**run, "jobs": index.run_jobs(str(run["id"]))}
+
+
+def _find_run(index: Index, run_id: str | None) -> dict[str, Any]:
     if run_id is None:
         newest = index.last_runs(1)
         if not newest:
@@ -48,7 +54,8 @@ def find_run(index: Index, run_id: str | None) -> dict[str, Any]:
 
 def protocol_document(run: dict[str, Any]) -> dict[str, Any]:
     """The stored protocol of a run; a run without one (not finished) gets a short document
-    made from its row, with the same keys for what is known."""
+    made from its row, with the same keys for what is known, and its jobs: which mailboxes
+    were done, which ones were being archived (claimed) and which were never started."""
     summary = run.get("summary")
     if isinstance(summary, dict):
         return summary
@@ -59,6 +66,7 @@ def protocol_document(run: dict[str, Any]) -> dict[str, Any]:
         "finished_at": run.get("finished_at"),
         "status": run.get("status"),
         "note": UNFINISHED,
+        "jobs": run.get("jobs") or [],
     }
 
 

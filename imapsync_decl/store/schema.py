@@ -24,6 +24,8 @@ Tables:
   (folder, UIDVALIDITY, UID). The same message in two folders is one
   ``messages`` row and two placements.
 * ``runs``: one row per command run, with a JSON summary.
+* ``jobs``: the mailboxes of a run that its runners claim, one at a time
+  (``store/jobs.py``); not journaled: they coordinate a run, they are not content.
 * ``meta``: key/value pairs: the ``archive_id`` (a UUID), and ``journal`` once the
   journal holds everything the index holds (an index made before the journal gets
   a snapshot of itself written to the journal when first opened).
@@ -157,6 +159,24 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX placements_folder_newest
         ON placements (folder_id, coalesce(internal_date, ''), id);
+    """,
+    # 6: the mailboxes of a run as jobs that its runners claim (store/jobs.py).
+    """
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES runs (id),
+        profile     TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        mailbox     TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'claimed', 'done', 'failed')),
+        runner      TEXT,
+        claimed_at  TEXT,
+        finished_at TEXT,
+        error       TEXT,
+        UNIQUE (run_id, profile, position)
+    );
+    CREATE INDEX jobs_pending ON jobs (run_id, profile, state, position);
     """,
 ]
 
