@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -13,9 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from imapsync_decl.run import workers
+from imapsync_decl.imap.errors import ImapError
+from imapsync_decl.imap.settings import Endpoint
+from imapsync_decl.run import mailbox_worker, workers
 from imapsync_decl.run.storing import StoredMessage
-from imapsync_decl.run.worker_wire import MAX_FRAME, Batch, FrameError, FrameReader, write_frame
+from imapsync_decl.run.worker_wire import (
+    MAX_FRAME,
+    Batch,
+    FrameError,
+    FrameReader,
+    MailboxJob,
+    write_frame,
+)
+from imapsync_decl.store.blobs import TEMP_PREFIX, BlobStore
 from imapsync_decl.store.message import MessageHeaders
 
 from bed import Bed, placement_count, seed, sha, start_apply
@@ -327,3 +338,64 @@ time.sleep(600)
     finally:
         parent.kill()
         silent.close()
+
+
+def test_the_stores_of_one_run_share_the_moment_before_which_temporary_files_are_stale(
+    tmp_path: Path,
+) -> None:
+    """apply's store and each worker's store begin at different moments. A worker's store
+    takes the run's start, not its own, as the line between a killed run's temporary
+    file (removed) and one that another store of this run is writing (kept)."""
+    root = tmp_path / "archive"
+    apply_store = BlobStore(root)  # at the start of the run
+    blob = hashlib.sha256(b"the message\r\n").hexdigest()
+    directory = apply_store.path(blob).parent
+    directory.mkdir(parents=True)
+    killed = directory / f"{TEMP_PREFIX}killed-1"
+    in_flight = directory / f"{TEMP_PREFIX}writing-1"
+    for path, moment in (
+        (killed, apply_store.stale_before - 3600),
+        (in_flight, apply_store.stale_before + 0.001),
+    ):
+        path.write_bytes(b"partial")
+        os.utime(path, (moment, moment))
+    time.sleep(0.01)  # a worker starting later: its own start is after in_flight's
+
+    # The worker's store, as a worker makes it from its job.
+    job = MailboxJob(
+        endpoint=Endpoint("127.0.0.1", _closed_port(), security="plain", timeout=5.0),
+        mailbox="a@example.org",
+        mechanism="sasl_plain",
+        username="a@example.org",
+        authzid=None,
+        password="pw",
+        archive=root,
+        stale_before=apply_store.stale_before,
+        parallel_writes=False,
+        folders=(),
+        max_count=10,
+        max_bytes=1 << 20,
+        retries=0,
+        backoff_seconds=0.0,
+    )
+    read, write = os.pipe()
+    try:
+        worker = mailbox_worker.MailboxWorker(mailbox_worker._Channel(write), lambda: False)
+        with pytest.raises(ImapError):
+            worker._archive(job)  # nothing listens: the store is made, the login fails
+        worker_store = worker._stores[root]
+    finally:
+        os.close(read)
+        os.close(write)
+    assert worker_store.stale_before == apply_store.stale_before
+    worker_store.put(b"the message\r\n")  # its first write in that directory
+    assert not killed.exists()
+    assert in_flight.read_bytes() == b"partial"
+    # A store that went by its own start would have taken the file being written.
+    BlobStore(root).put(b"the message\r\n")
+    assert not in_flight.exists()
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
