@@ -70,6 +70,16 @@ def test_kill_9_mid_apply_then_apply_archives_each_message_once(
     process.wait()
     assert reached < MESSAGES, "apply finished before the kill; the test proves nothing"
     assert placement_count(bed.archive) < MESSAGES
+    # The killed run has no protocol; its jobs tell what it was doing.
+    code, out, _ = bed.run("runs", "--last", "--format", "json")
+    assert code == 0
+    killed = json.loads(out)
+    assert killed["status"] == "running"
+    states = {job["mailbox"]: job["state"] for job in killed["jobs"]}
+    assert sorted(states) == sorted(users)
+    assert "claimed" in states.values()
+    assert set(states.values()) <= {"claimed", "done", "pending"}
+    assert all(job["runner"] for job in killed["jobs"] if job["state"] != "pending")
     code, result = bed.apply_json()
     assert code == 0, result
     assert_exactly_once(bed, users, MESSAGES // 4)
