@@ -9,13 +9,16 @@ it; ``rebuild-search`` gives exactly the results indexing during apply gave.
 
 from __future__ import annotations
 
+import email.policy
 import json
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_resilience import MESSAGES, big_bed, wait_for_placements
 
+from imapsync_decl.run import indexing, search_documents
 from imapsync_decl.store import ArchiveLock
 from imapsync_decl.store.search.database import SearchIndex
 
@@ -228,4 +231,71 @@ def test_kill_9_during_apply_then_apply_every_archived_message_is_found(
     assert {(h["user"], h["subject"]) for h in hits} == {
         (user, f"crash {i} {user}") for user in users for i in range(MESSAGES // len(users))
     }
+    assert stats(bed)["unindexed"] == 0
+
+
+def large_message(name: str, word: str) -> bytes:
+    """A message of about 400 KB: a line of text and a PDF attachment named ``name``."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "Carol Auditor <carol@example.com>"
+    message["To"] = "Bob <bob@example.com>"
+    message["Subject"] = "Der Abschluss"
+    message["Date"] = "Tue, 15 Oct 2024 10:00:00 +0000"
+    message["Message-ID"] = f"<{word}@example.com>"
+    message.set_content(f"Anbei der {word}.\n")
+    attachment = bytes(range(256)) * 1200  # 300 KB, 400 KB in base64
+    message.add_attachment(attachment, maintype="application", subtype="pdf", filename=name)
+    raw = message.as_bytes()
+    assert len(raw) >= search_documents.MIN_BYTES
+    return raw
+
+
+def large_archive(bed: Bed, *, worker_processes: bool = True) -> str:
+    user = bed.new_user("lg")
+    bed.server.append(user, "INBOX", large_message("bilanz-2024.pdf", "Jahresabschlussbericht"))
+    seed(bed, user, "INBOX", 2, tag="small")
+    bed.master_profile("p", [user])
+    if not worker_processes:
+        profile = bed.config_dir / "p.yaml"
+        profile.write_text(profile.read_text() + "worker_processes: false\n")
+    return user
+
+
+LARGE_QUERIES = [["attachment:bilanz-2024.pdf"], ["Jahresabschlussbericht"], ["small"]]
+
+
+@pytest.mark.parametrize("worker_processes", [True, False], ids=["workers", "threads"])
+def test_a_large_message_is_indexed_from_the_document_its_worker_made(
+    bed: Bed, worker_processes: bool
+) -> None:
+    """The worker that fetched a large message makes its search document; archived in
+    apply's threads, it is read back from its blob at the end. Both find the same."""
+    large_archive(bed, worker_processes=worker_processes)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["search"]["indexed"] == 3
+    assert result["search"]["documents"] == (1 if worker_processes else 0)
+    assert result["search"]["dropped_batches"] == 0
+    hits = [search(bed, *query) for query in LARGE_QUERIES]
+    assert [len(h) for h in hits] == [1, 1, 2]
+    assert hits[0][0]["attachments"] == ["bilanz-2024.pdf"]
+    assert hits[0][0]["size"] >= search_documents.MIN_BYTES
+    assert hits[1][0]["id"] == hits[0][0]["id"]
+    assert hits[0][0]["from"] == "Carol Auditor <carol@example.com>"
+    # the same as the indexer makes from the blob
+    code, _out, err = bed.run("archive", "rebuild-search", "--force", "--format", "json")
+    assert code == 0, err
+    assert [search(bed, *query) for query in LARGE_QUERIES] == hits
+
+
+def test_documents_the_indexer_is_too_far_behind_for_are_read_from_their_blobs(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(indexing, "MAX_QUEUED", 0)  # every document is one too many
+    large_archive(bed)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert result["search"]["dropped_batches"] >= 1
+    assert (result["search"]["documents"], result["search"]["indexed"]) == (0, 3)
+    assert len(search(bed, "attachment:bilanz-2024.pdf")) == 1
     assert stats(bed)["unindexed"] == 0

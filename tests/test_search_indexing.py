@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import pickle
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,10 +19,11 @@ import pytest
 from test_engine import Engine
 
 from imapsync_decl.cli.search import terminal_text
-from imapsync_decl.run import indexing, search_worker
+from imapsync_decl.run import indexing, search_documents, search_worker
 from imapsync_decl.store.blobs import BlobStore
 from imapsync_decl.store.search import indexer
 from imapsync_decl.store.search.database import Document, SearchIndex
+from imapsync_decl.store.search.extract import extract
 
 
 @pytest.fixture
@@ -194,3 +196,82 @@ def test_a_large_attachment_is_named_and_the_text_around_it_read() -> None:
     shown = readable(raw)
     assert shown.attachment_names == ("big.png",)
     assert "lastword" in shown.text
+
+
+def _documents_of(archive: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """One message of the archive, packed as a mailbox worker packs a large one."""
+    monkeypatch.setattr(search_documents, "MIN_BYTES", 0)
+    with sqlite3.connect(archive / "index.sqlite") as db:
+        (sha256,) = db.execute("SELECT sha256 FROM messages ORDER BY rowid LIMIT 1").fetchone()
+    payload = search_documents.pack([(sha256, BlobStore(archive).get(sha256), None)])
+    assert payload is not None
+    return payload
+
+
+def test_the_indexer_adds_the_documents_it_is_given_and_reads_the_rest(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine.run("apply")[0] == 0
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
+    payload = _documents_of(engine.archive, monkeypatch)
+    command = b"docs %d\n" % len(payload) + payload + b"finish\n"
+    report = _worker_run(engine.archive, command)
+    assert (report["indexed"], report["documents"], report["error"]) == (4, 1, None)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"docs 5\nxxxxxfinish\n",  # not what pack makes: dropped, read from the blob
+        b"docs 2\n\x80\x04finish\n",  # a torn pickle
+    ],
+    ids=["garbage", "torn"],
+)
+def test_documents_that_do_not_unpack_are_dropped_and_their_messages_read(
+    engine: Engine, command: bytes
+) -> None:
+    assert engine.run("apply")[0] == 0
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
+    report = _worker_run(engine.archive, command)
+    assert (report["indexed"], report["documents"], report["error"]) == (4, 0, None)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [b"docs 999999999999\nfinish\n", b"docs -1\nfinish\n", b"x" * 5000],
+    ids=["oversized", "negative", "endless-line"],
+)
+def test_a_broken_command_stream_stops_the_indexer(engine: Engine, command: bytes) -> None:
+    assert engine.run("apply")[0] == 0
+    with SearchIndex.open(engine.archive) as search:
+        search.clear()
+    report = _worker_run(engine.archive, command)
+    assert report["indexed"] == 0
+
+
+def test_unpack_takes_only_what_pack_makes() -> None:
+    good = "a" * 64
+    document = extract(b"Subject: hi\r\n\r\nbody\r\n")
+    assert search_documents.unpack(pickle.dumps([(good, document)])) == [(good, document)]
+    for wrong in (
+        {"a": 1},
+        [(good,)],
+        [("A" * 64, document)],
+        [(good, "not a document")],
+        [("../x", document)],
+    ):
+        assert search_documents.unpack(pickle.dumps(wrong)) is None
+    assert search_documents.unpack(b"not a pickle") is None
+
+
+def test_only_large_messages_are_packed() -> None:
+    small = b"Subject: small\r\n\r\nbody\r\n"
+    large = b"Subject: large\r\n\r\n" + b"x" * search_documents.MIN_BYTES
+    assert search_documents.pack([("a" * 64, small, None)]) is None
+    packed = search_documents.pack([("a" * 64, small, None), ("b" * 64, large, None)])
+    assert packed is not None
+    unpacked = search_documents.unpack(packed)
+    assert unpacked is not None
+    assert [(sha, doc.subject) for sha, doc in unpacked] == [("b" * 64, "large")]

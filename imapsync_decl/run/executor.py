@@ -385,6 +385,7 @@ class Executor:
             max_bytes=self.batching.max_bytes,
             retries=RETRIES,
             backoff_seconds=BACKOFF_SECONDS,
+            extract_text=self.indexing.accepting,
         )
         recorded = [0] * len(folders)
         with self._workers.worker() as worker:
@@ -394,7 +395,13 @@ class Executor:
                 elif isinstance(event, Batch):
                     folder_plan, folder_result, folder_id, old_by_hash, _ = todo[event.folder]
                     self._record(
-                        event.messages, folder_plan, folder_result, folder_id, old_by_hash, key
+                        event.messages,
+                        folder_plan,
+                        folder_result,
+                        folder_id,
+                        old_by_hash,
+                        key,
+                        event.documents,
                     )
                     recorded[event.folder] += len(event.messages)
                 elif isinstance(event, FolderFailed):
@@ -623,10 +630,12 @@ class Executor:
         folder_id: int,
         old_by_hash: dict[str, list[tuple[int, int]]],
         key: str,
+        documents: bytes | None = None,
     ) -> None:
         """Record a batch whose blobs are durable (``store_batch``): steps 2 and 3 of the
         write order. Content archived under an older UIDVALIDITY of the folder is
-        re-pointed to its new UID; everything else becomes a placement."""
+        re-pointed to its new UID; everything else becomes a placement. ``documents``:
+        the batch's search documents, packed by the worker that stored it."""
         assert plan.uidvalidity is not None
         index = self.archive.index
         moves: list[tuple[int, int, int]] = []
@@ -653,7 +662,7 @@ class Executor:
             recorded = index.record(folder_id, plan.uidvalidity, entries, self.run_id)
         # 3. the search indexer may take the new messages now (it reads what is committed;
         # a failure is logged and left to the next run: it never undoes what is archived)
-        self.indexing.committed()
+        self.indexing.committed(documents)
         # Archived: contents new to the archive, counted in the index transaction, so
         # two mailboxes storing the same message at once count it once.
         result.archived += recorded.messages

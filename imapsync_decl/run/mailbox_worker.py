@@ -10,7 +10,9 @@ stdout, and ``apply``, the index's one writer, records each batch it reports.
 Per folder: EXAMINE, the UIDVALIDITY the plan expects (else the folder is reported
 stale and left alone), RFC822.SIZE of the UIDs asked for, then the messages in
 batches; each batch is stored on a thread (a ``Pipeline``) while the next is
-fetched, and reported only once its blobs are durable. A dropped connection is
+fetched, and reported only once its blobs are durable, with the search documents
+of its large messages when the job asks (extracted from the bytes in hand, which
+spares the search indexer reading those blobs back). A dropped connection is
 retried like ``apply`` does (the UIDs reported already are not fetched again).
 
 SIGINT and SIGTERM stop the worker after the batch at hand; so does the end of
@@ -40,6 +42,7 @@ from imapsync_decl.imap.errors import ConnectionLost, ImapError
 from imapsync_decl.imap.facts import FetchedMessage, FolderInfo
 from imapsync_decl.imap.session import ImapSession
 from imapsync_decl.imap.settings import Login
+from imapsync_decl.run import search_documents
 from imapsync_decl.run.storing import Pipeline, StoredMessage, batches, store_batch
 from imapsync_decl.run.worker_wire import (
     Batch,
@@ -59,7 +62,8 @@ from imapsync_decl.store.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
 
-_Writer = Pipeline[tuple[int, list[FetchedMessage]], tuple[int, list[StoredMessage] | None]]
+_Stored = tuple[int, list[StoredMessage] | None, bytes | None]  # folder, batch, documents
+_Writer = Pipeline[tuple[int, list[FetchedMessage]], _Stored]
 
 
 class _Stop:
@@ -155,7 +159,7 @@ class MailboxWorker:
                     # or the next) is fetched while the ones before are stored, on two lanes
                     # when there are cores to spare; they are reported in order.
                     with Pipeline(
-                        functools.partial(self._store, blobs),
+                        functools.partial(self._store, blobs, job.extract_text),
                         functools.partial(self._report, reported),
                         lanes=2 if job.parallel_writes else 1,
                     ) as writer:
@@ -190,22 +194,34 @@ class MailboxWorker:
                 time.sleep(delay)
 
     def _store(
-        self, blobs: BlobStore, item: tuple[int, list[FetchedMessage]]
-    ) -> tuple[int, list[StoredMessage] | None]:
-        """A batch stored (on a lane of the pipeline); an empty one marks its folder's end."""
+        self, blobs: BlobStore, extract_text: bool, item: tuple[int, list[FetchedMessage]]
+    ) -> _Stored:
+        """A batch stored (on a lane of the pipeline), with the search documents of its
+        large messages when asked (``run.search_documents``), made from the bytes in hand
+        once the blobs are durable; an empty batch marks its folder's end."""
         n, batch = item
-        return n, store_batch(blobs, batch) if batch else None
+        if not batch:
+            return n, None, None
+        stored = store_batch(blobs, batch)
+        documents = None
+        if extract_text:
+            documents = search_documents.pack(
+                [(s.sha256, m.body, s.internal_date) for s, m in zip(stored, batch, strict=True)]
+            )
+        return n, stored, documents
 
     def _report(
-        self, reported: list[set[int]], item: tuple[int, list[StoredMessage] | None]
+        self,
+        reported: list[set[int]],
+        item: _Stored,
     ) -> None:
         """In the order submitted: a stored batch, or its folder's end (after all of its
         batches)."""
-        n, stored = item
+        n, stored, documents = item
         if stored is None:
             self.channel.send(FolderFetched(n))
             return
-        self.channel.send(Batch(n, stored))
+        self.channel.send(Batch(n, stored, documents))
         reported[n].update(m.uid for m in stored)
 
     def _folder(

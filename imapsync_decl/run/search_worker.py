@@ -1,19 +1,29 @@
 """The search indexer of an ``apply``: a process of its own beside the archiving.
 
-Extracting text and feeding FTS5 is CPU-bound Python; in the archiving process it
-would hold the GIL that fetching, hashing and compressing need. So ``apply``
-starts this worker (``python -m imapsync_decl.run.search_worker ARCHIVE``) and the
-worker claims its work from the index, not from memory: it indexes every message
-that has no search document yet, reading its blob, as soon as the placements are
-committed (the archiving process wakes it after each batch). Nothing is passed
-but one-word commands on stdin, and one JSON report comes back on stdout:
+Extracting text and feeding FTS5 is CPU-bound; in the archiving process it would hold
+the GIL that fetching, hashing and compressing need. So ``apply`` starts this worker
+(``python -m imapsync_decl.run.search_worker ARCHIVE``). Commands come on stdin, one
+per line, and one JSON report comes back on stdout:
 
-* ``more``: new messages were committed; index them (the worker also looks by itself
-  every ``POLL_SECONDS``).
-* ``finish``: archiving is over; index what is left, from the start of the index
-  (also messages an earlier, interrupted run left unindexed), report, exit.
+* ``docs N``, then N bytes: the search documents of the large messages of a batch
+  whose placements are committed, extracted by the mailbox worker from the bytes it
+  fetched (``run.search_documents``); the worker adds them as they are, with no blob
+  read back.
+* ``more``: new messages were committed; index those below
+  ``search_documents.MIN_BYTES`` from their blobs, claimed from the index (the large
+  ones come as documents, or are left to ``finish``).
+* ``finish``: archiving is over; add the documents still pending, then index every
+  message left from the start of the index (large messages archived in ``apply``
+  itself, documents ``apply`` dropped because this worker was behind, messages an
+  earlier, interrupted run left unindexed), report, exit.
 * ``stop``, or the end of stdin without ``finish`` (the archiving process was
   interrupted or killed): exit after the batch at hand, reporting what was done.
+
+The documents it holds are bounded (``MAX_PENDING``): once that much waits, it reads
+no more until it has added some, so the pipe fills and ``apply`` drops documents
+rather than wait (the final catch-up indexes those from their blobs). A document
+that does not unpickle is dropped the same way. Only ``apply`` holds the other end of
+the pipe, so pickle is safe here, as in ``run.worker_wire``.
 
 The worker writes only ``search.sqlite``, derived data, in one transaction per
 batch: killed at any point, it leaves at worst messages not indexed yet, which the
@@ -37,13 +47,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imapsync_decl.errors import ImapsyncError
+from imapsync_decl.run.search_documents import MIN_BYTES, unpack
 from imapsync_decl.store.blobs import BlobStore
-from imapsync_decl.store.search.database import SearchIndex
+from imapsync_decl.store.search.database import Document, SearchIndex
 from imapsync_decl.store.search.indexer import catch_up
 
 POLL_SECONDS = 0.5
 MAX_SKIPPED_REPORTED = 1000
+MAX_PENDING = 8 * 1024 * 1024
+"""Bytes of documents read and not added yet, at most (see the module)."""
+MAX_DOCUMENTS = 64 * 1024 * 1024
+"""A ``docs`` command announcing more than this is malformed: the worker stops."""
 _COMMAND_LIMIT = 4096
+_READ = 1024 * 1024
 
 
 class _Commands:
@@ -51,7 +67,11 @@ class _Commands:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.pending = b""
+        self.buffer = b""
+        self.expect: int | None = None  # bytes of a ``docs`` payload still to come
+        self.documents: list[bytes] = []  # payloads read, not taken yet
+        self.pending = 0  # their bytes
+        self.more = False
         self.finish = False
         self.stop = False
 
@@ -59,31 +79,65 @@ class _Commands:
     def stopped(self) -> bool:
         return self.stop
 
+    def take(self) -> tuple[list[bytes], bool]:
+        """The payloads read so far and whether a ``more`` came since the last take."""
+        documents, more = self.documents, self.more
+        self.documents, self.pending, self.more = [], 0, False
+        return documents, more
+
     def poll(self, timeout: float) -> bool:
         """Read the commands that are there, waiting up to ``timeout`` seconds for the
-        first; True when the work is to stop now."""
+        first; True when the work is to stop now. Reads nothing while MAX_PENDING bytes
+        of documents wait to be taken."""
         if self.stop:
             return True
+        if self.pending >= MAX_PENDING:
+            return False
         ready, _, _ = select.select([self.fd], [], [], timeout)
-        while ready and not self.stop:
-            data = os.read(self.fd, _COMMAND_LIMIT)
+        while ready and not self.stop and self.pending < MAX_PENDING:
+            data = os.read(self.fd, _READ)
             if not data:  # the archiving process is gone (it keeps stdin open until the end)
                 self.stop = True
                 break
-            *lines, self.pending = (self.pending + data).split(b"\n")
-            self.pending = self.pending[-_COMMAND_LIMIT:]
-            for line in lines:
-                word = line.strip()
-                self.finish = self.finish or word == b"finish"
-                self.stop = self.stop or word == b"stop"
+            self.buffer += data
+            self._parse()
             ready, _, _ = select.select([self.fd], [], [], 0)
         return self.stop
 
+    def _parse(self) -> None:
+        while not self.stop:
+            if self.expect is not None:
+                if len(self.buffer) < self.expect:
+                    return
+                payload, self.buffer = self.buffer[: self.expect], self.buffer[self.expect :]
+                self.expect = None
+                self.documents.append(payload)
+                self.pending += len(payload)
+                continue
+            line, newline, rest = self.buffer.partition(b"\n")
+            if not newline:
+                if len(self.buffer) > _COMMAND_LIMIT:
+                    self.stop = True  # not a command: the stream is broken
+                return
+            self.buffer = rest
+            word, _, argument = line.strip().partition(b" ")
+            if word == b"docs":
+                size = int(argument) if argument.isdigit() else -1
+                if not 0 <= size <= MAX_DOCUMENTS:
+                    self.stop = True
+                    return
+                self.expect = size
+            self.more = self.more or word == b"more"
+            self.finish = self.finish or word == b"finish"
+            self.stop = self.stop or word == b"stop"
+
 
 def run(archive: Path, commands: _Commands) -> dict[str, object]:
-    """Index as the commands say; the report (indexed, skipped, seconds, error)."""
+    """Index as the commands say; the report (indexed, documents, skipped, seconds,
+    cpu_seconds, error)."""
     started = time.monotonic()
     indexed = 0
+    documents = 0  # of those, added as the mailbox workers made them
     skipped: list[str] = []
     error: str | None = None
 
@@ -96,13 +150,24 @@ def run(archive: Path, commands: _Commands) -> dict[str, object]:
             after = 0
             while not commands.stopped:
                 finishing = commands.finish
-                # Once finishing, from the start: what earlier runs left unindexed too.
-                done = catch_up(
-                    search, blobs, after=0 if finishing else after, should_stop=should_stop
-                )
-                indexed += done.indexed
-                skipped += done.skipped
-                after = max(after, done.after)
+                payloads, more = commands.take()
+                added = _add(search, payloads)
+                indexed += added
+                documents += added
+                if finishing or more:
+                    # On the way, the messages whose documents do not come with their
+                    # batch; once finishing, everything from the start: documents
+                    # dropped on the way, and what earlier runs left unindexed.
+                    done = catch_up(
+                        search,
+                        blobs,
+                        after=0 if finishing else after,
+                        should_stop=should_stop,
+                        smaller_than=None if finishing else MIN_BYTES,
+                    )
+                    indexed += done.indexed
+                    skipped += done.skipped
+                    after = max(after, done.after)
                 if finishing:
                     break
                 commands.poll(POLL_SECONDS)
@@ -110,11 +175,22 @@ def run(archive: Path, commands: _Commands) -> dict[str, object]:
         error = f"{type(exc).__name__}: {exc}"
     return {
         "indexed": indexed,
+        "documents": documents,
         "skipped": sorted(set(skipped))[:MAX_SKIPPED_REPORTED],
         "seconds": round(time.monotonic() - started, 3),
         "cpu_seconds": round(time.process_time(), 3),
         "error": error,
     }
+
+
+def _add(search: SearchIndex, payloads: list[bytes]) -> int:
+    """Add the documents of ``payloads``, in one transaction; how many were new."""
+    documents: list[tuple[str, Document]] = []
+    for payload in payloads:
+        unpacked = unpack(payload)
+        if unpacked is not None:
+            documents.extend(unpacked)
+    return search.add(documents) if documents else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

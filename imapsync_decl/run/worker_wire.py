@@ -10,7 +10,8 @@ pipes no one else holds, so pickle is safe here; a frame larger than
 
 apply -> worker: a :class:`MailboxJob`, then (after the job's last event) the next
 one; the end of stdin means no more work. worker -> apply, per job: :class:`Log`
-lines, then per folder :class:`Batch` es and one :class:`FolderFetched` or
+lines, then per folder :class:`Batch` es (with the search documents of their
+messages, when the job asks for them) and one :class:`FolderFetched` or
 :class:`FolderFailed`, then one :class:`MailboxDone`, :class:`MailboxFailed` or
 :class:`Stopped`. A batch's blobs are durable before its frame is written.
 """
@@ -61,6 +62,7 @@ class MailboxJob:
     max_bytes: int
     retries: int  # reconnects after a dropped connection
     backoff_seconds: float  # before the first reconnect, doubled after each
+    extract_text: bool = False  # send each batch's search documents (run.search_documents)
 
 
 # --------------------------------------------------------------------- worker -> apply
@@ -77,6 +79,7 @@ class Log:
 class Batch:
     folder: int  # position in MailboxJob.folders
     messages: list[StoredMessage]
+    documents: bytes | None = None  # their search documents, packed (when asked to extract)
 
 
 @dataclass(frozen=True)

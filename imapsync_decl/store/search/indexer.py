@@ -43,19 +43,23 @@ def catch_up(
     batch: int = CATCH_UP_BATCH,
     advanced: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    smaller_than: int | None = None,
 ) -> CatchUp:
     """Index every message of the index without a document, ``batch`` at a time, from
-    its blob, beginning after the index's row ``after``. ``advanced`` is told how many
-    messages each batch dealt with."""
+    its blob, beginning after the index's row ``after``; with ``smaller_than``, only the
+    messages of fewer bytes (the larger ones get their documents another way, see
+    ``run.search_documents``). ``advanced`` is told how many messages each batch dealt
+    with."""
     done = CatchUp(after=after)
+    limit = -1 if smaller_than is None else smaller_than
     while not should_stop():
         rows = search.connection.execute(
             "SELECT m.rowid, m.sha256, (SELECT min(p.internal_date) FROM idx.placements p"
             " WHERE p.sha256 = m.sha256) FROM idx.messages m"
-            " WHERE m.rowid > ? AND NOT EXISTS"
+            " WHERE m.rowid > ? AND (? < 0 OR m.size < ?) AND NOT EXISTS"
             " (SELECT 1 FROM search.docs d WHERE d.sha256 = m.sha256)"
             " ORDER BY m.rowid LIMIT ?",
-            (after, batch),
+            (after, limit, limit, batch),
         ).fetchall()
         if not rows:
             break
