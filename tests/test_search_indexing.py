@@ -12,6 +12,7 @@ import os
 import pickle
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -275,3 +276,35 @@ def test_only_large_messages_are_packed() -> None:
     unpacked = search_documents.unpack(packed)
     assert unpacked is not None
     assert [(sha, doc.subject) for sha, doc in unpacked] == [("b" * 64, "large")]
+
+
+def test_apply_never_waits_for_an_indexer_that_reads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An indexer that takes no input (hung on a lock, say): the pipe fills, and then the
+    documents are dropped instead of blocking the archiving; stopping it still ends."""
+    monkeypatch.setattr(
+        indexing,
+        "worker_command",
+        lambda root: [sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    monkeypatch.setattr(indexing, "STOP_WAIT_SECONDS", 0.5)
+    run = indexing.SearchIndexing(tmp_path)
+    payload = b"x" * (1024 * 1024)
+    done = threading.Event()
+
+    def archive() -> None:
+        for _ in range(40):  # 40 MB: far more than a pipe and the queue hold
+            run.committed(payload)
+        done.set()
+
+    thread = threading.Thread(target=archive, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert done.is_set(), "committed() blocked on the indexer"
+    sender = run._sender
+    assert sender is not None
+    assert sender.dropped >= 40 - indexing.MAX_QUEUED // len(payload) - 1  # the queue is bounded
+    run.close()
+    assert run.dropped >= sender.dropped
+    assert run.error == "the search indexer ended without a report (exit -9)"
