@@ -195,19 +195,21 @@ class Executor:
         the others only need their bookkeeping (or failed in the plan), done here."""
         profile = self.config.profile(plan.name)
         runners = profile.doc.max_concurrent_jobs if profile is not None else 1
-        queued = [(n, m) for n, m in enumerate(plan.mailboxes) if needs_runner(m)]
-        self._jobs_at_once = max(1, min(runners, len(queued)))
+        queued: list[tuple[int, MailboxPlan]] = []
         results: dict[int, MailboxResult | None] = {}
         for n, mailbox in enumerate(plan.mailboxes):
-            if not needs_runner(mailbox):
+            if needs_runner(mailbox):
+                queued.append((n, mailbox))
+            else:
                 results[n] = self._mailbox(mailbox)
+        self._jobs_at_once = max(1, min(runners, len(queued)))
         results.update(
             run_claimed(
                 self.archive.index,
                 self.run_id,
                 plan.name,
                 queued,
-                runners,
+                self._jobs_at_once,
                 self._mailbox,
                 lambda: not (self.stop or self._unwritable),
             )

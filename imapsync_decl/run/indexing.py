@@ -100,7 +100,7 @@ class SearchIndexing:
         """The run's archiving is over: let the worker index what is left (or, without a
         worker, catch up here) and take its report."""
         with self._lock:
-            if not self.enabled or self.error is not None:
+            if not self.accepting:
                 return
             if self._sender is None:
                 self._catch_up_here(blobs, should_stop)

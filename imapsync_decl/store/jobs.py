@@ -30,8 +30,6 @@ from typing import Any
 from imapsync_decl.store.connection import IndexConnection
 from imapsync_decl.store.rows import Job, now_text
 
-JOB_STATES = ("pending", "claimed", "done", "failed")
-
 
 def runner_name() -> str:
     """Who claims: this host and process."""

@@ -1,8 +1,9 @@
 """The protocols of past runs, as kept in the index: finding them and their documents.
 
 Every ``apply`` stores its protocol (the document ``apply --format json`` prints) in the
-``runs`` table when it ends; one that never ended (killed) has its jobs to tell what it did. This module reads them back for the ``runs`` command, which
-renders them (:mod:`imapsync_decl.cli.render`). Passwords are never part of a protocol.
+``runs`` table when it ends; one that never ended (killed) has its jobs to tell what it
+did. This module reads them back for the ``runs`` command, which renders them
+(:mod:`imapsync_decl.cli.render`). Passwords are never part of a protocol.
 """
 
 from __future__ import annotations
