@@ -12,7 +12,7 @@ from bed import Bed, seed
 pytestmark = pytest.mark.dovecot
 
 
-def test_a_no_op_apply_never_loads_the_search_text_extraction_nor_rich(bed: Bed) -> None:
+def test_a_no_op_apply_loads_neither_text_extraction_nor_rich_asyncio_argon2(bed: Bed) -> None:
     user = bed.new_user()
     seed(bed, user, "INBOX", 2)
     bed.master_profile("p", [user])
@@ -22,13 +22,14 @@ def test_a_no_op_apply_never_loads_the_search_text_extraction_nor_rich(bed: Bed)
 
     # Nothing new: the run's catch-up finds nothing to index, so the parsers of
     # messages and HTML stay unloaded; with no terminal there are no progress bars, and
-    # structlog was loaded without rich (``cli/lazy.py``).
+    # structlog was loaded without rich and asyncio (``run/lean_start.py``); the web
+    # accounts' Argon2 is for the web and ``users`` only.
     script = (
         "import sys\n"
         "from imapsync_decl.cli.main import main\n"
         f"code = main(['apply', '--config-dir', {str(bed.config_dir)!r}, '--format', 'json'])\n"
-        "heavy = sorted(m for m in ('imapsync_decl.store.search.extract', 'selectolax', 'rich')"
-        " if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('imapsync_decl.store.search.extract', 'selectolax', 'rich',"
+        " 'asyncio', 'argon2') if m in sys.modules)\n"
         "print(code, heavy, file=sys.stderr)\n"
     )
     proc = subprocess.run(

@@ -241,7 +241,7 @@ def test_the_worker_command_is_this_interpreter() -> None:
 
 def test_a_worker_starts_without_the_console_library() -> None:
     """A worker ends at once on an empty stdin; its imports leave out rich, which only
-    draws on a terminal, while the package's own modules are there."""
+    draws on a terminal, and asyncio, while the package's own modules are there."""
     import subprocess
 
     done = subprocess.run(
@@ -257,6 +257,7 @@ def test_a_worker_starts_without_the_console_library() -> None:
     assert "structlog" in imported
     # (a blocked import attempt of "rich" itself is listed too, but none of its modules)
     assert not {name for name in imported if name.startswith("rich.")}
+    assert not {name for name in imported if name.split(".")[0] == "asyncio"}
 
 
 # ---------------------------------------------------------------------- the pipeline

@@ -31,7 +31,6 @@ from imapsync_decl.plan.model import MailboxPlan, Plan
 from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
 from imapsync_decl.run import notify
-from imapsync_decl.run.accounts import web_password_states
 from imapsync_decl.run.executor import Batching, Executor, StopRequested, has_work, in_worker
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.metrics import render_metrics, write_metrics
@@ -348,6 +347,9 @@ def sync_users(config: Config) -> tuple[dict[str, dict[str, list[str]]], Directo
 def list_users(config: Config) -> list[dict[str, Any]]:
     """The rows of ``users list``: the configuration's users and those of the archive, each
     with the state of its web password (``web_password``: set, disabled, none)."""
+    # Imported here: the web accounts load Argon2 (50 ms at start-up), which apply never needs.
+    from imapsync_decl.run.accounts import web_password_states
+
     index = open_index_if_exists(config.archive_path)
     try:
         rows = userlist.list_rows(config, index)
