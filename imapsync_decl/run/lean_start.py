@@ -5,7 +5,7 @@ console library rich, when it is installed, only to pretty-print tracebacks (the
 lines here carry exceptions as plain text, ``log.py`` formats them before any renderer),
 and asyncio, only for its ``a``-prefixed logging methods. Loading them would cost every
 process that logs (``apply`` and each of its mailbox workers) about 0.1 s and 4.5 MB for
-rich and 30 ms and 4.4 MB for asyncio, and the workers count once per connection.
+rich and tens of ms and 1.4 MB for asyncio, and the workers count once per connection.
 
 :func:`load_structlog_lean` installs a finder that, when structlog is first imported,
 loads it with rich hidden and with a stand-in for asyncio that imports the real one on

@@ -2,8 +2,8 @@
 
 A worker never draws on a terminal (its log events go to ``apply``) and never runs an
 event loop, so before anything is imported it has structlog load without rich and
-without asyncio (``run.lean_start``): that saves each worker about 80 ms of start-up
-and 9 MB of memory, which count at every connection.
+without asyncio (``run.lean_start``): that saves each worker start-up time and about
+6 MB of memory, which count at every connection.
 """
 
 from imapsync_decl.run.lean_start import load_structlog_lean
