@@ -15,11 +15,15 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imapsync_decl.plan.model import MailboxPlan
+from imapsync_decl.run import executor
+from imapsync_decl.run.results import MailboxResult
 from imapsync_decl.store import Index
 
 from bed import Bed, seed
@@ -122,18 +126,56 @@ def test_two_mailboxes_of_one_archive_folder_are_archived_before_anything_is_del
         hashlib.sha256(b).hexdigest() for u in on_server for b in on_server[u].values()
     )
     assert archived == expected
-    directories = {Path(name).parts[1] for name in tree}
-    # The mailbox archived second gets the suffix; with two jobs at once either may be.
-    suffixed = {
-        f"shared@example.test~{login}@{bed.server.host}:{bed.server.port}"
-        for login in (first, second)
+    # The mailbox second in the plan gets the suffix, whichever job ran first.
+    assert {Path(name).parts[1] for name in tree} == {
+        "shared@example.test",
+        f"shared@example.test~{second}@{bed.server.host}:{bed.server.port}",
     }
-    assert "shared@example.test" in directories
-    assert len(directories) == 2
-    assert len(directories & suffixed) == 1
     assert bed.run("archive", "verify")[0] == 0
     code, out, _ = bed.run("archive", "stats", "--format", "json")
     assert json.loads(out)["mailboxes"] == 2
+
+
+def test_of_two_mailboxes_of_one_archive_folder_the_first_in_the_plan_has_the_plain_name(
+    bed: Bed, two_mailboxes: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = two_mailboxes
+    shared_csv_profile(bed, [first, second])
+
+    def last_first(
+        jobs: Any,
+        run_id: str,
+        profile: str,
+        mailboxes: Sequence[tuple[int, MailboxPlan]],
+        runners: int,
+        archive: Callable[[MailboxPlan], MailboxResult | None],
+        go_on: Callable[[], bool],
+    ) -> dict[int, MailboxResult]:
+        """The jobs archived one at a time, the last of the plan first."""
+        results = {}
+        for position, plan in reversed(mailboxes):
+            result = archive(plan)
+            assert result is not None
+            results[position] = result
+        return results
+
+    monkeypatch.setattr(executor, "run_claimed", last_first)
+    code, result = bed.apply_json()
+    assert code == 0, result
+    assert [m["login"] for m in result["mailboxes"]] == [first, second]
+    counts: dict[str, int] = {}
+    for name in export_tree(bed, tmp_path / "out"):
+        counts[Path(name).parts[1]] = counts.get(Path(name).parts[1], 0) + 1
+    assert counts == {
+        "shared@example.test": 3,
+        f"shared@example.test~{second}@{bed.server.host}:{bed.server.port}": 4,
+    }
+    # Later runs keep the names.
+    seed(bed, second, "INBOX", 1, tag="later")
+    monkeypatch.undo()
+    assert bed.run("apply")[0] == 0
+    later = {Path(n).parts[1] for n in export_tree(bed, tmp_path / "again")}
+    assert later == set(counts)
 
 
 def test_a_message_whose_server_copy_differs_from_the_archived_one_is_kept(

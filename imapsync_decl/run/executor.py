@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -197,6 +198,8 @@ class Executor:
         runners = profile.doc.max_concurrent_jobs if profile is not None else 1
         queued: list[tuple[int, MailboxPlan]] = []
         results: dict[int, MailboxResult | None] = {}
+        if profile is not None and not (self.stop or self._unwritable):
+            self._ensure_mailboxes(profile, plan.mailboxes)
         for n, mailbox in enumerate(plan.mailboxes):
             if needs_runner(mailbox):
                 queued.append((n, mailbox))
@@ -215,6 +218,32 @@ class Executor:
             )
         )
         return [r for n in range(len(plan.mailboxes)) if (r := results.get(n)) is not None]
+
+    def _ensure_mailboxes(self, profile: Loaded[Profile], plans: Sequence[MailboxPlan]) -> None:
+        """The rows of the profile's mailboxes (and their users), in the order of its plan,
+        in one transaction, before any of them is archived: of two mailboxes of one archive
+        folder, the one first in the plan has the archive tree's plain name, whichever of
+        them concurrent jobs archive first."""
+        with self.archive.index.atomic():
+            for plan in plans:
+                if plan.error is None and self._configured(plan):
+                    self._ensure_rows(plan, profile)
+
+    def _ensure_rows(self, plan: MailboxPlan, profile: Loaded[Profile]) -> int:
+        """The id of the mailbox row of ``plan`` (its user's row too), made if new."""
+        index = self.archive.index
+        display_name = next(
+            (u.display_name for u in self.config.users if u.name == plan.archive_user), None
+        )
+        source = "document" if plan.source == "master" else plan.source
+        user_id = index.ensure_user(plan.archive_user, plan.email, display_name, source=source)
+        return index.ensure_mailbox(
+            user_id,
+            plan.archive_folder,
+            plan.login,
+            plan.profile,
+            server=source_server(profile.doc.server),
+        )
 
     def _mailbox(self, plan: MailboxPlan) -> MailboxResult | None:
         if self.stop or self._unwritable:
@@ -246,6 +275,9 @@ class Executor:
                 )
         return result
 
+    def _configured(self, plan: MailboxPlan) -> bool:
+        return any(m.login == plan.login for m in self.config.mailboxes.get(plan.profile, ()))
+
     def _find(self, plan: MailboxPlan) -> tuple[Loaded[Profile], Mailbox]:
         profile = self.config.profile(plan.profile)
         if profile is not None:
@@ -259,21 +291,10 @@ class Executor:
     def _archive_mailbox(self, plan: MailboxPlan, result: MailboxResult) -> None:
         profile, mailbox = self._find(plan)
         index = self.archive.index
-        display_name = next(
-            (u.display_name for u in self.config.users if u.name == plan.archive_user), None
-        )
-        source = "document" if plan.source == "master" else plan.source
         work: list[tuple[FolderPlan, FolderResult, int]] = []
         # The bookkeeping of a mailbox is one transaction (one commit, not one per folder).
         with index.atomic():
-            user_id = index.ensure_user(plan.archive_user, plan.email, display_name, source=source)
-            mailbox_id = index.ensure_mailbox(
-                user_id,
-                plan.archive_folder,
-                plan.login,
-                plan.profile,
-                server=source_server(profile.doc.server),
-            )
+            mailbox_id = self._ensure_rows(plan, profile)
             for folder_plan in plan.folders:
                 folder_result = FolderResult(
                     folder_plan.path, folder_plan.action, profile=plan.profile
