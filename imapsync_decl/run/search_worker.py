@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imapsync_decl.errors import ImapsyncError
+from imapsync_decl.run.heap import bound_heap
 from imapsync_decl.run.search_documents import MIN_BYTES, unpack
 from imapsync_decl.store.blobs import BlobStore
 from imapsync_decl.store.search.database import Document, SearchIndex
@@ -194,6 +195,7 @@ def _add(search: SearchIndex, payloads: list[bytes]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    bound_heap()
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m imapsync_decl.run.search_worker ARCHIVE", file=sys.stderr)

@@ -32,6 +32,7 @@ from imapsync_decl.plan.planner import make_plan, open_index_if_exists
 from imapsync_decl.plan.saved import check_saved_plan, restrict_to_saved
 from imapsync_decl.run import notify
 from imapsync_decl.run.executor import Batching, Executor, StopRequested, has_work, in_worker
+from imapsync_decl.run.heap import bound_heap
 from imapsync_decl.run.indexing import SearchIndexing
 from imapsync_decl.run.metrics import render_metrics, write_metrics
 from imapsync_decl.run.progress import ProgressFactory, no_progress
@@ -154,7 +155,9 @@ def apply_profiles(
     The search indexer runs beside the archiving unless the Archive document turns it off.
     ``metrics_file`` (else the Archive document's): written after the run (run.metrics).
     The profiles' ``notify`` URLs are pinged at the start and the end (run.notify).
+    Large message buffers go back to the system once freed (run.heap).
     """
+    bound_heap()
     run_id = run_id or str(uuid.uuid4())
     names = [p.name for p in saved.profiles] if saved is not None else list(profile_names)
     pings = notify.targets(config, names or [item.doc.name for item in config.profiles])

@@ -3,11 +3,14 @@
 A worker never draws on a terminal (its log events go to ``apply``) and never runs an
 event loop, so before anything is imported it has structlog load without rich and
 without asyncio (``run.lean_start``): that saves each worker start-up time and about
-6 MB of memory, which count at every connection.
+6 MB of memory, which count at every connection. Its buffers of large messages go
+back to the system once freed (``run.heap``).
 """
 
+from imapsync_decl.run.heap import bound_heap
 from imapsync_decl.run.lean_start import load_structlog_lean
 
+bound_heap()
 load_structlog_lean()
 
 from imapsync_decl.run.mailbox_worker import main  # noqa: E402
