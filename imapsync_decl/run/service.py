@@ -155,7 +155,7 @@ def apply_profiles(
     The search indexer runs beside the archiving unless the Archive document turns it off.
     ``metrics_file`` (else the Archive document's): written after the run (run.metrics).
     The profiles' ``notify`` URLs are pinged at the start and the end (run.notify).
-    Large message buffers go back to the system once freed (run.heap).
+    The process's threads share one malloc heap (run.heap).
     """
     bound_heap()
     run_id = run_id or str(uuid.uuid4())

@@ -3,8 +3,8 @@
 A worker never draws on a terminal (its log events go to ``apply``) and never runs an
 event loop, so before anything is imported it has structlog load without rich and
 without asyncio (``run.lean_start``): that saves each worker start-up time and about
-6 MB of memory, which count at every connection. Its buffers of large messages go
-back to the system once freed (``run.heap``).
+6 MB of memory, which count at every connection. Its threads share one malloc heap
+(``run.heap``), so a large message's buffer freed by one is reused by the next.
 """
 
 from imapsync_decl.run.heap import bound_heap
